@@ -1,0 +1,227 @@
+/*
+ * smelter.h - the C ABI of Smelter, weight-space model merging kernels for CPU and CUDA.
+ *
+ * This header is the only boundary between the native library and its callers (Java through
+ * FFM, C, Python ctypes). It uses plain C types only: no C++ types or exceptions cross it.
+ *
+ * Conventions
+ *  - Every function that can fail returns a smelter_status; SMELTER_OK is 0. On failure,
+ *    smelter_last_error() returns a message for the calling thread (valid until that thread's
+ *    next Smelter call).
+ *  - Structs passed in carry their own size in `struct_size` so fields can be appended in later
+ *    ABI versions without breaking callers built against older headers. Always initialise them
+ *    with the matching *_init function.
+ *  - A context is one backend instance (the CPU thread pool, or one CUDA device with its own
+ *    stream). Calls on one context run in order; calls on different contexts may overlap.
+ *    A context must not be used from two threads at once.
+ *  - Device work is asynchronous with respect to the host only where a function says so;
+ *    smelter_synchronize() waits for everything queued on a context.
+ */
+#ifndef SMELTER_H
+#define SMELTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define SMELTER_API __declspec(dllexport)
+#else
+#define SMELTER_API __attribute__((visibility("default")))
+#endif
+
+/** Bumped on every incompatible change; callers check it against the value they were built with. */
+#define SMELTER_ABI_VERSION 1
+
+/** Most models one merge call accepts. */
+#define SMELTER_MAX_MODELS 64
+
+typedef enum smelter_status {
+    SMELTER_OK = 0,
+    SMELTER_ERR_INVALID_ARGUMENT = 1, /* null pointer, size or dtype mismatch, value out of range */
+    SMELTER_ERR_UNSUPPORTED = 2,      /* valid request this build or backend cannot do */
+    SMELTER_ERR_OUT_OF_MEMORY = 3,    /* host or device allocation failed */
+    SMELTER_ERR_NO_DEVICE = 4,        /* no CUDA driver or no such device */
+    SMELTER_ERR_DEVICE = 5,           /* a CUDA runtime error; the message names it */
+    SMELTER_ERR_INTERNAL = 6          /* a bug in Smelter; please report the message */
+} smelter_status;
+
+typedef enum smelter_dtype {
+    SMELTER_F32 = 0,
+    SMELTER_F16 = 1,
+    SMELTER_BF16 = 2
+} smelter_dtype;
+
+typedef enum smelter_backend {
+    SMELTER_BACKEND_CPU = 0,
+    SMELTER_BACKEND_CUDA = 1
+} smelter_backend;
+
+/** Where a tensor's bytes live. A CUDA context accepts both (host tensors are staged through
+ *  device memory); a CPU context accepts host memory only. */
+typedef enum smelter_memory {
+    SMELTER_MEMORY_HOST = 0,
+    SMELTER_MEMORY_DEVICE = 1
+} smelter_memory;
+
+/** A flat view of tensor data owned by the caller. */
+typedef struct smelter_tensor {
+    void *data;
+    int64_t count;  /* number of elements */
+    int32_t dtype;  /* smelter_dtype */
+    int32_t memory; /* smelter_memory */
+} smelter_tensor;
+
+typedef struct smelter_context smelter_context;
+typedef struct smelter_topk smelter_topk;
+
+/* ---- library, errors, devices ---------------------------------------------------------- */
+
+SMELTER_API uint32_t smelter_abi_version(void);
+/** Version and build features, e.g. "smelter 0.1.0 (cpu avx2, cuda sm_90)". Static storage. */
+SMELTER_API const char *smelter_build_info(void);
+/** Name of a status code. Static storage. */
+SMELTER_API const char *smelter_status_string(smelter_status status);
+/** Message of the calling thread's last failed call ("" if none). Thread-local storage. */
+SMELTER_API const char *smelter_last_error(void);
+
+/** Number of devices of a backend: 1 for CPU; CUDA devices visible (0 when no driver/GPU). */
+SMELTER_API smelter_status smelter_device_count(smelter_backend backend, int32_t *count);
+/** Writes a NUL-terminated device description ("NVIDIA H100 80GB HBM3, 132 SMs, 79 GiB"). */
+SMELTER_API smelter_status smelter_device_name(smelter_backend backend, int32_t device, char *buffer,
+                                               size_t capacity);
+
+/* ---- contexts and memory ----------------------------------------------------------------- */
+
+/** Creates a context. `device` is the CUDA device ordinal (ignored for CPU); `threads` is the CPU
+ *  worker count (0 = one per available core; ignored for CUDA). */
+SMELTER_API smelter_status smelter_context_create(smelter_backend backend, int32_t device,
+                                                  int32_t threads, smelter_context **out);
+/** Waits for queued work, then releases the context. NULL is a no-op. */
+SMELTER_API smelter_status smelter_context_destroy(smelter_context *ctx);
+/** Waits until all work queued on the context has finished; reports asynchronous errors. */
+SMELTER_API smelter_status smelter_synchronize(smelter_context *ctx);
+
+/** Allocates `bytes` of memory of the given kind for use with this context. On CUDA, HOST memory
+ *  is page-locked (fast asynchronous copies); on CPU, DEVICE memory is refused. 64-byte aligned. */
+SMELTER_API smelter_status smelter_alloc(smelter_context *ctx, smelter_memory memory, size_t bytes,
+                                         void **out);
+SMELTER_API smelter_status smelter_free(smelter_context *ctx, smelter_memory memory, void *ptr);
+/** Copies bytes between host and device memory, queued on the context's stream. Host memory
+ *  that is not page-locked makes the copy synchronous. */
+SMELTER_API smelter_status smelter_copy(smelter_context *ctx, void *dst, smelter_memory dst_memory,
+                                        const void *src, smelter_memory src_memory, size_t bytes);
+
+/* ---- merging ----------------------------------------------------------------------------- */
+
+typedef enum smelter_method {
+    /** out = sum_i w_i x_i  (divided by sum_i w_i when normalize). No base model. */
+    SMELTER_METHOD_LINEAR = 0,
+    /** Generalised task arithmetic (Task Arithmetic, TIES, DARE-linear, DARE-TIES):
+     *  delta_i = x_i - base, sparsified, weighted, optionally sign-elected, summed;
+     *  out = base + lambda * merged. */
+    SMELTER_METHOD_TASK_ARITHMETIC = 1
+} smelter_method;
+
+typedef enum smelter_sparsify {
+    SMELTER_SPARSIFY_NONE = 0,
+    /** TIES trim: keep delta_i where key(|delta_i|) >= threshold_i; the threshold is the k-th
+     *  largest key with k = floor(density_i * count), so every element tied at the threshold is
+     *  kept (k = 0 keeps nothing). See smelter_merge_params.key_dtype and .thresholds. */
+    SMELTER_SPARSIFY_MAGNITUDE = 1,
+    /** DARE: keep delta_i with probability density_i, drawn from Philox4x32-10 keyed by
+     *  (seed, tensor_key) with counter (element index / 4, model index, stream 0). */
+    SMELTER_SPARSIFY_RANDOM = 2
+} smelter_sparsify;
+
+typedef enum smelter_consensus {
+    SMELTER_CONSENSUS_NONE = 0,
+    /** TIES sign election by mass: sign of sum_i w_i * delta_i (mergekit "sum"). */
+    SMELTER_CONSENSUS_SUM = 1,
+    /** Sign election by count: sign of sum_i sign(w_i * delta_i) (mergekit "count"). */
+    SMELTER_CONSENSUS_COUNT = 2
+} smelter_consensus;
+
+/** What an elected sum of exactly zero elects. */
+typedef enum smelter_zero_sign {
+    SMELTER_ZERO_SIGN_POSITIVE = 0, /* mergekit: zero goes to + */
+    SMELTER_ZERO_SIGN_NEGATIVE = 1, /* e.g. TIES paper when the overall sum is negative */
+    SMELTER_ZERO_SIGN_NONE = 2      /* nothing is elected: merged delta is 0 there */
+} smelter_zero_sign;
+
+typedef enum smelter_rescale {
+    SMELTER_RESCALE_NONE = 0,
+    /** kept deltas times 1/density_i (DARE paper; mergekit rescale=true). */
+    SMELTER_RESCALE_INVERSE_DENSITY = 1,
+    /** kept deltas times ||delta_i||_1 / ||kept delta_i||_1 over the tensor (1 when nothing is
+     *  kept) (mergekit rescale_norm=l1). */
+    SMELTER_RESCALE_L1 = 2
+} smelter_rescale;
+
+typedef struct smelter_merge_params {
+    uint32_t struct_size;       /* sizeof(smelter_merge_params) */
+    int32_t method;             /* smelter_method */
+    int32_t n_models;           /* 1..SMELTER_MAX_MODELS */
+    const smelter_tensor *models; /* n_models tensors, same count and dtype */
+    const smelter_tensor *base; /* TASK_ARITHMETIC: same count and dtype as the models */
+    const float *weights;       /* n_models, host memory; NULL = all 1 */
+    const float *densities;     /* n_models in (0, 1], host memory; NULL = all 1 */
+    int32_t sparsify;           /* smelter_sparsify */
+    int32_t consensus;          /* smelter_consensus */
+    int32_t zero_sign;          /* smelter_zero_sign */
+    int32_t rescale;            /* smelter_rescale */
+    int32_t normalize;          /* divide by the sum of the (agreeing) weights */
+    float lambda;               /* scale of the merged delta; default 1 */
+    /** Precision in which |delta| is ranked for MAGNITUDE: -1 = the models' dtype, or a
+     *  smelter_dtype. delta is computed in f32 and rounded to nearest even to this dtype. */
+    int32_t key_dtype;
+    /** n_models threshold keys from smelter_topk_select (global / chunked trimming), host
+     *  memory; NULL = computed over this call's tensors (per-tensor trimming). */
+    const uint32_t *thresholds;
+    uint64_t seed;              /* RANDOM: user seed */
+    uint64_t tensor_key;        /* RANDOM: smelter_tensor_key(name) of the tensor */
+    int64_t element_offset;     /* RANDOM: index of element 0 of these views in the whole tensor */
+    /** Optional out, host memory, 3 values: elected signs counted +, -, none (consensus only).
+     *  Lets a caller resolve zero signs from the overall sign (TIES paper) in a second call. */
+    int64_t *sign_counts;
+} smelter_merge_params;
+
+/** Fills defaults: TASK_ARITHMETIC, no sparsify/consensus, lambda 1, key_dtype -1, rest 0/NULL. */
+SMELTER_API void smelter_merge_params_init(smelter_merge_params *params);
+
+/** Merges into `out` (any dtype; f32 accumulation, round to nearest even). `out` may be NULL to
+ *  compute only sign_counts. Positions where any input is NaN give NaN. Synchronous. */
+SMELTER_API smelter_status smelter_merge(smelter_context *ctx, const smelter_merge_params *params,
+                                         const smelter_tensor *out);
+
+/** The 64-bit key of a tensor name for RANDOM sparsification (FNV-1a over the bytes). */
+SMELTER_API uint64_t smelter_tensor_key(const char *name, size_t length);
+
+/* ---- exact top-k thresholds over many tensors (global TIES trimming) ---------------------- */
+
+/** Creates an exact streaming k-th-largest finder over keys of |model - base|, in `key_dtype`.
+ *  Protocol: smelter_topk_add() every tensor of the model, then smelter_topk_select(k). For
+ *  16-bit keys one pass suffices; for F32 select asks (more_passes = 1) for a second round of
+ *  the same smelter_topk_add() calls, after which it returns the exact key. */
+SMELTER_API smelter_status smelter_topk_create(smelter_context *ctx, smelter_dtype key_dtype,
+                                               smelter_topk **out);
+SMELTER_API smelter_status smelter_topk_destroy(smelter_topk *topk);
+/** Adds the keys of |model - base| (base may be NULL: keys of |model|). */
+SMELTER_API smelter_status smelter_topk_add(smelter_topk *topk, const smelter_tensor *base,
+                                            const smelter_tensor *model);
+/** Elements added so far in the current pass. */
+SMELTER_API smelter_status smelter_topk_count(smelter_topk *topk, int64_t *count);
+/** Finds the k-th largest key (k counted over all keys added in this pass). Sets *more_passes
+ *  to 1 when another round of adds is needed, else 0 and *threshold to the key: elements with
+ *  key >= threshold are the kept ones. k = 0 gives threshold 0xFFFFFFFF (keep nothing). */
+SMELTER_API smelter_status smelter_topk_select(smelter_topk *topk, int64_t k, int32_t *more_passes,
+                                               uint32_t *threshold);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SMELTER_H */

@@ -1,0 +1,111 @@
+// The per-element merge arithmetic, shared verbatim by the CPU and CUDA backends.
+#pragma once
+#include "numerics.h"
+#include "smelter.h"
+
+namespace smelter {
+
+// Everything a merge kernel needs, resolved on the host from smelter_merge_params.
+// Passed to CUDA kernels by value (about 1.3 KB, under the 4 KB parameter limit).
+struct MergePlan {
+    int32_t method;
+    int32_t n;
+    int32_t sparsify;
+    int32_t consensus;
+    int32_t zero_sign;
+    int32_t normalize;
+    int32_t key_dtype;
+    float lambda;
+    float divisor;           // normalisation divisor when there is no consensus (LINEAR and TA)
+    uint64_t stream_key;     // Philox key for RANDOM
+    int64_t element_offset;  // global index of element 0
+    float weights[SMELTER_MAX_MODELS];
+    float scales[SMELTER_MAX_MODELS];       // rescale of kept deltas (1 = none)
+    uint32_t thresholds[SMELTER_MAX_MODELS];  // MAGNITUDE: keep key >= threshold
+    uint32_t keep24[SMELTER_MAX_MODELS];      // RANDOM: keep when 24 random bits < keep24
+};
+
+// Random stream ids (the fourth Philox counter word); later methods take new ids.
+enum RandomStream : uint32_t { STREAM_DARE = 0 };
+
+SMELTER_HD int sign_of(float v) { return (v > 0.0f) - (v < 0.0f); }
+SMELTER_HD float quiet_nan() { return bits_float(0x7FC00000u); }
+
+// Whether model i keeps its delta d at this element (rnd: its 24 random bits, RANDOM only).
+SMELTER_HD bool sparsify_keep(const MergePlan &p, int i, float d, uint32_t rnd) {
+    if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE) return magnitude_key(d, p.key_dtype) >= p.thresholds[i];
+    if (p.sparsify == SMELTER_SPARSIFY_RANDOM) return rnd < p.keep24[i];
+    return true;
+}
+
+// Merges one element. x0: base value (unused by LINEAR); x(i): model i's value; rnd(i): 24 random
+// bits for model i (read for RANDOM only). MAXN bounds the model count at compile time so the
+// per-model arrays stay in registers; EXACT means n == MAXN. Writes the elected sign (+1, -1, 0; 0 without consensus) and
+// returns the f32 result. The order of every floating-point operation here is the contract
+// that makes the CPU and CUDA backends agree bit for bit; change it on both or neither.
+template <int MAXN, bool EXACT, class ModelValues, class RandomBits>
+SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, RandomBits rnd, int *elected) {
+    const int n = EXACT ? MAXN : p.n;
+    bool nan_input = x0 != x0;
+    *elected = 0;
+    if (p.method == SMELTER_METHOD_LINEAR) {
+        float acc = 0.0f;
+        for (int i = 0; i < MAXN; ++i) {
+            if (!EXACT && i >= n) break;
+            nan_input |= x(i) != x(i);
+            acc = acc + p.weights[i] * x(i);
+        }
+        if (p.normalize) acc = acc / p.divisor;
+        return nan_input ? quiet_nan() : acc;
+    }
+    float wd[MAXN] = {};
+    for (int i = 0; i < MAXN; ++i) {
+        if (!EXACT && i >= n) break;
+        nan_input |= x(i) != x(i);
+        float d = x(i) - x0;
+        d = sparsify_keep(p, i, d, p.sparsify == SMELTER_SPARSIFY_RANDOM ? rnd(i) : 0u) ? d * p.scales[i] : 0.0f;
+        wd[i] = d * p.weights[i];
+    }
+    float mixed = 0.0f;
+    if (p.consensus == SMELTER_CONSENSUS_NONE) {
+        for (int i = 0; i < MAXN; ++i) {
+            if (!EXACT && i >= n) break;
+            mixed = mixed + wd[i];
+        }
+        if (p.normalize) mixed = mixed / p.divisor;
+    } else {
+        float vote = 0.0f;
+        for (int i = 0; i < MAXN; ++i) {
+            if (!EXACT && i >= n) break;
+            vote = vote + (p.consensus == SMELTER_CONSENSUS_SUM ? wd[i] : static_cast<float>(sign_of(wd[i])));
+        }
+        int e = sign_of(vote);
+        if (e == 0) e = p.zero_sign == SMELTER_ZERO_SIGN_POSITIVE ? 1 : p.zero_sign == SMELTER_ZERO_SIGN_NEGATIVE ? -1 : 0;
+        float div = 0.0f;
+        for (int i = 0; i < MAXN; ++i) {
+            if (!EXACT && i >= n) break;
+            bool agree = e != 0 && sign_of(wd[i]) == e;
+            mixed = mixed + (agree ? wd[i] : 0.0f);
+            div = div + (agree ? p.weights[i] : 0.0f);
+        }
+        if (p.normalize) mixed = mixed / (div == 0.0f ? 1.0f : div);
+        *elected = e;
+    }
+    float r = x0 + p.lambda * mixed;
+    return nan_input ? quiet_nan() : r;
+}
+
+// Loads and stores by dtype.
+SMELTER_HD float load_element(const void *data, int32_t dtype, int64_t i) {
+    if (dtype == SMELTER_F32) return static_cast<const float *>(data)[i];
+    uint16_t h = static_cast<const uint16_t *>(data)[i];
+    return dtype == SMELTER_BF16 ? bf16_to_float(h) : f16_to_float(h);
+}
+
+SMELTER_HD void store_element(void *data, int32_t dtype, int64_t i, float v) {
+    if (dtype == SMELTER_F32) static_cast<float *>(data)[i] = v;
+    else if (dtype == SMELTER_BF16) static_cast<uint16_t *>(data)[i] = float_to_bf16(v);
+    else static_cast<uint16_t *>(data)[i] = float_to_f16(v);
+}
+
+}  // namespace smelter

@@ -1,0 +1,429 @@
+// The exported C ABI: argument validation, plan resolution and error translation. Nothing thrown
+// inside the library crosses this file; every entry point returns a status.
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "host_stats.h"
+#include "smelter.h"
+
+struct smelter_context {
+    std::unique_ptr<smelter::Backend> backend;
+};
+
+struct smelter_topk {
+    smelter_context *ctx;
+    int32_t key_dtype;
+    int level = 0;                 // 0, then 1 for the f32 refinement pass
+    uint32_t prefix = 0;           // level-0 bin chosen for level 1
+    int64_t k = -1;                // k of the first select, checked in the second
+    uint64_t rank_in_prefix = 0;   // k restated inside the chosen bin
+    int64_t count = 0;             // keys added in this pass
+    int64_t first_pass_count = 0;
+    std::vector<uint64_t> hist;
+};
+
+namespace smelter {
+
+[[noreturn]] void fail(smelter_status status, const std::string &message) { throw Error{status, message}; }
+
+namespace {
+
+thread_local std::string g_last_error;
+
+template <class F>
+smelter_status guarded(F &&body) {
+    try {
+        body();
+        g_last_error.clear();
+        return SMELTER_OK;
+    } catch (const Error &e) {
+        g_last_error = e.message;
+        return e.status;
+    } catch (const std::bad_alloc &) {
+        g_last_error = "out of host memory";
+        return SMELTER_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception &e) {
+        g_last_error = std::string("internal error: ") + e.what();
+        return SMELTER_ERR_INTERNAL;
+    } catch (...) {
+        g_last_error = "internal error: unknown exception";
+        return SMELTER_ERR_INTERNAL;
+    }
+}
+
+void require(bool ok, const std::string &message) {
+    if (!ok) fail(SMELTER_ERR_INVALID_ARGUMENT, message);
+}
+
+bool valid_dtype(int32_t d) { return d == SMELTER_F32 || d == SMELTER_F16 || d == SMELTER_BF16; }
+size_t dtype_size(int32_t d) { return d == SMELTER_F32 ? 4 : 2; }
+const char *dtype_name(int32_t d) { return d == SMELTER_F32 ? "f32" : d == SMELTER_F16 ? "f16" : d == SMELTER_BF16 ? "bf16" : "?"; }
+
+void check_tensor(const smelter_context *ctx, const smelter_tensor *t, const std::string &what) {
+    require(t != nullptr, what + " is NULL");
+    require(valid_dtype(t->dtype), what + " has unknown dtype " + std::to_string(t->dtype));
+    require(t->count >= 0, what + " has negative element count " + std::to_string(t->count));
+    require(t->count == 0 || t->data != nullptr, what + " has NULL data");
+    require(t->memory == SMELTER_MEMORY_HOST || t->memory == SMELTER_MEMORY_DEVICE,
+            what + " has unknown memory kind " + std::to_string(t->memory));
+    if (ctx->backend->kind() == SMELTER_BACKEND_CPU)
+        require(t->memory == SMELTER_MEMORY_HOST, what + " is in device memory, which a CPU context cannot read");
+}
+
+// Output may alias an input only exactly (same bytes, same dtype): merging is element-wise.
+void check_no_partial_overlap(const smelter_tensor &out, const smelter_tensor &in, const std::string &what) {
+    if (out.memory != in.memory || out.count == 0) return;
+    auto o0 = reinterpret_cast<uintptr_t>(out.data), i0 = reinterpret_cast<uintptr_t>(in.data);
+    uintptr_t o1 = o0 + out.count * dtype_size(out.dtype), i1 = i0 + in.count * dtype_size(in.dtype);
+    bool overlap = o0 < i1 && i0 < o1;
+    require(!overlap || (o0 == i0 && out.dtype == in.dtype),
+            "out partially overlaps " + what + " (only exact in-place aliasing is allowed)");
+}
+
+std::string model_name(int i) { return "models[" + std::to_string(i) + "]"; }
+
+// Thresholds for per-tensor trimming: exact k-th largest key of each model's deltas.
+void per_tensor_thresholds(Backend &b, const KernelInputs &in, const smelter_merge_params &p, MergePlan &plan) {
+    std::vector<uint64_t> hist;
+    for (int i = 0; i < plan.n; ++i) {
+        float density = p.densities ? p.densities[i] : 1.0f;
+        int64_t k = kept_count(density, in.count);
+        if (k == 0) { plan.thresholds[i] = 0xFFFFFFFFu; continue; }
+        hist.assign(kLevel0Bins, 0);
+        b.key_histogram(in, i, plan.key_dtype, 0, 0, hist.data());
+        uint64_t rank;
+        uint32_t bin = select_bin(hist.data(), kLevel0Bins, static_cast<uint64_t>(k), &rank);
+        if (plan.key_dtype != KEY_F32) { plan.thresholds[i] = bin; continue; }
+        hist.assign(kLevel1Bins, 0);
+        b.key_histogram(in, i, plan.key_dtype, 1, bin, hist.data());
+        uint32_t low = select_bin(hist.data(), kLevel1Bins, rank, &rank);
+        plan.thresholds[i] = (bin << 16) | low;
+    }
+}
+
+void l1_scales(Backend &b, const KernelInputs &in, MergePlan &plan) {
+    ExactSum total, kept;
+    for (int i = 0; i < plan.n; ++i) {
+        std::memset(&total, 0, sizeof total);
+        std::memset(&kept, 0, sizeof kept);
+        b.l1_norms(plan, in, i, &total, &kept);
+        double t = exact_sum_value(total), k = exact_sum_value(kept);
+        plan.scales[i] = (k > 0.0 && std::isfinite(t) && std::isfinite(k)) ? static_cast<float>(t / k) : 1.0f;
+    }
+}
+
+void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelter_tensor *out) {
+    require(ctx != nullptr, "context is NULL");
+    require(p != nullptr, "params is NULL");
+    require(p->struct_size >= sizeof(smelter_merge_params),
+            "params.struct_size is " + std::to_string(p->struct_size) + ", expected " +
+                std::to_string(sizeof(smelter_merge_params)) + " (call smelter_merge_params_init)");
+    require(p->method == SMELTER_METHOD_LINEAR || p->method == SMELTER_METHOD_TASK_ARITHMETIC,
+            "unknown method " + std::to_string(p->method));
+    const bool linear = p->method == SMELTER_METHOD_LINEAR;
+    require(p->n_models >= 1 && p->n_models <= SMELTER_MAX_MODELS,
+            "n_models must be in 1.." + std::to_string(SMELTER_MAX_MODELS) + ", got " + std::to_string(p->n_models));
+    require(p->models != nullptr, "models is NULL");
+    const int n = p->n_models;
+    for (int i = 0; i < n; ++i) check_tensor(ctx, &p->models[i], model_name(i));
+    const smelter_tensor &first = p->models[0];
+    for (int i = 1; i < n; ++i) {
+        require(p->models[i].count == first.count, model_name(i) + " has " + std::to_string(p->models[i].count) +
+                                                        " elements, models[0] has " + std::to_string(first.count));
+        require(p->models[i].dtype == first.dtype, model_name(i) + " is " + dtype_name(p->models[i].dtype) +
+                                                        ", models[0] is " + dtype_name(first.dtype));
+    }
+    if (!linear) {
+        check_tensor(ctx, p->base, "base");
+        require(p->base->count == first.count, "base has " + std::to_string(p->base->count) +
+                                                   " elements, models[0] has " + std::to_string(first.count));
+        require(p->base->dtype == first.dtype,
+                std::string("base is ") + dtype_name(p->base->dtype) + ", models[0] is " + dtype_name(first.dtype));
+    }
+    if (out != nullptr) {
+        check_tensor(ctx, out, "out");
+        require(out->count == first.count,
+                "out has " + std::to_string(out->count) + " elements, models[0] has " + std::to_string(first.count));
+        for (int i = 0; i < n; ++i) check_no_partial_overlap(*out, p->models[i], model_name(i));
+        if (!linear) check_no_partial_overlap(*out, *p->base, "base");
+    } else {
+        require(p->sign_counts != nullptr, "out is NULL and no sign_counts requested: nothing to do");
+    }
+    require(p->sparsify >= SMELTER_SPARSIFY_NONE && p->sparsify <= SMELTER_SPARSIFY_RANDOM,
+            "unknown sparsify " + std::to_string(p->sparsify));
+    require(p->consensus >= SMELTER_CONSENSUS_NONE && p->consensus <= SMELTER_CONSENSUS_COUNT,
+            "unknown consensus " + std::to_string(p->consensus));
+    require(p->zero_sign >= SMELTER_ZERO_SIGN_POSITIVE && p->zero_sign <= SMELTER_ZERO_SIGN_NONE,
+            "unknown zero_sign " + std::to_string(p->zero_sign));
+    require(p->rescale >= SMELTER_RESCALE_NONE && p->rescale <= SMELTER_RESCALE_L1,
+            "unknown rescale " + std::to_string(p->rescale));
+    require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
+    if (linear) {
+        require(p->sparsify == SMELTER_SPARSIFY_NONE && p->consensus == SMELTER_CONSENSUS_NONE,
+                "LINEAR takes no sparsify or consensus (they act on task vectors: use TASK_ARITHMETIC)");
+    }
+    require(p->rescale == SMELTER_RESCALE_NONE || p->sparsify != SMELTER_SPARSIFY_NONE,
+            "rescale needs a sparsify method");
+    require(p->thresholds == nullptr || p->sparsify == SMELTER_SPARSIFY_MAGNITUDE,
+            "thresholds are given but sparsify is not MAGNITUDE");
+    require(std::isfinite(p->lambda), "lambda must be finite");
+
+    MergePlan plan{};
+    plan.method = p->method;
+    plan.n = n;
+    plan.sparsify = p->sparsify;
+    plan.consensus = p->consensus;
+    plan.zero_sign = p->zero_sign;
+    plan.normalize = p->normalize != 0;
+    plan.key_dtype = p->key_dtype < 0 ? first.dtype : p->key_dtype;
+    plan.lambda = p->lambda;
+    plan.stream_key = random_stream_key(p->seed, p->tensor_key);
+    plan.element_offset = p->element_offset;
+    require(p->element_offset >= 0, "element_offset must be >= 0");
+    float weight_sum = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        float w = p->weights ? p->weights[i] : 1.0f;
+        require(std::isfinite(w), "weights[" + std::to_string(i) + "] is not finite");
+        float d = p->densities ? p->densities[i] : 1.0f;
+        require(d > 0.0f && d <= 1.0f, "densities[" + std::to_string(i) + "] must be in (0, 1], got " + std::to_string(d));
+        plan.weights[i] = w;
+        weight_sum = weight_sum + w;
+        plan.scales[i] = p->rescale == SMELTER_RESCALE_INVERSE_DENSITY ? 1.0f / d : 1.0f;
+        plan.keep24[i] = keep_threshold24(d);
+        plan.thresholds[i] = p->thresholds ? p->thresholds[i] : 0u;
+    }
+    if (linear) {
+        require(!plan.normalize || weight_sum != 0.0f, "LINEAR with normalize needs weights that do not sum to 0");
+        plan.divisor = weight_sum;
+    } else {
+        // mergekit: a divisor of (almost) zero is replaced by 1.
+        plan.divisor = std::fabs(weight_sum) < 1e-8f ? 1.0f : weight_sum;
+    }
+
+    Backend &b = *ctx->backend;
+    auto staged = b.stage(linear ? nullptr : p->base, p->models, n);
+    const KernelInputs &in = staged->inputs;
+    if (plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE && p->thresholds == nullptr) per_tensor_thresholds(b, in, *p, plan);
+    if (p->rescale == SMELTER_RESCALE_L1) l1_scales(b, in, plan);
+    int64_t counts[3] = {0, 0, 0};
+    b.merge(plan, in, out, counts);
+    if (p->sign_counts) std::memcpy(p->sign_counts, counts, sizeof counts);
+}
+
+}  // namespace
+}  // namespace smelter
+
+using namespace smelter;
+
+extern "C" {
+
+SMELTER_API uint32_t smelter_abi_version(void) { return SMELTER_ABI_VERSION; }
+
+SMELTER_API const char *smelter_build_info(void) {
+    static const std::string info =
+        std::string("smelter " SMELTER_VERSION " (cpu ") + cpu_kernel_isa() + ", " + cuda_build_info() + ")";
+    return info.c_str();
+}
+
+SMELTER_API const char *smelter_status_string(smelter_status status) {
+    switch (status) {
+        case SMELTER_OK: return "SMELTER_OK";
+        case SMELTER_ERR_INVALID_ARGUMENT: return "SMELTER_ERR_INVALID_ARGUMENT";
+        case SMELTER_ERR_UNSUPPORTED: return "SMELTER_ERR_UNSUPPORTED";
+        case SMELTER_ERR_OUT_OF_MEMORY: return "SMELTER_ERR_OUT_OF_MEMORY";
+        case SMELTER_ERR_NO_DEVICE: return "SMELTER_ERR_NO_DEVICE";
+        case SMELTER_ERR_DEVICE: return "SMELTER_ERR_DEVICE";
+        case SMELTER_ERR_INTERNAL: return "SMELTER_ERR_INTERNAL";
+    }
+    return "SMELTER_ERR_UNKNOWN";
+}
+
+SMELTER_API const char *smelter_last_error(void) { return g_last_error.c_str(); }
+
+SMELTER_API smelter_status smelter_device_count(smelter_backend backend, int32_t *count) {
+    return guarded([&] {
+        require(count != nullptr, "count is NULL");
+        if (backend == SMELTER_BACKEND_CPU) *count = 1;
+        else if (backend == SMELTER_BACKEND_CUDA) *count = cuda_device_count();
+        else fail(SMELTER_ERR_INVALID_ARGUMENT, "unknown backend " + std::to_string(backend));
+    });
+}
+
+SMELTER_API smelter_status smelter_device_name(smelter_backend backend, int32_t device, char *buffer,
+                                               size_t capacity) {
+    return guarded([&] {
+        require(buffer != nullptr && capacity > 0, "buffer is NULL or empty");
+        std::string name;
+        if (backend == SMELTER_BACKEND_CPU) name = "CPU, " + std::to_string(cpu_core_count()) + " threads";
+        else if (backend == SMELTER_BACKEND_CUDA) name = cuda_device_name(device);
+        else fail(SMELTER_ERR_INVALID_ARGUMENT, "unknown backend " + std::to_string(backend));
+        size_t len = name.size() < capacity - 1 ? name.size() : capacity - 1;
+        std::memcpy(buffer, name.data(), len);
+        buffer[len] = '\0';
+    });
+}
+
+SMELTER_API smelter_status smelter_context_create(smelter_backend backend, int32_t device, int32_t threads,
+                                                  smelter_context **out) {
+    return guarded([&] {
+        require(out != nullptr, "out is NULL");
+        *out = nullptr;
+        require(threads >= 0, "threads must be >= 0");
+        auto ctx = std::make_unique<smelter_context>();
+        if (backend == SMELTER_BACKEND_CPU) ctx->backend = make_cpu_backend(threads);
+        else if (backend == SMELTER_BACKEND_CUDA) ctx->backend = make_cuda_backend(device);
+        else fail(SMELTER_ERR_INVALID_ARGUMENT, "unknown backend " + std::to_string(backend));
+        *out = ctx.release();
+    });
+}
+
+SMELTER_API smelter_status smelter_context_destroy(smelter_context *ctx) {
+    if (ctx == nullptr) return SMELTER_OK;
+    smelter_status s = guarded([&] { ctx->backend->synchronize(); });
+    std::string message = g_last_error;
+    smelter_status d = guarded([&] { delete ctx; });
+    if (s != SMELTER_OK) g_last_error = message;
+    return s != SMELTER_OK ? s : d;
+}
+
+SMELTER_API smelter_status smelter_synchronize(smelter_context *ctx) {
+    return guarded([&] {
+        require(ctx != nullptr, "context is NULL");
+        ctx->backend->synchronize();
+    });
+}
+
+SMELTER_API smelter_status smelter_alloc(smelter_context *ctx, smelter_memory memory, size_t bytes, void **out) {
+    return guarded([&] {
+        require(ctx != nullptr && out != nullptr, "context or out is NULL");
+        *out = nullptr;
+        require(memory == SMELTER_MEMORY_HOST || memory == SMELTER_MEMORY_DEVICE, "unknown memory kind");
+        *out = ctx->backend->alloc(memory, bytes);
+    });
+}
+
+SMELTER_API smelter_status smelter_free(smelter_context *ctx, smelter_memory memory, void *ptr) {
+    return guarded([&] {
+        require(ctx != nullptr, "context is NULL");
+        require(memory == SMELTER_MEMORY_HOST || memory == SMELTER_MEMORY_DEVICE, "unknown memory kind");
+        if (ptr) ctx->backend->free(memory, ptr);
+    });
+}
+
+SMELTER_API smelter_status smelter_copy(smelter_context *ctx, void *dst, smelter_memory dst_memory, const void *src,
+                                        smelter_memory src_memory, size_t bytes) {
+    return guarded([&] {
+        require(ctx != nullptr, "context is NULL");
+        require(bytes == 0 || (dst != nullptr && src != nullptr), "dst or src is NULL");
+        require((dst_memory == SMELTER_MEMORY_HOST || dst_memory == SMELTER_MEMORY_DEVICE) &&
+                    (src_memory == SMELTER_MEMORY_HOST || src_memory == SMELTER_MEMORY_DEVICE),
+                "unknown memory kind");
+        if (bytes) ctx->backend->copy(dst, dst_memory, src, src_memory, bytes);
+    });
+}
+
+SMELTER_API void smelter_merge_params_init(smelter_merge_params *params) {
+    if (params == nullptr) return;
+    std::memset(params, 0, sizeof *params);
+    params->struct_size = sizeof *params;
+    params->method = SMELTER_METHOD_TASK_ARITHMETIC;
+    params->lambda = 1.0f;
+    params->key_dtype = -1;
+}
+
+SMELTER_API smelter_status smelter_merge(smelter_context *ctx, const smelter_merge_params *params,
+                                         const smelter_tensor *out) {
+    return guarded([&] { merge_impl(ctx, params, out); });
+}
+
+SMELTER_API uint64_t smelter_tensor_key(const char *name, size_t length) {
+    uint64_t h = 0xCBF29CE484222325ull;  // FNV-1a 64
+    for (size_t i = 0; name != nullptr && i < length; ++i) {
+        h ^= static_cast<unsigned char>(name[i]);
+        h *= 0x100000001B3ull;
+    }
+    return h;
+}
+
+SMELTER_API smelter_status smelter_topk_create(smelter_context *ctx, smelter_dtype key_dtype, smelter_topk **out) {
+    return guarded([&] {
+        require(ctx != nullptr && out != nullptr, "context or out is NULL");
+        *out = nullptr;
+        require(valid_dtype(key_dtype), "unknown key_dtype " + std::to_string(key_dtype));
+        auto t = std::make_unique<smelter_topk>();
+        t->ctx = ctx;
+        t->key_dtype = key_dtype;
+        t->hist.assign(kLevel0Bins, 0);
+        *out = t.release();
+    });
+}
+
+SMELTER_API smelter_status smelter_topk_destroy(smelter_topk *topk) {
+    delete topk;
+    return SMELTER_OK;
+}
+
+SMELTER_API smelter_status smelter_topk_add(smelter_topk *topk, const smelter_tensor *base, const smelter_tensor *model) {
+    return guarded([&] {
+        require(topk != nullptr, "topk is NULL");
+        check_tensor(topk->ctx, model, "model");
+        if (base) {
+            check_tensor(topk->ctx, base, "base");
+            require(base->count == model->count, "base has " + std::to_string(base->count) + " elements, model has " +
+                                                     std::to_string(model->count));
+            require(base->dtype == model->dtype,
+                    std::string("base is ") + dtype_name(base->dtype) + ", model is " + dtype_name(model->dtype));
+        }
+        if (model->count == 0) return;
+        Backend &b = *topk->ctx->backend;
+        auto staged = b.stage(base, model, 1);
+        b.key_histogram(staged->inputs, 0, topk->key_dtype, topk->level, topk->prefix, topk->hist.data());
+        topk->count += model->count;
+    });
+}
+
+SMELTER_API smelter_status smelter_topk_count(smelter_topk *topk, int64_t *count) {
+    return guarded([&] {
+        require(topk != nullptr && count != nullptr, "topk or count is NULL");
+        *count = topk->count;
+    });
+}
+
+SMELTER_API smelter_status smelter_topk_select(smelter_topk *topk, int64_t k, int32_t *more_passes, uint32_t *threshold) {
+    return guarded([&] {
+        require(topk != nullptr && more_passes != nullptr && threshold != nullptr, "topk, more_passes or threshold is NULL");
+        if (topk->level == 1) {
+            require(k == topk->k, "k changed between passes (" + std::to_string(topk->k) + " then " + std::to_string(k) + ")");
+            require(topk->count == topk->first_pass_count,
+                    "the second pass added " + std::to_string(topk->count) + " elements, the first " +
+                        std::to_string(topk->first_pass_count) + ": add the same tensors in both passes");
+        }
+        require(k >= 0 && k <= topk->count,
+                "k must be in 0.." + std::to_string(topk->count) + " (elements added), got " + std::to_string(k));
+        *more_passes = 0;
+        if (k == 0) { *threshold = 0xFFFFFFFFu; return; }
+        if (topk->level == 0) {
+            uint64_t rank;
+            uint32_t bin = select_bin(topk->hist.data(), kLevel0Bins, static_cast<uint64_t>(k), &rank);
+            if (topk->key_dtype != SMELTER_F32) { *threshold = bin; return; }
+            topk->level = 1;
+            topk->prefix = bin;
+            topk->rank_in_prefix = rank;
+            topk->k = k;
+            topk->first_pass_count = topk->count;
+            topk->count = 0;
+            topk->hist.assign(kLevel1Bins, 0);
+            *more_passes = 1;
+            return;
+        }
+        uint64_t rank;
+        uint32_t low = select_bin(topk->hist.data(), kLevel1Bins, topk->rank_in_prefix, &rank);
+        *threshold = (topk->prefix << 16) | low;
+    });
+}
+
+}  // extern "C"

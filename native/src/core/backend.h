@@ -1,0 +1,70 @@
+// The interface each backend implements. The exported C functions (abi.cpp) validate arguments,
+// resolve a MergePlan and drive these primitives; backends only move bytes and run kernels.
+#pragma once
+#include <stdint.h>
+#include <memory>
+#include <string>
+#include "../common/merge_element.h"
+#include "../common/stats.h"
+#include "smelter.h"
+
+namespace smelter {
+
+// Thrown inside the library, turned into a status + thread-local message at the ABI boundary.
+struct Error {
+    smelter_status status;
+    std::string message;
+};
+[[noreturn]] void fail(smelter_status status, const std::string &message);
+
+// Tensors a kernel can read directly (for CUDA: device memory; host inputs staged by the backend).
+struct KernelInputs {
+    const void *base = nullptr;  // nullptr for LINEAR
+    const void *models[SMELTER_MAX_MODELS] = {};
+    int32_t dtype = SMELTER_F32;
+    int64_t count = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual smelter_backend kind() const = 0;
+
+    virtual void *alloc(smelter_memory memory, size_t bytes) = 0;
+    virtual void free(smelter_memory memory, void *ptr) = 0;
+    virtual void copy(void *dst, smelter_memory dst_memory, const void *src, smelter_memory src_memory,
+                      size_t bytes) = 0;
+    virtual void synchronize() = 0;
+
+    // Makes the given tensors readable by kernels; the returned object keeps staging buffers alive.
+    struct Staged {
+        KernelInputs inputs;
+        virtual ~Staged() = default;
+    };
+    virtual std::unique_ptr<Staged> stage(const smelter_tensor *base, const smelter_tensor *models, int n) = 0;
+
+    // Adds the keys of |model - base| (base may be null) to a host histogram of kLevel0Bins or
+    // kLevel1Bins counters (see key_bin). `model` indexes inputs.models.
+    virtual void key_histogram(const KernelInputs &in, int model, int32_t key_dtype, int level,
+                               uint32_t prefix, uint64_t *hist) = 0;
+
+    // Adds |delta| (total) and |delta| of kept elements (kept) of one model, with the plan's
+    // sparsification and before any rescale, to the two exact sums.
+    virtual void l1_norms(const MergePlan &plan, const KernelInputs &in, int model, ExactSum *total,
+                          ExactSum *kept) = 0;
+
+    // Runs the merge. out may be null (only sign counts). sign_counts: +, -, none.
+    virtual void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out,
+                       int64_t sign_counts[3]) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend(int threads);
+int cpu_core_count();
+const char *cpu_kernel_isa();  // the CPU kernels chosen for this machine ("avx2", "sse2")
+// CUDA entry points; when built without CUDA they report SMELTER_ERR_UNSUPPORTED.
+std::unique_ptr<Backend> make_cuda_backend(int device);
+int cuda_device_count();
+std::string cuda_device_name(int device);
+const char *cuda_build_info();
+
+}  // namespace smelter

@@ -1,0 +1,110 @@
+// The CPU backend: host memory only, kernels split over a thread pool in fixed-size chunks.
+// Results do not depend on the thread count: each element is computed independently and the
+// statistics are integer counts.
+#include <sched.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "../core/backend.h"
+#include "cpu_kernels.h"
+#include "thread_pool.h"
+
+namespace smelter {
+namespace {
+
+constexpr int64_t kChunk = 1 << 16;  // elements per task
+
+const CpuKernels &select_kernels() {
+    static const CpuKernels &k = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+                                     ? cpu_avx2::kernels
+                                     : cpu_generic::kernels;
+    return k;
+}
+
+class CpuBackend final : public Backend {
+public:
+    explicit CpuBackend(int threads) : pool_(threads > 0 ? threads : cpu_core_count()), k_(select_kernels()) {}
+
+    smelter_backend kind() const override { return SMELTER_BACKEND_CPU; }
+
+    void *alloc(smelter_memory memory, size_t bytes) override {
+        if (memory != SMELTER_MEMORY_HOST) fail(SMELTER_ERR_UNSUPPORTED, "a CPU context has no device memory");
+        void *p = std::aligned_alloc(64, ((bytes + 63) / 64) * 64 + (bytes == 0 ? 64 : 0));
+        if (!p) fail(SMELTER_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(bytes) + " bytes of host memory");
+        return p;
+    }
+    void free(smelter_memory, void *ptr) override { std::free(ptr); }
+    void copy(void *dst, smelter_memory dm, const void *src, smelter_memory sm, size_t bytes) override {
+        if (dm != SMELTER_MEMORY_HOST || sm != SMELTER_MEMORY_HOST)
+            fail(SMELTER_ERR_UNSUPPORTED, "a CPU context has no device memory");
+        std::memmove(dst, src, bytes);
+    }
+    void synchronize() override {}
+
+    std::unique_ptr<Staged> stage(const smelter_tensor *base, const smelter_tensor *models, int n) override {
+        auto s = std::make_unique<Staged>();
+        s->inputs.base = base ? base->data : nullptr;
+        for (int i = 0; i < n; ++i) s->inputs.models[i] = models[i].data;
+        s->inputs.dtype = models[0].dtype;
+        s->inputs.count = models[0].count;
+        return s;
+    }
+
+    void key_histogram(const KernelInputs &in, int model, int32_t key_dtype, int level, uint32_t prefix,
+                       uint64_t *hist) override {
+        const int bins = (key_dtype == SMELTER_F32 && level == 1) ? kLevel1Bins : kLevel0Bins;
+        std::vector<std::vector<uint64_t>> local(pool_.size());
+        pool_.run(chunks(in.count), [&](int64_t c, int w) {
+            if (local[w].empty()) local[w].assign(bins, 0);
+            k_.histogram_range(in, model, key_dtype, level, prefix, c * kChunk, end(c, in.count), local[w].data());
+        });
+        for (auto &l : local)
+            for (int b = 0; b < static_cast<int>(l.size()); ++b) hist[b] += l[b];
+    }
+
+    void l1_norms(const MergePlan &plan, const KernelInputs &in, int model, ExactSum *total, ExactSum *kept) override {
+        std::vector<ExactSum> t(pool_.size()), k(pool_.size());
+        std::memset(t.data(), 0, sizeof(ExactSum) * t.size());
+        std::memset(k.data(), 0, sizeof(ExactSum) * k.size());
+        pool_.run(chunks(in.count), [&](int64_t c, int w) {
+            k_.l1_range(plan, in, model, c * kChunk, end(c, in.count), &t[w], &k[w]);
+        });
+        for (size_t w = 0; w < t.size(); ++w)
+            for (int b = 0; b < ExactSum::kBuckets; ++b) {
+                total->bucket[b] += t[w].bucket[b];
+                kept->bucket[b] += k[w].bucket[b];
+            }
+    }
+
+    void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out, int64_t counts[3]) override {
+        std::vector<int64_t> local(3 * pool_.size(), 0);
+        pool_.run(chunks(in.count), [&](int64_t c, int w) {
+            k_.merge_range(plan, in, out, c * kChunk, end(c, in.count), &local[3 * w]);
+        });
+        for (size_t w = 0; w < local.size(); ++w) counts[w % 3] += local[w];
+    }
+
+private:
+    static int64_t chunks(int64_t count) { return (count + kChunk - 1) / kChunk; }
+    static int64_t end(int64_t chunk, int64_t count) { return std::min(count, (chunk + 1) * kChunk); }
+
+    ThreadPool pool_;
+    const CpuKernels &k_;
+};
+
+}  // namespace
+
+int cpu_core_count() {
+    cpu_set_t set;  // the cores this process may run on (containers and taskset narrow it)
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set) > 0 ? CPU_COUNT(&set) : 1;
+    unsigned n = std::thread::hardware_concurrency();
+    return n == 0 ? 1 : static_cast<int>(n);
+}
+
+const char *cpu_kernel_isa() { return select_kernels().isa; }
+
+std::unique_ptr<Backend> make_cpu_backend(int threads) { return std::make_unique<CpuBackend>(threads); }
+
+}  // namespace smelter

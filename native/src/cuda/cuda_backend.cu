@@ -1,0 +1,396 @@
+// The CUDA backend: one device and one non-blocking stream per context. Kernels are hand-written
+// (no Thrust/CUB) and call the same element functions as the CPU backend. Every CUDA error is
+// turned into a status with its name and place; nothing here aborts the process.
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "../common/merge_element.h"
+#include "../common/stats.h"
+#include "../core/backend.h"
+
+namespace smelter {
+namespace {
+
+[[noreturn]] void cuda_fail(cudaError_t e, const char *expr, const char *file, int line) {
+    smelter_status s = e == cudaErrorMemoryAllocation ? SMELTER_ERR_OUT_OF_MEMORY
+                       : (e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver) ? SMELTER_ERR_NO_DEVICE
+                                                                                      : SMELTER_ERR_DEVICE;
+    std::string where = std::string(file);
+    where = where.substr(where.find_last_of('/') + 1);
+    fail(s, std::string("CUDA error ") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e) + " (in " + expr + " at " +
+                where + ":" + std::to_string(line) + ")");
+}
+
+#define CUDA_CHECK(expr)                                                 \
+    do {                                                                 \
+        cudaError_t err_ = (expr);                                       \
+        if (err_ != cudaSuccess) cuda_fail(err_, #expr, __FILE__, __LINE__); \
+    } while (0)
+
+constexpr int kThreads = 256;
+
+// ---- kernels -------------------------------------------------------------------------------
+
+template <int DT>
+__device__ __forceinline__ float load(const void *p, int64_t i) {
+    if (DT == SMELTER_F32) return __ldg(static_cast<const float *>(p) + i);
+    uint16_t h = __ldg(static_cast<const unsigned short *>(p) + i);
+    return DT == SMELTER_BF16 ? bf16_to_float(h) : f16_to_float(h);
+}
+
+template <int DT>
+__device__ __forceinline__ void store(void *p, int64_t i, float v) {
+    if (DT == SMELTER_F32) static_cast<float *>(p)[i] = v;
+    else static_cast<uint16_t *>(p)[i] = DT == SMELTER_BF16 ? float_to_bf16(v) : float_to_f16(v);
+}
+
+__device__ __forceinline__ unsigned long long warp_sum(unsigned long long v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xFFFFFFFFu, v, o);
+    return v;
+}
+
+// Each thread owns one aligned quad of global element indices (4q .. 4q+3), so one Philox call per
+// model gives the random bits of all four elements.
+template <int MAXN, int IN, int OUT>
+__global__ void __launch_bounds__(kThreads) merge_kernel(const MergePlan p, const KernelInputs in, void *out,
+                                                         unsigned long long *sign_counts) {
+    const int64_t first_quad = p.element_offset >> 2;
+    const int64_t last_quad = (p.element_offset + in.count - 1) >> 2;
+    const bool random = p.sparsify == SMELTER_SPARSIFY_RANDOM;
+    unsigned long long pos = 0, neg = 0, none = 0;
+    for (int64_t q = first_quad + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q <= last_quad;
+         q += (int64_t)gridDim.x * blockDim.x) {
+        uint32_t bits[MAXN][4];
+        if (random) {
+#pragma unroll
+            for (int i = 0; i < MAXN; ++i) {
+                if (i >= p.n) break;
+                Philox4 r = random_block(p.stream_key, (uint64_t)q, (uint32_t)i, STREAM_DARE);
+#pragma unroll
+                for (int w = 0; w < 4; ++w) bits[i][w] = r.v[w] >> 8;
+            }
+        }
+#pragma unroll
+        for (int w = 0; w < 4; ++w) {
+            const int64_t j = q * 4 + w - p.element_offset;  // local element index
+            if (j < 0 || j >= in.count) continue;
+            float xv[MAXN];
+#pragma unroll
+            for (int i = 0; i < MAXN; ++i) {
+                if (i >= p.n) break;
+                xv[i] = load<IN>(in.models[i], j);
+            }
+            const float x0 = in.base ? load<IN>(in.base, j) : 0.0f;
+            int e;
+            float r = merge_element<MAXN, false>(
+                p, x0, [&](int i) { return xv[i]; }, [&](int i) { return bits[i][w]; }, &e);
+            if (out) store<OUT>(out, j, r);
+            pos += e > 0;
+            neg += e < 0;
+            none += e == 0;
+        }
+    }
+    if (sign_counts) {
+        pos = warp_sum(pos);
+        neg = warp_sum(neg);
+        none = warp_sum(none);
+        if ((threadIdx.x & 31) == 0) {
+            atomicAdd(sign_counts + 0, pos);
+            atomicAdd(sign_counts + 1, neg);
+            atomicAdd(sign_counts + 2, none);
+        }
+    }
+}
+
+// Level-0 histograms (32768 bins) are built in shared memory per block, then added to global.
+template <int DT>
+__global__ void __launch_bounds__(1024) histogram_shared_kernel(const KernelInputs in, int model, int32_t key_dtype,
+                                                                unsigned long long *hist) {
+    extern __shared__ unsigned int local[];
+    for (int b = threadIdx.x; b < kLevel0Bins; b += blockDim.x) local[b] = 0;
+    __syncthreads();
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < in.count; j += (int64_t)gridDim.x * blockDim.x) {
+        const float x0 = in.base ? load<DT>(in.base, j) : 0.0f;
+        uint32_t bin;
+        key_bin(magnitude_key(load<DT>(in.models[model], j) - x0, key_dtype), key_dtype, 0, 0, &bin);
+        atomicAdd(local + bin, 1u);
+    }
+    __syncthreads();
+    for (int b = threadIdx.x; b < kLevel0Bins; b += blockDim.x)
+        if (local[b]) atomicAdd(hist + b, (unsigned long long)local[b]);
+}
+
+// Level-1 (f32 refinement) touches only the keys under one level-0 bin: few, so global atomics.
+template <int DT>
+__global__ void __launch_bounds__(kThreads) histogram_refine_kernel(const KernelInputs in, int model, uint32_t prefix,
+                                                                    unsigned long long *hist) {
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < in.count; j += (int64_t)gridDim.x * blockDim.x) {
+        const float x0 = in.base ? load<DT>(in.base, j) : 0.0f;
+        uint32_t bin;
+        if (key_bin(magnitude_key(load<DT>(in.models[model], j) - x0, KEY_F32), KEY_F32, 1, prefix, &bin))
+            atomicAdd(hist + bin, 1ull);
+    }
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kThreads) l1_kernel(const MergePlan p, const KernelInputs in, int model,
+                                                      unsigned long long *sums /* total[256], kept[256] */) {
+    __shared__ unsigned long long local[2 * ExactSum::kBuckets];
+    for (int b = threadIdx.x; b < 2 * ExactSum::kBuckets; b += blockDim.x) local[b] = 0;
+    __syncthreads();
+    const bool random = p.sparsify == SMELTER_SPARSIFY_RANDOM;
+    for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < in.count; j += (int64_t)gridDim.x * blockDim.x) {
+        const float x0 = in.base ? load<DT>(in.base, j) : 0.0f;
+        const float d = load<DT>(in.models[model], j) - x0;
+        const uint64_t g = (uint64_t)(p.element_offset + j);
+        const uint32_t rnd = random ? random_block(p.stream_key, g >> 2, (uint32_t)model, STREAM_DARE).v[g & 3] >> 8 : 0u;
+        uint32_t bucket, significand;
+        exact_sum_split(d, &bucket, &significand);
+        atomicAdd(local + bucket, (unsigned long long)significand);
+        if (sparsify_keep(p, model, d, rnd)) atomicAdd(local + ExactSum::kBuckets + bucket, (unsigned long long)significand);
+    }
+    __syncthreads();
+    for (int b = threadIdx.x; b < 2 * ExactSum::kBuckets; b += blockDim.x)
+        if (local[b]) atomicAdd(sums + b, local[b]);
+}
+
+// ---- host side -------------------------------------------------------------------------------
+
+class DeviceBuffer {
+public:
+    DeviceBuffer() = default;
+    explicit DeviceBuffer(size_t bytes) {
+        if (bytes) CUDA_CHECK(cudaMalloc(&ptr_, bytes));
+    }
+    ~DeviceBuffer() {
+        if (ptr_) cudaFree(ptr_);
+    }
+    DeviceBuffer(const DeviceBuffer &) = delete;
+    DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+    void *get() const { return ptr_; }
+
+private:
+    void *ptr_ = nullptr;
+};
+
+size_t bytes_of(int32_t dtype, int64_t count) { return static_cast<size_t>(count) * (dtype == SMELTER_F32 ? 4 : 2); }
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        int count = 0;
+        cudaError_t e = cudaGetDeviceCount(&count);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            fail(SMELTER_ERR_NO_DEVICE, std::string("no usable CUDA driver/device: ") + cudaGetErrorString(e));
+        }
+        if (device < 0 || device >= count)
+            fail(SMELTER_ERR_NO_DEVICE, "CUDA device " + std::to_string(device) + " does not exist (" +
+                                            std::to_string(count) + " visible)");
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_));
+        CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+        CUDA_CHECK(cudaMalloc(&scratch_, sizeof(unsigned long long) * kLevel1Bins));
+    }
+    ~CudaBackend() override {
+        cudaSetDevice(device_);
+        if (stream_) cudaStreamSynchronize(stream_);
+        if (scratch_) cudaFree(scratch_);
+        if (stream_) cudaStreamDestroy(stream_);
+    }
+
+    smelter_backend kind() const override { return SMELTER_BACKEND_CUDA; }
+
+    void *alloc(smelter_memory memory, size_t bytes) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        void *p = nullptr;
+        if (memory == SMELTER_MEMORY_DEVICE) CUDA_CHECK(cudaMalloc(&p, bytes));
+        else CUDA_CHECK(cudaMallocHost(&p, bytes));
+        return p;
+    }
+    void free(smelter_memory memory, void *ptr) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        if (memory == SMELTER_MEMORY_DEVICE) CUDA_CHECK(cudaFree(ptr));
+        else CUDA_CHECK(cudaFreeHost(ptr));
+    }
+    void copy(void *dst, smelter_memory, const void *src, smelter_memory, size_t bytes) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
+    }
+    void synchronize() override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+    struct CudaStaged : Staged {
+        std::vector<std::unique_ptr<DeviceBuffer>> buffers;
+    };
+
+    std::unique_ptr<Staged> stage(const smelter_tensor *base, const smelter_tensor *models, int n) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        auto s = std::make_unique<CudaStaged>();
+        auto device_view = [&](const smelter_tensor &t) -> const void * {
+            if (t.memory == SMELTER_MEMORY_DEVICE || t.count == 0) return t.data;
+            s->buffers.push_back(std::make_unique<DeviceBuffer>(bytes_of(t.dtype, t.count)));
+            void *d = s->buffers.back()->get();
+            CUDA_CHECK(cudaMemcpyAsync(d, t.data, bytes_of(t.dtype, t.count), cudaMemcpyHostToDevice, stream_));
+            return d;
+        };
+        s->inputs.base = base ? device_view(*base) : nullptr;
+        for (int i = 0; i < n; ++i) s->inputs.models[i] = device_view(models[i]);
+        s->inputs.dtype = models[0].dtype;
+        s->inputs.count = models[0].count;
+        return s;
+    }
+
+    void key_histogram(const KernelInputs &in, int model, int32_t key_dtype, int level, uint32_t prefix,
+                       uint64_t *hist) override {
+        if (in.count == 0) return;
+        CUDA_CHECK(cudaSetDevice(device_));
+        const int bins = (key_dtype == SMELTER_F32 && level == 1) ? kLevel1Bins : kLevel0Bins;
+        auto *d_hist = static_cast<unsigned long long *>(scratch_);
+        CUDA_CHECK(cudaMemsetAsync(d_hist, 0, sizeof(unsigned long long) * bins, stream_));
+        if (bins == kLevel0Bins) {
+            const size_t shared = sizeof(unsigned int) * kLevel0Bins;
+            const int blocks = grid(in.count, 1024, sms_);
+            switch (in.dtype) {
+                case SMELTER_F32: launch_hist<SMELTER_F32>(in, model, key_dtype, d_hist, blocks, shared); break;
+                case SMELTER_F16: launch_hist<SMELTER_F16>(in, model, key_dtype, d_hist, blocks, shared); break;
+                default: launch_hist<SMELTER_BF16>(in, model, key_dtype, d_hist, blocks, shared); break;
+            }
+        } else {
+            const int blocks = grid(in.count, kThreads, sms_ * 8);
+            switch (in.dtype) {
+                case SMELTER_F32: histogram_refine_kernel<SMELTER_F32><<<blocks, kThreads, 0, stream_>>>(in, model, prefix, d_hist); break;
+                case SMELTER_F16: histogram_refine_kernel<SMELTER_F16><<<blocks, kThreads, 0, stream_>>>(in, model, prefix, d_hist); break;
+                default: histogram_refine_kernel<SMELTER_BF16><<<blocks, kThreads, 0, stream_>>>(in, model, prefix, d_hist); break;
+            }
+        }
+        CUDA_CHECK(cudaGetLastError());
+        std::vector<uint64_t> h(bins);
+        CUDA_CHECK(cudaMemcpyAsync(h.data(), d_hist, sizeof(uint64_t) * bins, cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        for (int b = 0; b < bins; ++b) hist[b] += h[b];
+    }
+
+    void l1_norms(const MergePlan &plan, const KernelInputs &in, int model, ExactSum *total, ExactSum *kept) override {
+        if (in.count == 0) return;
+        CUDA_CHECK(cudaSetDevice(device_));
+        auto *d_sums = static_cast<unsigned long long *>(scratch_);
+        CUDA_CHECK(cudaMemsetAsync(d_sums, 0, sizeof(unsigned long long) * 2 * ExactSum::kBuckets, stream_));
+        const int blocks = grid(in.count, kThreads, sms_ * 8);
+        switch (in.dtype) {
+            case SMELTER_F32: l1_kernel<SMELTER_F32><<<blocks, kThreads, 0, stream_>>>(plan, in, model, d_sums); break;
+            case SMELTER_F16: l1_kernel<SMELTER_F16><<<blocks, kThreads, 0, stream_>>>(plan, in, model, d_sums); break;
+            default: l1_kernel<SMELTER_BF16><<<blocks, kThreads, 0, stream_>>>(plan, in, model, d_sums); break;
+        }
+        CUDA_CHECK(cudaGetLastError());
+        std::vector<uint64_t> h(2 * ExactSum::kBuckets);
+        CUDA_CHECK(cudaMemcpyAsync(h.data(), d_sums, sizeof(uint64_t) * h.size(), cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        for (int b = 0; b < ExactSum::kBuckets; ++b) {
+            total->bucket[b] += h[b];
+            kept->bucket[b] += h[ExactSum::kBuckets + b];
+        }
+    }
+
+    void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out, int64_t counts[3]) override {
+        if (in.count == 0) return;
+        CUDA_CHECK(cudaSetDevice(device_));
+        std::unique_ptr<DeviceBuffer> staged_out;
+        void *d_out = nullptr;
+        if (out) {
+            if (out->memory == SMELTER_MEMORY_DEVICE) {
+                d_out = out->data;
+            } else {
+                staged_out = std::make_unique<DeviceBuffer>(bytes_of(out->dtype, out->count));
+                d_out = staged_out->get();
+            }
+        }
+        auto *d_counts = static_cast<unsigned long long *>(scratch_);
+        CUDA_CHECK(cudaMemsetAsync(d_counts, 0, sizeof(unsigned long long) * 3, stream_));
+        const int64_t quads = ((plan.element_offset + in.count - 1) >> 2) - (plan.element_offset >> 2) + 1;
+        const int blocks = grid(quads, kThreads, sms_ * 16);
+        const int out_dtype = out ? out->dtype : SMELTER_F32;
+        launch_merge(plan, in, d_out, out_dtype, d_counts, blocks);
+        CUDA_CHECK(cudaGetLastError());
+        unsigned long long h[3];
+        CUDA_CHECK(cudaMemcpyAsync(h, d_counts, sizeof h, cudaMemcpyDeviceToHost, stream_));
+        if (out && out->memory == SMELTER_MEMORY_HOST)
+            CUDA_CHECK(cudaMemcpyAsync(out->data, d_out, bytes_of(out->dtype, out->count), cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        for (int i = 0; i < 3; ++i) counts[i] += static_cast<int64_t>(h[i]);
+    }
+
+private:
+    static int grid(int64_t work, int threads, int cap) {
+        int64_t blocks = (work + threads - 1) / threads;
+        return static_cast<int>(blocks < cap ? (blocks < 1 ? 1 : blocks) : cap);
+    }
+
+    template <int DT>
+    void launch_hist(const KernelInputs &in, int model, int32_t key_dtype, unsigned long long *d_hist, int blocks,
+                     size_t shared) {
+        CUDA_CHECK(cudaFuncSetAttribute(histogram_shared_kernel<DT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(shared)));
+        histogram_shared_kernel<DT><<<blocks, 1024, shared, stream_>>>(in, model, key_dtype, d_hist);
+    }
+
+    template <int MAXN, int IN>
+    void launch_merge_out(const MergePlan &p, const KernelInputs &in, void *out, int out_dtype,
+                          unsigned long long *counts, int blocks) {
+        if (out_dtype == SMELTER_F32) merge_kernel<MAXN, IN, SMELTER_F32><<<blocks, kThreads, 0, stream_>>>(p, in, out, counts);
+        else if (out_dtype == SMELTER_F16) merge_kernel<MAXN, IN, SMELTER_F16><<<blocks, kThreads, 0, stream_>>>(p, in, out, counts);
+        else merge_kernel<MAXN, IN, SMELTER_BF16><<<blocks, kThreads, 0, stream_>>>(p, in, out, counts);
+    }
+
+    template <int MAXN>
+    void launch_merge_in(const MergePlan &p, const KernelInputs &in, void *out, int out_dtype,
+                         unsigned long long *counts, int blocks) {
+        if (in.dtype == SMELTER_F32) launch_merge_out<MAXN, SMELTER_F32>(p, in, out, out_dtype, counts, blocks);
+        else if (in.dtype == SMELTER_F16) launch_merge_out<MAXN, SMELTER_F16>(p, in, out, out_dtype, counts, blocks);
+        else launch_merge_out<MAXN, SMELTER_BF16>(p, in, out, out_dtype, counts, blocks);
+    }
+
+    void launch_merge(const MergePlan &p, const KernelInputs &in, void *out, int out_dtype, unsigned long long *counts,
+                      int blocks) {
+        if (p.n <= 4) launch_merge_in<4>(p, in, out, out_dtype, counts, blocks);
+        else if (p.n <= 16) launch_merge_in<16>(p, in, out, out_dtype, counts, blocks);
+        else launch_merge_in<SMELTER_MAX_MODELS>(p, in, out, out_dtype, counts, blocks);
+    }
+
+    int device_;
+    int sms_ = 1;
+    cudaStream_t stream_ = nullptr;
+    void *scratch_ = nullptr;  // histogram / sums / sign counts, sized for the largest (kLevel1Bins u64)
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+int cuda_device_count() {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+std::string cuda_device_name(int device) {
+    int count = cuda_device_count();
+    if (device < 0 || device >= count)
+        fail(SMELTER_ERR_NO_DEVICE, "CUDA device " + std::to_string(device) + " does not exist (" + std::to_string(count) +
+                                        " visible)");
+    cudaDeviceProp prop;
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    return std::string(prop.name) + ", " + std::to_string(prop.multiProcessorCount) + " SMs, " +
+           std::to_string(prop.totalGlobalMem >> 30) + " GiB, sm_" + std::to_string(prop.major) + std::to_string(prop.minor);
+}
+
+const char *cuda_build_info() { return "cuda " SMELTER_CUDA_ARCHS; }
+
+}  // namespace smelter

@@ -1,0 +1,160 @@
+/* Uses libsmelter through its C header only, as a C or ctypes caller would: a TIES merge worked out
+ * by hand, a DARE merge that must not depend on the thread count, a global top-k threshold, and
+ * the errors that bad arguments must give. Exit status 0 means every check passed. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "smelter.h"
+
+static int failures = 0;
+
+#define CHECK(cond, ...)                                   \
+    do {                                                   \
+        if (!(cond)) {                                     \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                  \
+            fprintf(stderr, "\n");                         \
+            failures++;                                    \
+        }                                                  \
+    } while (0)
+
+static smelter_tensor host_f32(float *data, int64_t count) {
+    smelter_tensor t = {data, count, SMELTER_F32, SMELTER_MEMORY_HOST};
+    return t;
+}
+
+static void test_ties_by_hand(smelter_context *ctx) {
+    /* base 0; three models; density 0.5 keeps the 2 largest |delta| of 4 per model. */
+    float base[4] = {0, 0, 0, 0};
+    float m0[4] = {1.0f, -4.0f, 0.5f, 2.0f};  /* keeps -4, 2 */
+    float m1[4] = {-3.0f, 1.0f, 0.25f, 5.0f}; /* keeps -3, 5 */
+    float m2[4] = {2.0f, 3.0f, -1.0f, 0.1f};  /* keeps 2, 3 */
+    float out[4];
+    smelter_tensor models[3] = {host_f32(m0, 4), host_f32(m1, 4), host_f32(m2, 4)};
+    smelter_tensor b = host_f32(base, 4), o = host_f32(out, 4);
+    float weights[3] = {1, 1, 1}, densities[3] = {0.5f, 0.5f, 0.5f};
+    smelter_merge_params p;
+    smelter_merge_params_init(&p);
+    p.n_models = 3;
+    p.models = models;
+    p.base = &b;
+    p.weights = weights;
+    p.densities = densities;
+    p.sparsify = SMELTER_SPARSIFY_MAGNITUDE;
+    p.consensus = SMELTER_CONSENSUS_SUM;
+    p.normalize = 1;
+    int64_t counts[3];
+    p.sign_counts = counts;
+    smelter_status s = smelter_merge(ctx, &p, &o);
+    CHECK(s == SMELTER_OK, "ties merge failed: %s", smelter_last_error());
+    /* element 0: kept {0,-3,2} sum -1 -> elect -, mean of agreeing {-3} = -3
+     * element 1: kept {-4,0,3} sum -1 -> -, mean {-4} = -4
+     * element 2: nothing kept -> sum 0 -> + (mergekit), no agreeing delta -> 0
+     * element 3: kept {2,5,0} -> +, mean of {2,5} = 3.5 */
+    float expect[4] = {-3.0f, -4.0f, 0.0f, 3.5f};
+    for (int i = 0; i < 4; i++) CHECK(out[i] == expect[i], "ties out[%d] = %g, expected %g", i, out[i], expect[i]);
+    CHECK(counts[0] == 2 && counts[1] == 2 && counts[2] == 0, "sign counts %lld %lld %lld", (long long)counts[0],
+          (long long)counts[1], (long long)counts[2]);
+}
+
+static void test_dare_thread_independent(void) {
+    enum { N = 100003 };
+    static float base[N], a[N], c[N], out1[N], out2[N];
+    for (int i = 0; i < N; i++) {
+        base[i] = sinf((float)i);
+        a[i] = base[i] + 0.01f * cosf((float)i * 0.7f);
+        c[i] = base[i] - 0.02f * sinf((float)i * 1.3f);
+    }
+    smelter_tensor models[2] = {host_f32(a, N), host_f32(c, N)};
+    smelter_tensor b = host_f32(base, N), o1 = host_f32(out1, N), o2 = host_f32(out2, N);
+    float densities[2] = {0.3f, 0.6f};
+    smelter_merge_params p;
+    smelter_merge_params_init(&p);
+    p.n_models = 2;
+    p.models = models;
+    p.base = &b;
+    p.densities = densities;
+    p.sparsify = SMELTER_SPARSIFY_RANDOM;
+    p.rescale = SMELTER_RESCALE_INVERSE_DENSITY;
+    p.seed = 42;
+    p.tensor_key = smelter_tensor_key("model.layers.0.mlp.up_proj.weight", 33);
+    smelter_context *one = NULL, *two = NULL;
+    CHECK(smelter_context_create(SMELTER_BACKEND_CPU, 0, 1, &one) == SMELTER_OK, "ctx1: %s", smelter_last_error());
+    CHECK(smelter_context_create(SMELTER_BACKEND_CPU, 0, 2, &two) == SMELTER_OK, "ctx2: %s", smelter_last_error());
+    CHECK(smelter_merge(one, &p, &o1) == SMELTER_OK, "dare 1 thread: %s", smelter_last_error());
+    CHECK(smelter_merge(two, &p, &o2) == SMELTER_OK, "dare 2 threads: %s", smelter_last_error());
+    CHECK(memcmp(out1, out2, sizeof out1) == 0, "DARE differs between 1 and 2 threads");
+    /* The same elements again as a chunk starting at element 1001 must give the same values. */
+    smelter_tensor cm[2] = {host_f32(a + 1001, 5000), host_f32(c + 1001, 5000)};
+    smelter_tensor cb = host_f32(base + 1001, 5000), co = host_f32(out2, 5000);
+    p.models = cm;
+    p.base = &cb;
+    p.element_offset = 1001;
+    CHECK(smelter_merge(two, &p, &co) == SMELTER_OK, "dare chunk: %s", smelter_last_error());
+    CHECK(memcmp(out1 + 1001, out2, 5000 * sizeof(float)) == 0, "DARE chunk differs from the whole tensor");
+    int kept = 0;
+    for (int i = 0; i < N; i++) kept += out1[i] != base[i];
+    CHECK(kept > N / 2 && kept < N * 9 / 10, "implausible number of changed elements: %d", kept);
+    smelter_context_destroy(one);
+    smelter_context_destroy(two);
+}
+
+static void test_topk(smelter_context *ctx) {
+    float x[7] = {0.5f, -7.0f, 3.0f, 3.0f, -0.25f, 1.0f, 2.0f};
+    smelter_tensor t = host_f32(x, 7);
+    smelter_topk *topk = NULL;
+    CHECK(smelter_topk_create(ctx, SMELTER_F32, &topk) == SMELTER_OK, "topk create: %s", smelter_last_error());
+    int32_t more = 0;
+    uint32_t threshold = 0;
+    int passes = 0;
+    do {
+        CHECK(smelter_topk_add(topk, NULL, &t) == SMELTER_OK, "topk add: %s", smelter_last_error());
+        CHECK(smelter_topk_select(topk, 3, &more, &threshold) == SMELTER_OK, "select: %s", smelter_last_error());
+    } while (more && ++passes < 3);
+    float as_float;
+    memcpy(&as_float, &threshold, 4);
+    CHECK(as_float == 3.0f, "3rd largest |x| = %g, expected 3", as_float);
+    smelter_topk_destroy(topk);
+}
+
+static void test_errors(smelter_context *ctx) {
+    float a[3] = {1, 2, 3}, c[2] = {1, 2}, out[3];
+    smelter_tensor models[2] = {host_f32(a, 3), host_f32(c, 2)};
+    smelter_tensor o = host_f32(out, 3);
+    smelter_merge_params p;
+    smelter_merge_params_init(&p);
+    p.method = SMELTER_METHOD_LINEAR;
+    p.models = models;
+    p.n_models = 2;
+    CHECK(smelter_merge(ctx, &p, &o) == SMELTER_ERR_INVALID_ARGUMENT, "size mismatch accepted");
+    CHECK(strstr(smelter_last_error(), "models[1] has 2 elements") != NULL, "message: %s", smelter_last_error());
+    p.n_models = 0;
+    CHECK(smelter_merge(ctx, &p, &o) == SMELTER_ERR_INVALID_ARGUMENT, "n_models 0 accepted");
+    CHECK(smelter_merge(NULL, &p, &o) == SMELTER_ERR_INVALID_ARGUMENT, "NULL context accepted");
+    CHECK(smelter_merge(ctx, NULL, &o) == SMELTER_ERR_INVALID_ARGUMENT, "NULL params accepted");
+    p.n_models = 1;
+    float bad_density = 1.5f;
+    p.densities = &bad_density;
+    CHECK(smelter_merge(ctx, &p, &o) == SMELTER_ERR_INVALID_ARGUMENT, "density 1.5 accepted");
+    CHECK(strstr(smelter_last_error(), "densities[0]") != NULL, "message: %s", smelter_last_error());
+    smelter_context *none = NULL;
+    smelter_status s = smelter_context_create(SMELTER_BACKEND_CUDA, 99, 0, &none);
+    CHECK(s == SMELTER_ERR_NO_DEVICE || s == SMELTER_ERR_UNSUPPORTED, "CUDA device 99 gave %s", smelter_status_string(s));
+    CHECK(none == NULL, "failed create left a context");
+}
+
+int main(void) {
+    CHECK(smelter_abi_version() == SMELTER_ABI_VERSION, "ABI version %u", smelter_abi_version());
+    printf("%s\n", smelter_build_info());
+    CHECK(smelter_tensor_key("a", 1) == 0xAF63DC4C8601EC8CULL, "FNV-1a of \"a\"");
+    smelter_context *ctx = NULL;
+    CHECK(smelter_context_create(SMELTER_BACKEND_CPU, 0, 0, &ctx) == SMELTER_OK, "cpu ctx: %s", smelter_last_error());
+    test_ties_by_hand(ctx);
+    test_dare_thread_independent();
+    test_topk(ctx);
+    test_errors(ctx);
+    smelter_context_destroy(ctx);
+    printf("c_abi_test: %s\n", failures ? "FAILED" : "ok");
+    return failures ? 1 : 0;
+}
