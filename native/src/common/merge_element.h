@@ -12,9 +12,9 @@ struct MergePlan {
     int32_t n;
     int32_t sparsify;
     int32_t consensus;
-    int32_t zero_sign;
     int32_t normalize;
     int32_t key_dtype;
+    int32_t zero_elect;      // what a zero vote elects: +1, -1 or 0 (from zero_sign)
     float lambda;
     float divisor;           // normalisation divisor when there is no consensus (LINEAR and TA)
     uint64_t stream_key;     // Philox key for RANDOM
@@ -25,6 +25,10 @@ struct MergePlan {
     uint32_t keep24[SMELTER_MAX_MODELS];      // RANDOM: keep when 24 random bits < keep24
 };
 
+// Internal sparsify mode: the keep decision was made beforehand (rnd(i) != 0 keeps). The CPU
+// kernels compute keys or random draws in separate vectorised loops and merge with this.
+constexpr int kSparsifyPrecomputed = 100;
+
 // Random stream ids (the fourth Philox counter word); later methods take new ids.
 enum RandomStream : uint32_t { STREAM_DARE = 0 };
 
@@ -32,30 +36,39 @@ SMELTER_HD int sign_of(float v) { return (v > 0.0f) - (v < 0.0f); }
 SMELTER_HD float quiet_nan() { return bits_float(0x7FC00000u); }
 
 // Whether model i keeps its delta d at this element (rnd: its 24 random bits, RANDOM only).
-SMELTER_HD bool sparsify_keep(const MergePlan &p, int i, float d, uint32_t rnd) {
-    if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE) return magnitude_key(d, p.key_dtype) >= p.thresholds[i];
-    if (p.sparsify == SMELTER_SPARSIFY_RANDOM) return rnd < p.keep24[i];
+SMELTER_HD bool sparsify_keep(const MergePlan &p, int sparsify, int i, float d, uint32_t rnd) {
+    if (sparsify == SMELTER_SPARSIFY_MAGNITUDE) return magnitude_key(d, p.key_dtype) >= p.thresholds[i];
+    if (sparsify == SMELTER_SPARSIFY_RANDOM) return rnd < p.keep24[i];
+    if (sparsify == kSparsifyPrecomputed) return rnd != 0;
     return true;
 }
 
 // Merges one element. x0: base value (unused by LINEAR); x(i): model i's value; rnd(i): 24 random
-// bits for model i (read for RANDOM only). MAXN bounds the model count at compile time so the
-// per-model arrays stay in registers; EXACT means n == MAXN. Writes the elected sign (+1, -1, 0; 0 without consensus) and
-// returns the f32 result. The order of every floating-point operation here is the contract
+// bits for model i (RANDOM) or its keep flag (kSparsifyPrecomputed). MAXN bounds the model count
+// at compile time so the per-model arrays stay in registers; EXACT means n == MAXN. Writes the
+// elected sign (+1, -1, 0; 0 without consensus) and returns the f32 result. The order of every floating-point operation here is the contract
 // that makes the CPU and CUDA backends agree bit for bit; change it on both or neither.
-template <int MAXN, bool EXACT, class ModelValues, class RandomBits>
+//
+// METHOD, SPARSIFY and CONSENSUS fix those choices at compile time (the CPU kernels instantiate
+// each combination so the element loop has no branches and vectorises); -1 reads them from the
+// plan (the CUDA kernel, where uniform branches cost nothing).
+template <int MAXN, bool EXACT, int METHOD = -1, int SPARSIFY = -1, int CONSENSUS = -1, class ModelValues,
+          class RandomBits>
 SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, RandomBits rnd, int *elected) {
     const int n = EXACT ? MAXN : p.n;
+    const int method = METHOD >= 0 ? METHOD : p.method;
+    const int sparsify = SPARSIFY >= 0 ? SPARSIFY : p.sparsify;
+    const int consensus = CONSENSUS >= 0 ? CONSENSUS : p.consensus;
     bool nan_input = x0 != x0;
     *elected = 0;
-    if (p.method == SMELTER_METHOD_LINEAR) {
+    if (method == SMELTER_METHOD_LINEAR) {
         float acc = 0.0f;
         for (int i = 0; i < MAXN; ++i) {
             if (!EXACT && i >= n) break;
             nan_input |= x(i) != x(i);
             acc = acc + p.weights[i] * x(i);
         }
-        if (p.normalize) acc = acc / p.divisor;
+        acc = p.normalize ? acc / p.divisor : acc;
         return nan_input ? quiet_nan() : acc;
     }
     float wd[MAXN] = {};
@@ -63,32 +76,35 @@ SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, Rand
         if (!EXACT && i >= n) break;
         nan_input |= x(i) != x(i);
         float d = x(i) - x0;
-        d = sparsify_keep(p, i, d, p.sparsify == SMELTER_SPARSIFY_RANDOM ? rnd(i) : 0u) ? d * p.scales[i] : 0.0f;
-        wd[i] = d * p.weights[i];
+        const bool keep = sparsify_keep(p, sparsify, i, d, sparsify == SMELTER_SPARSIFY_NONE ? 0u : rnd(i));
+        const float scale = p.scales[i], weight = p.weights[i];  // unconditional loads vectorise
+        d = keep ? d * scale : 0.0f;
+        wd[i] = d * weight;
     }
     float mixed = 0.0f;
-    if (p.consensus == SMELTER_CONSENSUS_NONE) {
+    if (consensus == SMELTER_CONSENSUS_NONE) {
         for (int i = 0; i < MAXN; ++i) {
             if (!EXACT && i >= n) break;
             mixed = mixed + wd[i];
         }
-        if (p.normalize) mixed = mixed / p.divisor;
+        mixed = p.normalize ? mixed / p.divisor : mixed;
     } else {
         float vote = 0.0f;
         for (int i = 0; i < MAXN; ++i) {
             if (!EXACT && i >= n) break;
-            vote = vote + (p.consensus == SMELTER_CONSENSUS_SUM ? wd[i] : static_cast<float>(sign_of(wd[i])));
+            vote = vote + (consensus == SMELTER_CONSENSUS_SUM ? wd[i] : static_cast<float>(sign_of(wd[i])));
         }
         int e = sign_of(vote);
-        if (e == 0) e = p.zero_sign == SMELTER_ZERO_SIGN_POSITIVE ? 1 : p.zero_sign == SMELTER_ZERO_SIGN_NEGATIVE ? -1 : 0;
+        e = e == 0 ? p.zero_elect : e;
         float div = 0.0f;
         for (int i = 0; i < MAXN; ++i) {
             if (!EXACT && i >= n) break;
-            bool agree = e != 0 && sign_of(wd[i]) == e;
+            const float weight = p.weights[i];
+            const bool agree = (e != 0) & (sign_of(wd[i]) == e);
             mixed = mixed + (agree ? wd[i] : 0.0f);
-            div = div + (agree ? p.weights[i] : 0.0f);
+            div = div + (agree ? weight : 0.0f);
         }
-        if (p.normalize) mixed = mixed / (div == 0.0f ? 1.0f : div);
+        mixed = p.normalize ? mixed / (div == 0.0f ? 1.0f : div) : mixed;
         *elected = e;
     }
     float r = x0 + p.lambda * mixed;

@@ -177,7 +177,7 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     plan.n = n;
     plan.sparsify = p->sparsify;
     plan.consensus = p->consensus;
-    plan.zero_sign = p->zero_sign;
+    plan.zero_elect = p->zero_sign == SMELTER_ZERO_SIGN_POSITIVE ? 1 : p->zero_sign == SMELTER_ZERO_SIGN_NEGATIVE ? -1 : 0;
     plan.normalize = p->normalize != 0;
     plan.key_dtype = p->key_dtype < 0 ? first.dtype : p->key_dtype;
     plan.lambda = p->lambda;

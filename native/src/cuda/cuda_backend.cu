@@ -149,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) l1_kernel(const MergePlan p, const K
         uint32_t bucket, significand;
         exact_sum_split(d, &bucket, &significand);
         atomicAdd(local + bucket, (unsigned long long)significand);
-        if (sparsify_keep(p, model, d, rnd)) atomicAdd(local + ExactSum::kBuckets + bucket, (unsigned long long)significand);
+        if (sparsify_keep(p, p.sparsify, model, d, rnd)) atomicAdd(local + ExactSum::kBuckets + bucket, (unsigned long long)significand);
     }
     __syncthreads();
     for (int b = threadIdx.x; b < 2 * ExactSum::kBuckets; b += blockDim.x)

@@ -1,0 +1,171 @@
+package dev.smelter;
+
+import dev.smelter.ffi.smelter_h;
+import dev.smelter.ffi.smelter_merge_params;
+import dev.smelter.ffi.smelter_tensor;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.SegmentAllocator;
+import java.lang.foreign.ValueLayout;
+import java.util.List;
+
+/**
+ * One backend instance: the CPU thread pool, or one CUDA device with its own stream. Calls on one
+ * context run in order (this class serialises them); separate contexts may run concurrently.
+ * Close it to release native resources.
+ */
+public final class Context implements AutoCloseable {
+    private final Device device;
+    private MemorySegment handle;
+
+    Context(Device device, int threads) {
+        Native.load();
+        this.device = device;
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment out = arena.allocate(ValueLayout.ADDRESS);
+            Native.check(smelter_h.smelter_context_create(device.kind().code, device.ordinal(), threads, out),
+                    "cannot open " + device);
+            handle = out.get(ValueLayout.ADDRESS, 0);
+        }
+    }
+
+    public Device device() {
+        return device;
+    }
+
+    /** Elected-sign counts of a merge with consensus: positions that elected +, -, and nothing. */
+    public record SignCounts(long positive, long negative, long none) {}
+
+    /**
+     * Merges {@code models} (and {@code base}, required for task-arithmetic methods, null for
+     * LINEAR) into {@code out}. Synchronous: when it returns, {@code out} holds the result.
+     */
+    public synchronized SignCounts merge(MergeSpec spec, Tensor base, List<Tensor> models, Tensor out) {
+        if (out == null) throw new IllegalArgumentException("out is null (use signCounts() for statistics only)");
+        return run(spec, base, models, out);
+    }
+
+    /** Runs a merge's sign election without writing an output (for the TIES paper's zero-sign rule). */
+    public synchronized SignCounts signCounts(MergeSpec spec, Tensor base, List<Tensor> models) {
+        return run(spec, base, models, null);
+    }
+
+    private SignCounts run(MergeSpec spec, Tensor base, List<Tensor> models, Tensor out) {
+        ensureOpen();
+        if (models.size() != spec.modelCount())
+            throw new IllegalArgumentException(models.size() + " model tensors for a spec with " + spec.modelCount()
+                    + " weights");
+        if (spec.method() == MergeSpec.Method.TASK_ARITHMETIC && base == null)
+            throw new IllegalArgumentException(spec.method() + " needs a base tensor");
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = smelter_merge_params.allocate(arena);
+            smelter_h.smelter_merge_params_init(p);
+            MemorySegment tensors = smelter_tensor.allocateArray(models.size(), arena);
+            for (int i = 0; i < models.size(); i++) fill(smelter_tensor.asSlice(tensors, i), models.get(i));
+            smelter_merge_params.method(p, spec.method().ordinal());
+            smelter_merge_params.n_models(p, models.size());
+            smelter_merge_params.models(p, tensors);
+            if (base != null && spec.method() != MergeSpec.Method.LINEAR)
+                smelter_merge_params.base(p, struct(arena, base));
+            smelter_merge_params.weights(p, arena.allocateFrom(ValueLayout.JAVA_FLOAT, spec.weights()));
+            if (spec.densities() != null)
+                smelter_merge_params.densities(p, arena.allocateFrom(ValueLayout.JAVA_FLOAT, spec.densities()));
+            smelter_merge_params.sparsify(p, spec.sparsify().ordinal());
+            smelter_merge_params.consensus(p, spec.consensus().ordinal());
+            smelter_merge_params.zero_sign(p, spec.zeroSign().ordinal());
+            smelter_merge_params.rescale(p, spec.rescale().ordinal());
+            smelter_merge_params.normalize(p, spec.normalize() ? 1 : 0);
+            smelter_merge_params.lambda(p, spec.lambda());
+            smelter_merge_params.key_dtype(p, spec.keyDType() == null ? -1 : spec.keyDType().code());
+            if (spec.thresholds() != null)
+                smelter_merge_params.thresholds(p, arena.allocateFrom(ValueLayout.JAVA_INT, spec.thresholds()));
+            smelter_merge_params.seed(p, spec.seed());
+            smelter_merge_params.tensor_key(p, spec.tensorKey());
+            smelter_merge_params.element_offset(p, spec.elementOffset());
+            MemorySegment counts = arena.allocate(ValueLayout.JAVA_LONG, 3);
+            smelter_merge_params.sign_counts(p, counts);
+            MemorySegment outStruct = out == null ? MemorySegment.NULL : struct(arena, out);
+            Native.check(smelter_h.smelter_merge(handle, p, outStruct), "merge on " + device);
+            return new SignCounts(counts.getAtIndex(ValueLayout.JAVA_LONG, 0),
+                    counts.getAtIndex(ValueLayout.JAVA_LONG, 1), counts.getAtIndex(ValueLayout.JAVA_LONG, 2));
+        }
+    }
+
+    /**
+     * Allocates {@code count} elements: DEVICE memory on a CUDA context, or HOST memory (page-locked
+     * on CUDA, for fast copies). Release with {@link #free(Tensor)}.
+     */
+    public synchronized Tensor allocate(DType dtype, long count, Tensor.Memory memory) {
+        ensureOpen();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment out = arena.allocate(ValueLayout.ADDRESS);
+            long bytes = count * dtype.byteSize();
+            Native.check(smelter_h.smelter_alloc(handle, memory.ordinal(), bytes, out),
+                    "allocate " + bytes + " bytes of " + memory + " memory on " + device);
+            MemorySegment ptr = out.get(ValueLayout.ADDRESS, 0);
+            // Device memory is not addressable from Java: keep only its address.
+            return new Tensor(memory == Tensor.Memory.HOST ? ptr.reinterpret(bytes) : ptr, count, dtype, memory);
+        }
+    }
+
+    public synchronized void free(Tensor t) {
+        ensureOpen();
+        Native.check(smelter_h.smelter_free(handle, t.memory().ordinal(), t.data()), "free on " + device);
+    }
+
+    /** Copies {@code src} into {@code dst} (same byte size), between host and device as needed. */
+    public synchronized void copy(Tensor dst, Tensor src) {
+        ensureOpen();
+        if (dst.byteSize() != src.byteSize())
+            throw new IllegalArgumentException("copy of " + src.byteSize() + " bytes into " + dst.byteSize());
+        Native.check(smelter_h.smelter_copy(handle, dst.data(), dst.memory().ordinal(), src.data(),
+                src.memory().ordinal(), src.byteSize()), "copy on " + device);
+    }
+
+    /** Waits for all queued work; reports asynchronous device errors. */
+    public synchronized void synchronize() {
+        ensureOpen();
+        Native.check(smelter_h.smelter_synchronize(handle), "synchronize " + device);
+    }
+
+    /** An exact k-th largest |delta| finder for model-wide TIES trimming. */
+    public synchronized TopK topK(DType keyDType) {
+        ensureOpen();
+        return new TopK(this, keyDType);
+    }
+
+    MemorySegment handle() {
+        ensureOpen();
+        return handle;
+    }
+
+    static MemorySegment struct(SegmentAllocator arena, Tensor t) {
+        MemorySegment s = smelter_tensor.allocate(arena);
+        fill(s, t);
+        return s;
+    }
+
+    private static void fill(MemorySegment s, Tensor t) {
+        smelter_tensor.data(s, t.data());
+        smelter_tensor.count(s, t.count());
+        smelter_tensor.dtype(s, t.dtype().code());
+        smelter_tensor.memory(s, t.memory().ordinal());
+    }
+
+    private void ensureOpen() {
+        if (handle == null) throw new IllegalStateException("context " + device + " is closed");
+    }
+
+    @Override
+    public synchronized void close() {
+        if (handle == null) return;
+        MemorySegment h = handle;
+        handle = null;
+        Native.check(smelter_h.smelter_context_destroy(h), "close " + device);
+    }
+
+    @Override
+    public String toString() {
+        return "Context[" + device + "]";
+    }
+}

@@ -1,0 +1,30 @@
+package dev.smelter;
+
+/** Element types Smelter's kernels read and write. Codes match {@code smelter_dtype} in smelter.h. */
+public enum DType {
+    F32(0, 4),
+    F16(1, 2),
+    BF16(2, 2);
+
+    private final int code;
+    private final int byteSize;
+
+    DType(int code, int byteSize) {
+        this.code = code;
+        this.byteSize = byteSize;
+    }
+
+    /** The {@code smelter_dtype} value. */
+    public int code() {
+        return code;
+    }
+
+    public int byteSize() {
+        return byteSize;
+    }
+
+    public static DType fromCode(int code) {
+        for (DType d : values()) if (d.code == code) return d;
+        throw new IllegalArgumentException("unknown dtype code " + code);
+    }
+}
