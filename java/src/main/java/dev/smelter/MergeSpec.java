@@ -139,7 +139,7 @@ public record MergeSpec(
         public Builder thresholds(int[] v) { thresholds = v; return this; }
         public Builder seed(long v) { seed = v; return this; }
         /** Keys the random masks to this tensor name (see {@link MergeSpec#tensorKey(String)}). */
-        public Builder tensorName(String name) { tensorKey = tensorKey(name); return this; }
+        public Builder tensorName(String name) { tensorKey = MergeSpec.tensorKey(name); return this; }
         public Builder tensorKey(long v) { tensorKey = v; return this; }
         /** Index of the views' first element in the whole tensor, for chunked calls. */
         public Builder elementOffset(long v) { elementOffset = v; return this; }
