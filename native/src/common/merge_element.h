@@ -76,7 +76,8 @@ SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, Rand
         if (!EXACT && i >= n) break;
         nan_input |= x(i) != x(i);
         float d = x(i) - x0;
-        const bool keep = sparsify_keep(p, sparsify, i, d, sparsify == SMELTER_SPARSIFY_NONE ? 0u : rnd(i));
+        const bool drawn = sparsify == SMELTER_SPARSIFY_RANDOM || sparsify == kSparsifyPrecomputed;
+        const bool keep = sparsify_keep(p, sparsify, i, d, drawn ? rnd(i) : 0u);
         const float scale = p.scales[i], weight = p.weights[i];  // unconditional loads vectorise
         d = keep ? d * scale : 0.0f;
         wd[i] = d * weight;

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs the whole Java test suite (CUDA tests included) on the GPU machine, which has no Java/Maven.
+#
+#   scripts/gpu-test.sh pack   here: build, collect test classes + jars, and ../shared/tools/gpu-pack them
+#   scripts/gpu-test.sh run    there (through the device tool, carry [".gpu"]):
+#                              bash .gpu/run.sh scripts/gpu-test.sh run
+# The run prints JUnit's tree and summary; record the outcome in bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIBS=java/target/gpu-libs
+case "${1:-}" in
+  pack)
+    ./smelter-dev build -q
+    ./smelter-dev mvn -q -pl java test-compile dependency:copy-dependencies -DincludeScope=test -DoutputDirectory="$LIBS"
+    ./smelter-dev mvn -q dependency:copy -Dartifact=org.junit.platform:junit-platform-console-standalone:1.14.1 \
+      -DoutputDirectory="$LIBS"
+    rm -f "$LIBS"/smelter-native-*.jar  # native/target/classes is carried instead, fresh
+    ../shared/tools/gpu-pack java/target/classes java/target/test-classes "$LIBS" native/target/classes
+    ;;
+  run)
+    F=.gpu/files
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+    cp="$F/java/target/classes:$F/java/target/test-classes:$F/native/target/classes"
+    for j in "$F/$LIBS"/*.jar; do case "$j" in *console-standalone*) ;; *) cp="$cp:$j" ;; esac; done
+    exec java --enable-native-access=ALL-UNNAMED -Xss4m -Dsmelter.header=native/include/smelter.h \
+      -jar "$F/$LIBS"/junit-platform-console-standalone-*.jar execute --class-path "$cp" --scan-class-path \
+      --details=tree --disable-banner
+    ;;
+  *) sed -n '2,8p' "$0"; exit 2 ;;
+esac
