@@ -22,7 +22,7 @@ import org.junit.jupiter.api.Test;
 
 /** Fails when native/include/smelter.h changed but the committed jextract bindings were not regenerated. */
 class BindingsDriftTest {
-    private static final Path HEADER = Path.of(System.getProperty("smelter.header", "../native/include/smelter.h"));
+    private static final Path HEADER = Path.of(System.getProperty("smelter.header", "../native/include/smelter.h")).toAbsolutePath();
     private static final Path GENERATED_INFO =
             HEADER.getParent().getParent().getParent().resolve("java/src/main/java/dev/smelter/ffi/GENERATED.txt");
 
