@@ -15,6 +15,12 @@ public final class Smelter {
         return smelter_h.smelter_build_info().reinterpret(1024).getString(0);
     }
 
+    /** Where the loaded libsmelter lives. */
+    public static java.nio.file.Path libraryPath() {
+        Native.load();
+        return NativeLibrary.ensureLoaded();
+    }
+
     /** The C ABI version of the loaded library. */
     public static int abiVersion() {
         Native.load();

@@ -1,0 +1,159 @@
+package dev.smelter.cli;
+
+import dev.smelter.io.CheckpointWriter;
+import dev.smelter.io.SafetensorsDType;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/**
+ * {@code smelter demo-checkpoints DIR}: writes a small random Llama-style base model and three
+ * "language experts" (base + small task vectors) as sharded bf16 safetensors checkpoints with a
+ * transformers-compatible config.json, plus mergekit configs that merge them.
+ */
+@Command(name = "demo-checkpoints", mixinStandardHelpOptions = true,
+        description = "Write a random Llama-style base, three experts and merge configs for trying Smelter.")
+final class DemoCheckpoints implements Callable<Integer> {
+    @Parameters(index = "0", paramLabel = "DIR")
+    Path dir;
+
+    @Option(names = "--hidden", defaultValue = "256", description = "hidden size (default 256)")
+    int hidden;
+
+    @Option(names = "--layers", defaultValue = "4", description = "decoder layers (default 4)")
+    int layers;
+
+    @Option(names = "--vocab", defaultValue = "1000", description = "vocabulary size (default 1000)")
+    int vocab;
+
+    @Option(names = "--seed", defaultValue = "1", description = "random seed")
+    long seed;
+
+    record Shape(String name, long[] shape) {}
+
+    @Override
+    public Integer call() throws IOException {
+        int inter = hidden * 11 / 4;
+        List<Shape> shapes = new ArrayList<>();
+        shapes.add(new Shape("model.embed_tokens.weight", new long[] {vocab, hidden}));
+        for (int l = 0; l < layers; l++) {
+            String p = "model.layers." + l + ".";
+            for (String proj : List.of("q_proj", "k_proj", "v_proj", "o_proj"))
+                shapes.add(new Shape(p + "self_attn." + proj + ".weight", new long[] {hidden, hidden}));
+            shapes.add(new Shape(p + "mlp.gate_proj.weight", new long[] {inter, hidden}));
+            shapes.add(new Shape(p + "mlp.up_proj.weight", new long[] {inter, hidden}));
+            shapes.add(new Shape(p + "mlp.down_proj.weight", new long[] {hidden, inter}));
+            shapes.add(new Shape(p + "input_layernorm.weight", new long[] {hidden}));
+            shapes.add(new Shape(p + "post_attention_layernorm.weight", new long[] {hidden}));
+        }
+        shapes.add(new Shape("model.norm.weight", new long[] {hidden}));
+        shapes.add(new Shape("lm_head.weight", new long[] {vocab, hidden}));
+
+        SplittableRandom rnd = new SplittableRandom(seed);
+        long[] baseSeeds = shapes.stream().mapToLong(s -> rnd.nextLong()).toArray();
+        write(dir.resolve("base"), shapes, baseSeeds, 0L, inter);
+        for (String expert : List.of("expert-de", "expert-fr", "expert-sw"))
+            write(dir.resolve(expert), shapes, baseSeeds, rnd.nextLong(), inter);
+        Files.writeString(dir.resolve("ties.yml"), """
+                # TIES merge of three language experts (mergekit format; paths relative to this file)
+                merge_method: ties
+                base_model: base
+                models:
+                  - model: expert-de
+                    parameters: {weight: 0.4, density: 0.5}
+                  - model: expert-fr
+                    parameters: {weight: 0.3, density: 0.5}
+                  - model: expert-sw
+                    parameters: {weight: [0.2, 0.4], density: 0.5}   # a gradient over the layers
+                parameters: {normalize: true}
+                dtype: bfloat16
+                """);
+        Files.writeString(dir.resolve("dare_ties.yml"), """
+                merge_method: dare_ties
+                base_model: base
+                models:
+                  - model: expert-de
+                    parameters: {weight: 0.5, density: 0.3}
+                  - model: expert-fr
+                    parameters: {weight: 0.5, density: 0.3}
+                dtype: bfloat16
+                smelter: {seed: 42}
+                """);
+        System.out.printf(Locale.ROOT, "wrote base, expert-de, expert-fr, expert-sw, ties.yml and dare_ties.yml to %s%n", dir);
+        return 0;
+    }
+
+    /** One checkpoint: base weights from baseSeeds, plus a task vector from deltaSeed (0 = none). */
+    private void write(Path out, List<Shape> shapes, long[] baseSeeds, long deltaSeed, int inter) throws IOException {
+        List<CheckpointWriter.TensorSpec> specs = shapes.stream()
+                .map(s -> new CheckpointWriter.TensorSpec(s.name(), SafetensorsDType.BF16, s.shape()))
+                .toList();
+        SplittableRandom deltas = new SplittableRandom(deltaSeed);
+        try (Arena arena = Arena.ofConfined();
+                CheckpointWriter w = new CheckpointWriter(out, specs, 2_000_000, Map.of("format", "pt"), true)) {
+            for (int t = 0; t < shapes.size(); t++) {
+                Shape s = shapes.get(t);
+                long n = 1;
+                for (long d : s.shape()) n *= d;
+                boolean norm = s.shape().length == 1;
+                SplittableRandom r = new SplittableRandom(baseSeeds[t]);
+                MemorySegment data = arena.allocate(n * 2, 8);
+                for (long i = 0; i < n; i++) {
+                    double v = norm ? 1.0 + 0.05 * gaussian(r) : 0.02 * gaussian(r);
+                    if (deltaSeed != 0) v += (norm ? 0.002 : 0.001) * gaussian(deltas);
+                    data.setAtIndex(ValueLayout.JAVA_SHORT, i, bf16((float) v));
+                }
+                w.write(s.name(), data);
+            }
+            Path tmp = Files.createTempDirectory("smelter-demo");
+            Path config = tmp.resolve("config.json");
+            try {
+                Files.writeString(config, String.format(Locale.ROOT, """
+                        {
+                          "architectures": ["LlamaForCausalLM"],
+                          "model_type": "llama",
+                          "hidden_size": %d,
+                          "intermediate_size": %d,
+                          "num_hidden_layers": %d,
+                          "num_attention_heads": %d,
+                          "num_key_value_heads": %d,
+                          "vocab_size": %d,
+                          "max_position_embeddings": 256,
+                          "rms_norm_eps": 1e-5,
+                          "rope_theta": 10000.0,
+                          "tie_word_embeddings": false,
+                          "torch_dtype": "bfloat16",
+                          "hidden_act": "silu"
+                        }
+                        """, hidden, inter, layers, Math.max(1, hidden / 64), Math.max(1, hidden / 64), vocab));
+                w.copyFile(config);
+            } finally {
+                Files.deleteIfExists(config);
+                Files.deleteIfExists(tmp);
+            }
+            w.commit();
+        }
+    }
+
+    private static short bf16(float f) {
+        int b = Float.floatToRawIntBits(f);
+        return (short) ((b + 0x7FFF + ((b >>> 16) & 1)) >>> 16);
+    }
+
+    private static double gaussian(SplittableRandom r) {
+        double u = r.nextDouble(Double.MIN_VALUE, 1.0), v = r.nextDouble();
+        return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+    }
+}

@@ -1,0 +1,189 @@
+package dev.smelter.config;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import dev.smelter.DType;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.function.Consumer;
+
+/**
+ * A merge configuration in mergekit's YAML format (the subset Smelter runs), plus Smelter's own
+ * options under the top-level key {@code smelter:}. Unknown keys are errors; keys mergekit has but
+ * that change nothing here are accepted with a warning.
+ *
+ * <pre>
+ * merge_method: ties
+ * base_model: ./base
+ * models:
+ *   - model: ./expert-de
+ *     parameters: {weight: 0.5, density: 0.4}
+ *   - model: ./expert-fr
+ *     parameters: {weight: [0.2, 0.8], density: 0.4}   # gradient over the layers
+ * parameters: {normalize: true, lambda: 1.0}
+ * dtype: float32          # compute dtype (Smelter always accumulates in f32)
+ * out_dtype: bfloat16
+ * smelter: {trim_scope: model, seed: 42}
+ * </pre>
+ */
+public record MergeConfig(
+        MergeMethods.Method method,
+        Path baseModel,
+        List<ModelEntry> models,
+        Map<String, ParameterValue> parameters,
+        DType outDType,
+        TrimScope trimScope,
+        long seed,
+        List<String> warnings) {
+
+    /** One input model and its per-tensor parameters (weight, density, ...). */
+    public record ModelEntry(Path path, Map<String, ParameterValue> parameters) {}
+
+    /** Where TIES trimming ranks magnitudes: within each tensor (mergekit) or the whole model (TIES paper). */
+    public enum TrimScope { TENSOR, MODEL }
+
+    private static final Set<String> TOP_KEYS = Set.of("merge_method", "base_model", "models", "parameters", "dtype",
+            "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", "smelter", "slices");
+    private static final Set<String> IGNORED_TOP_KEYS = Set.of("tokenizer_source", "tokenizer", "chat_template", "name");
+
+    public static MergeConfig load(Path file) throws IOException, ConfigException {
+        JsonNode root;
+        try {
+            root = new ObjectMapper(new YAMLFactory()).readTree(Files.readString(file));
+        } catch (IOException e) {
+            throw new ConfigException(file + ": not valid YAML: " + e.getMessage());
+        }
+        return parse(root, file.toAbsolutePath().getParent());
+    }
+
+    /** Parses a config; relative model paths are resolved against {@code baseDir}. */
+    public static MergeConfig parse(JsonNode root, Path baseDir) throws ConfigException {
+        if (root == null || !root.isObject()) throw new ConfigException("the config must be a YAML mapping");
+        List<String> warnings = new ArrayList<>();
+        checkKeys(root, TOP_KEYS, "config");
+        for (String k : IGNORED_TOP_KEYS)
+            if (root.has(k)) warnings.add("'" + k + "' is ignored: Smelter copies the tokenizer files of the base model");
+        if (root.has("slices"))
+            throw new ConfigException("'slices' (layer-stacking / passthrough merges) is not supported; use 'models'");
+        String methodName = text(root, "merge_method", "config");
+        MergeMethods.Method method = MergeMethods.byName(methodName);
+
+        Path base = root.has("base_model") ? resolve(baseDir, text(root, "base_model", "config")) : null;
+        if (method.needsBase() && base == null)
+            throw new ConfigException("merge_method " + methodName + " needs base_model");
+
+        JsonNode modelsNode = root.get("models");
+        if (modelsNode == null || !modelsNode.isArray() || modelsNode.isEmpty())
+            throw new ConfigException("'models' must be a non-empty list of {model: path, parameters: {...}}");
+        List<ModelEntry> models = new ArrayList<>();
+        for (int i = 0; i < modelsNode.size(); i++) {
+            String at = "models[" + i + "]";
+            JsonNode m = modelsNode.get(i);
+            if (!m.isObject()) throw new ConfigException(at + " must be a mapping with 'model'");
+            checkKeys(m, Set.of("model", "parameters"), at);
+            Path path = resolve(baseDir, text(m, "model", at));
+            Map<String, ParameterValue> params = parameters(m.get("parameters"), at + ".parameters",
+                    method.tensorParameters(), warnings::add);
+            if (base != null && path.equals(base)) {
+                // mergekit lets the base appear among the models; its task vector is zero.
+                warnings.add(at + " is the base model: its task vector is zero and it is left out");
+                continue;
+            }
+            for (String required : method.requiredTensorParameters())
+                if (!params.containsKey(required)) throw new ConfigException(at + ".parameters." + required + " is required for " + methodName);
+            models.add(new ModelEntry(path, params));
+        }
+        if (models.isEmpty()) throw new ConfigException("no models to merge besides the base model");
+
+        Map<String, ParameterValue> global = parameters(root.get("parameters"), "parameters",
+                method.globalParameters(), warnings::add);
+        // mergekit also accepts per-tensor parameters at the top level as defaults for every model.
+        for (ModelEntry m : models)
+            for (String p : method.tensorParameters())
+                if (!m.parameters().containsKey(p) && global.containsKey(p)) m.parameters().put(p, global.get(p));
+
+        DType out = null;
+        if (root.has("out_dtype")) out = dtype(text(root, "out_dtype", "config"));
+        else if (root.has("dtype")) out = dtype(text(root, "dtype", "config"));
+        if (root.has("dtype")) dtype(text(root, "dtype", "config"));  // validated; Smelter always computes in f32
+
+        TrimScope scope = TrimScope.TENSOR;
+        long seed = 0;
+        JsonNode s = root.get("smelter");
+        if (s != null) {
+            if (!s.isObject()) throw new ConfigException("'smelter' must be a mapping");
+            checkKeys(s, Set.of("trim_scope", "seed"), "smelter");
+            if (s.has("trim_scope")) scope = trimScope(text(s, "trim_scope", "smelter"));
+            if (s.has("seed")) {
+                if (!s.get("seed").canConvertToLong()) throw new ConfigException("smelter.seed must be an integer");
+                seed = s.get("seed").asLong();
+            }
+        }
+        return new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed, List.copyOf(warnings));
+    }
+
+    public static TrimScope trimScope(String text) throws ConfigException {
+        return switch (text.toLowerCase(Locale.ROOT)) {
+            case "tensor" -> TrimScope.TENSOR;
+            case "model" -> TrimScope.MODEL;
+            default -> throw new ConfigException("trim_scope must be 'tensor' or 'model', got '" + text + "'");
+        };
+    }
+
+    static DType dtype(String text) throws ConfigException {
+        return switch (text.toLowerCase(Locale.ROOT)) {
+            case "float32", "fp32", "f32" -> DType.F32;
+            case "float16", "fp16", "f16", "half" -> DType.F16;
+            case "bfloat16", "bf16" -> DType.BF16;
+            default -> throw new ConfigException("unsupported dtype '" + text + "' (float32, float16, bfloat16)");
+        };
+    }
+
+    private static Map<String, ParameterValue> parameters(JsonNode node, String where, Set<String> allowed,
+            Consumer<String> warn) throws ConfigException {
+        Map<String, ParameterValue> out = new LinkedHashMap<>();
+        if (node == null || node.isNull()) return out;
+        if (!node.isObject()) throw new ConfigException(where + " must be a mapping");
+        for (Iterator<String> it = node.fieldNames(); it.hasNext(); ) {
+            String k = it.next();
+            if (MergeMethods.IGNORED_PARAMETERS.containsKey(k)) {
+                warn.accept(where + "." + k + " is ignored: " + MergeMethods.IGNORED_PARAMETERS.get(k));
+                continue;
+            }
+            if (!allowed.contains(k))
+                throw new ConfigException(where + "." + k + " is not a parameter of this merge method (allowed: "
+                        + String.join(", ", allowed) + ")");
+            out.put(k, ParameterValue.parse(node.get(k), where + "." + k));
+        }
+        return out;
+    }
+
+    private static void checkKeys(JsonNode node, Set<String> allowed, String where) throws ConfigException {
+        for (Iterator<String> it = node.fieldNames(); it.hasNext(); ) {
+            String k = it.next();
+            if (!allowed.contains(k))
+                throw new ConfigException(where + " has unknown key '" + k + "' (allowed: " + String.join(", ", allowed.stream().sorted().toList()) + ")");
+        }
+    }
+
+    private static String text(JsonNode node, String key, String where) throws ConfigException {
+        JsonNode v = node.get(key);
+        if (v == null || v.isNull()) throw new ConfigException(where + "." + key + " is missing");
+        if (!v.isValueNode()) throw new ConfigException(where + "." + key + " must be a string");
+        return v.asText();
+    }
+
+    private static Path resolve(Path baseDir, String p) {
+        Path path = Path.of(p);
+        return (path.isAbsolute() || baseDir == null ? path : baseDir.resolve(path)).normalize();
+    }
+}

@@ -1,0 +1,97 @@
+package dev.smelter.config;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import java.util.ArrayList;
+import java.util.List;
+
+/**
+ * A mergekit parameter value: a number, a gradient (a list of numbers interpolated linearly over
+ * the layers), or a list of conditions ({@code {filter: substring, value: V}}, the first whose
+ * filter occurs in the tensor name wins; an entry without filter matches every tensor).
+ */
+public sealed interface ParameterValue {
+    /** The value for a tensor. {@code layer} is its layer index (-1 for non-layer tensors). */
+    double resolve(String tensorName, int layer, int layerCount);
+
+    record Constant(double value) implements ParameterValue {
+        @Override
+        public double resolve(String tensorName, int layer, int layerCount) {
+            return value;
+        }
+    }
+
+    /**
+     * Values at evenly spaced points from the first to the last layer, linearly interpolated
+     * (mergekit's gradients). Non-layer tensors take the first value for tensors before the layers
+     * (embeddings) and the last for those after them (final norm, lm_head): mergekit places them
+     * at t=0 and t=1 the same way.
+     */
+    record Gradient(double[] values) implements ParameterValue {
+        @Override
+        public double resolve(String tensorName, int layer, int layerCount) {
+            if (values.length == 1) return values[0];
+            double t;
+            if (layer < 0) t = TensorNames.isAfterLayers(tensorName) ? 1.0 : 0.0;
+            else t = layerCount <= 1 ? 0.0 : (double) layer / (layerCount - 1);
+            double pos = t * (values.length - 1);
+            int i = (int) Math.floor(pos);
+            if (i >= values.length - 1) return values[values.length - 1];
+            double frac = pos - i;
+            return values[i] + (values[i + 1] - values[i]) * frac;
+        }
+    }
+
+    record Conditional(List<String> filters, List<ParameterValue> values) implements ParameterValue {
+        @Override
+        public double resolve(String tensorName, int layer, int layerCount) {
+            for (int i = 0; i < filters.size(); i++) {
+                String f = filters.get(i);
+                if (f == null || tensorName.contains(f)) return values.get(i).resolve(tensorName, layer, layerCount);
+            }
+            throw new IllegalStateException("no condition matches tensor " + tensorName);
+        }
+    }
+
+    /** Parses a YAML node; {@code where} names it in errors ("models[1].parameters.density"). */
+    static ParameterValue parse(JsonNode node, String where) throws ConfigException {
+        if (node.isNumber()) return new Constant(node.doubleValue());
+        if (node.isBoolean()) return new Constant(node.booleanValue() ? 1 : 0);
+        if (node.isArray() && node.size() > 0 && node.get(0).isNumber()) {
+            double[] v = new double[node.size()];
+            for (int i = 0; i < v.length; i++) {
+                if (!node.get(i).isNumber()) throw new ConfigException(where + "[" + i + "] is not a number");
+                v[i] = node.get(i).doubleValue();
+            }
+            return new Gradient(v);
+        }
+        if (node.isArray() && node.size() > 0) {
+            List<String> filters = new ArrayList<>();
+            List<ParameterValue> values = new ArrayList<>();
+            boolean catchAll = false;
+            for (int i = 0; i < node.size(); i++) {
+                JsonNode c = node.get(i);
+                String at = where + "[" + i + "]";
+                if (!c.isObject() || !c.has("value"))
+                    throw new ConfigException(at + " must be {filter: ..., value: ...} or a number");
+                for (var it = c.fieldNames(); it.hasNext(); ) {
+                    String k = it.next();
+                    if (!k.equals("filter") && !k.equals("value"))
+                        throw new ConfigException(at + " has unknown key '" + k + "' (expected filter, value)");
+                }
+                String filter = c.has("filter") ? c.get("filter").asText() : null;
+                filters.add(filter);
+                values.add(parse(c.get("value"), at + ".value"));
+                if (filter == null) catchAll = true;
+            }
+            if (!catchAll) {
+                // mergekit falls back to the parameter's default when no filter matches; Smelter
+                // asks for an explicit catch-all so that no tensor silently gets a default.
+                throw new ConfigException(where + " has filters but no entry without a filter (the value for every "
+                        + "other tensor)");
+            }
+            return new Conditional(filters, values);
+        }
+        throw new ConfigException(where + " must be a number, a list of numbers (gradient) or a list of "
+                + "{filter, value} conditions, got: " + node);
+    }
+}

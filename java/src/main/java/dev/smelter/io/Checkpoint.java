@@ -1,0 +1,173 @@
+package dev.smelter.io;
+
+import com.fasterxml.jackson.core.JsonProcessingException;
+import com.fasterxml.jackson.databind.JsonNode;
+import dev.smelter.DType;
+import dev.smelter.Tensor;
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+
+/**
+ * A Hugging Face-style checkpoint: a directory with {@code model.safetensors.index.json} and its
+ * shards, or one safetensors file. All shards are opened (memory-mapped) up front and validated
+ * against the index. Tensor order is on-disk order: shards by file name, tensors by offset, so a
+ * pass over {@link #tensorNames()} reads every file sequentially.
+ */
+public final class Checkpoint implements AutoCloseable {
+    public static final String INDEX = "model.safetensors.index.json";
+    public static final String SINGLE = "model.safetensors";
+
+    private final Path directory;
+    private final List<SafetensorsFile> files;
+    private final Map<String, SafetensorsFile> fileOf;
+    private final List<String> names;
+    private final Map<String, String> metadata;
+
+    private Checkpoint(Path directory, List<SafetensorsFile> files, Map<String, SafetensorsFile> fileOf,
+            Map<String, String> metadata) {
+        this.directory = directory;
+        this.files = files;
+        this.fileOf = fileOf;
+        this.metadata = metadata;
+        List<String> n = new ArrayList<>();
+        for (SafetensorsFile f : files) n.addAll(f.tensors().keySet());
+        this.names = Collections.unmodifiableList(n);
+    }
+
+    /** Opens a checkpoint directory, an index json, or a single .safetensors file. */
+    public static Checkpoint open(Path path) throws IOException {
+        if (Files.isDirectory(path)) {
+            if (Files.isRegularFile(path.resolve(INDEX))) return openIndex(path.resolve(INDEX));
+            if (Files.isRegularFile(path.resolve(SINGLE))) return openSingle(path.resolve(SINGLE));
+            throw new CheckpointFormatException(path + ": neither " + INDEX + " nor " + SINGLE + " found");
+        }
+        if (!Files.isRegularFile(path)) throw new CheckpointFormatException(path + ": no such checkpoint");
+        return path.getFileName().toString().endsWith(".json") ? openIndex(path) : openSingle(path);
+    }
+
+    private static Checkpoint openSingle(Path file) throws IOException {
+        SafetensorsFile f = SafetensorsFile.open(file);
+        Map<String, SafetensorsFile> fileOf = new LinkedHashMap<>();
+        for (String name : f.tensors().keySet()) fileOf.put(name, f);
+        Path dir = file.toAbsolutePath().getParent();
+        return new Checkpoint(dir, List.of(f), fileOf, f.metadata());
+    }
+
+    private static Checkpoint openIndex(Path index) throws IOException {
+        Path dir = index.toAbsolutePath().getParent();
+        JsonNode root;
+        try {
+            root = SafetensorsFile.JSON.readTree(Files.readString(index));
+        } catch (JsonProcessingException e) {
+            throw new CheckpointFormatException(index + ": not valid JSON: " + e.getOriginalMessage());
+        }
+        JsonNode map = root == null ? null : root.get("weight_map");
+        if (map == null || !map.isObject()) throw new CheckpointFormatException(index + ": no weight_map object");
+        Map<String, String> metadata = new LinkedHashMap<>();
+        JsonNode meta = root.get("metadata");
+        if (meta != null && meta.isObject())
+            for (Iterator<Map.Entry<String, JsonNode>> it = meta.fields(); it.hasNext(); ) {
+                Map.Entry<String, JsonNode> e = it.next();
+                metadata.put(e.getKey(), e.getValue().asText());
+            }
+        Map<String, String> shardOf = new LinkedHashMap<>();
+        TreeMap<String, Path> shards = new TreeMap<>();
+        for (Iterator<Map.Entry<String, JsonNode>> it = map.fields(); it.hasNext(); ) {
+            Map.Entry<String, JsonNode> e = it.next();
+            if (!e.getValue().isTextual())
+                throw new CheckpointFormatException(index + ": weight_map entry " + e.getKey() + " is not a file name");
+            String shard = e.getValue().asText();
+            Path p = dir.resolve(shard).normalize();
+            if (!p.startsWith(dir) || Path.of(shard).isAbsolute())
+                throw new CheckpointFormatException(index + ": shard '" + shard + "' of tensor " + e.getKey()
+                        + " lies outside the checkpoint directory");
+            shardOf.put(e.getKey(), shard);
+            shards.put(shard, p);
+        }
+        List<SafetensorsFile> files = new ArrayList<>();
+        Map<String, SafetensorsFile> fileOf = new LinkedHashMap<>();
+        try {
+            for (Map.Entry<String, Path> s : shards.entrySet()) {
+                if (!Files.isRegularFile(s.getValue()))
+                    throw new CheckpointFormatException(index + ": shard " + s.getKey() + " is missing");
+                SafetensorsFile f = SafetensorsFile.open(s.getValue());
+                files.add(f);
+                for (String name : f.tensors().keySet()) {
+                    String listed = shardOf.get(name);
+                    if (listed == null)
+                        throw new CheckpointFormatException(s.getValue() + ": tensor " + name + " is not in " + index);
+                    if (!listed.equals(s.getKey()))
+                        throw new CheckpointFormatException(s.getValue() + ": tensor " + name + " is listed in " + index
+                                + " under shard " + listed);
+                    fileOf.put(name, f);
+                }
+            }
+            for (Map.Entry<String, String> e : shardOf.entrySet())
+                if (!fileOf.containsKey(e.getKey()))
+                    throw new CheckpointFormatException(index + ": tensor " + e.getKey() + " is not in its shard " + e.getValue());
+        } catch (IOException | RuntimeException e) {
+            for (SafetensorsFile f : files) f.close();
+            throw e;
+        }
+        return new Checkpoint(dir, List.copyOf(files), fileOf, Collections.unmodifiableMap(metadata));
+    }
+
+    public Path directory() {
+        return directory;
+    }
+
+    /** Every tensor, in on-disk order. */
+    public List<String> tensorNames() {
+        return names;
+    }
+
+    public boolean contains(String name) {
+        return fileOf.containsKey(name);
+    }
+
+    public TensorInfo info(String name) {
+        return file(name).tensors().get(name);
+    }
+
+    public MemorySegment data(String name) {
+        return file(name).data(name);
+    }
+
+    /** A host tensor view of an F32/F16/BF16 tensor. */
+    public Tensor tensor(String name) {
+        TensorInfo t = info(name);
+        DType d = t.dtype().toMergeDType().orElseThrow(() -> new IllegalArgumentException(
+                directory + ": tensor " + name + " is " + t.dtype() + ", not a float type Smelter merges"));
+        return new Tensor(data(name), t.elementCount(), d, Tensor.Memory.HOST);
+    }
+
+    public long totalBytes() {
+        long n = 0;
+        for (String name : names) n += info(name).byteSize();
+        return n;
+    }
+
+    public Map<String, String> metadata() {
+        return metadata;
+    }
+
+    private SafetensorsFile file(String name) {
+        SafetensorsFile f = fileOf.get(name);
+        if (f == null) throw new IllegalArgumentException(directory + " has no tensor " + name);
+        return f;
+    }
+
+    @Override
+    public void close() {
+        for (SafetensorsFile f : files) f.close();
+    }
+}

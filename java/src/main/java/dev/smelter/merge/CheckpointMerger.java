@@ -1,0 +1,283 @@
+package dev.smelter.merge;
+
+import dev.smelter.Context;
+import dev.smelter.DType;
+import dev.smelter.Device;
+import dev.smelter.MergeSpec;
+import dev.smelter.Smelter;
+import dev.smelter.Tensor;
+import dev.smelter.TopK;
+import dev.smelter.config.MergeConfig;
+import dev.smelter.config.MergeMethods;
+import dev.smelter.config.TensorNames;
+import dev.smelter.io.Checkpoint;
+import dev.smelter.io.CheckpointFormatException;
+import dev.smelter.io.CheckpointWriter;
+import dev.smelter.io.SafetensorsDType;
+import dev.smelter.io.TensorInfo;
+import java.io.IOException;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Map;
+import java.util.function.Consumer;
+
+/**
+ * Merges whole checkpoints as a mergekit config describes: plans every tensor, then streams them
+ * one at a time (inputs memory-mapped, one output buffer of the largest tensor), writing a sharded
+ * safetensors checkpoint that appears under the output path only once it is complete.
+ *
+ * <p>Host memory beyond the memory-mapped inputs is bounded by one output buffer of the largest
+ * tensor (plus, on CUDA, device staging buffers for the inputs and output of that tensor).
+ */
+public final class CheckpointMerger implements AutoCloseable {
+    /** Side files copied from the base model (or the first model) into the output. */
+    static final List<String> SIDE_FILES = List.of("config.json", "generation_config.json", "tokenizer.json",
+            "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt",
+            "added_tokens.json", "chat_template.jinja");
+
+    public record Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch) {}
+
+    /** What happens to one output tensor. */
+    public enum Action { MERGE, COPY }
+
+    public record TensorPlan(String name, TensorInfo info, Action action, DType outDType, long mergedElements,
+            String note) {
+        public long outBytes() {
+            return action == Action.COPY ? info.byteSize() : info.elementCount() * outDType.byteSize();
+        }
+    }
+
+    public record Plan(List<TensorPlan> tensors, long bytesRead, long bytesWritten, long largestOutputBytes,
+            long largestInputBytes, int modelCount, MergeConfig.TrimScope trimScope) {
+        /** Host memory Smelter allocates itself: one output buffer (inputs are memory-mapped). */
+        public long peakHostBytes() {
+            return largestOutputBytes;
+        }
+
+        /** Device memory on CUDA: staging for the inputs and the output of the largest tensor. */
+        public long peakDeviceBytes() {
+            return largestInputBytes * (modelCount + 1) + largestOutputBytes;
+        }
+    }
+
+    public record Summary(Plan plan, double seconds, long bytesRead, long bytesWritten) {
+        public double gigabytesPerSecond() {
+            return (bytesRead + bytesWritten) / seconds / 1e9;
+        }
+    }
+
+    private final MergeConfig config;
+    private final Options options;
+    private final Checkpoint base;
+    private final List<Checkpoint> models = new ArrayList<>();
+    private final int layerCount;
+
+    public CheckpointMerger(MergeConfig config, Options options) throws IOException {
+        this.config = config;
+        this.options = options;
+        List<Checkpoint> opened = new ArrayList<>();
+        try {
+            Checkpoint b = config.baseModel() == null ? null : Checkpoint.open(config.baseModel());
+            if (b != null) opened.add(b);
+            for (MergeConfig.ModelEntry m : config.models()) {
+                Checkpoint c = Checkpoint.open(m.path());
+                opened.add(c);
+                models.add(c);
+            }
+            base = b;
+        } catch (IOException | RuntimeException e) {
+            for (Checkpoint c : opened) c.close();
+            throw e;
+        }
+        int layers = 0;
+        for (String name : reference().tensorNames()) layers = Math.max(layers, TensorNames.layerIndex(name) + 1);
+        layerCount = layers;
+    }
+
+    /** The checkpoint that defines the output's tensors: the base, or the first model for LINEAR. */
+    private Checkpoint reference() {
+        return base != null ? base : models.get(0);
+    }
+
+    public Plan plan() throws CheckpointFormatException {
+        Checkpoint ref = reference();
+        List<TensorPlan> tensors = new ArrayList<>();
+        long read = 0, written = 0, largestOut = 0, largestIn = 0;
+        for (String name : ref.tensorNames()) {
+            TensorInfo info = ref.info(name);
+            var mergeDType = info.dtype().toMergeDType();
+            long merged = info.elementCount();
+            String note = "";
+            for (int i = 0; i < models.size(); i++) {
+                Checkpoint m = models.get(i);
+                if (!m.tensorNames().contains(name))
+                    throw new CheckpointFormatException(m.directory() + ": tensor " + name + " is missing (present in "
+                            + ref.directory() + ")");
+                TensorInfo mi = m.info(name);
+                if (mi.dtype() != info.dtype())
+                    throw new CheckpointFormatException(m.directory() + ": tensor " + name + " is " + mi.dtype() + ", "
+                            + ref.directory() + " has " + info.dtype());
+                if (!Arrays.equals(mi.shape(), info.shape())) {
+                    long common = vocabCommonElements(name, info.shape(), mi.shape(), m.directory());
+                    merged = Math.min(merged, common);
+                    note = "vocabulary rows beyond " + (common / rowElements(info.shape())) + " copied from the base";
+                }
+            }
+            boolean mergeable = mergeDType.isPresent() && (base != null || merged == info.elementCount());
+            DType out = mergeable ? (config.outDType() != null ? config.outDType() : mergeDType.get()) : null;
+            TensorPlan tp = new TensorPlan(name, info, mergeable ? Action.MERGE : Action.COPY, out, merged,
+                    mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName());
+            tensors.add(tp);
+            read += tp.action() == Action.MERGE ? info.byteSize() * (models.size() + (base != null ? 1 : 0)) : info.byteSize();
+            written += tp.outBytes();
+            largestOut = Math.max(largestOut, tp.outBytes());
+            largestIn = Math.max(largestIn, info.byteSize());
+        }
+        if (config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude())
+            read += tensors.stream().filter(t -> t.action() == Action.MERGE)
+                    .mapToLong(t -> t.info().byteSize() * (models.size() + 1) * (keyDType(tensors) == DType.F32 ? 2 : 1))
+                    .sum();
+        return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope());
+    }
+
+    private long vocabCommonElements(String name, long[] ref, long[] other, Path where) throws CheckpointFormatException {
+        boolean sameTail = ref.length == other.length && ref.length >= 1
+                && Arrays.equals(Arrays.copyOfRange(ref, 1, ref.length), Arrays.copyOfRange(other, 1, other.length));
+        if (!sameTail || !TensorNames.isVocabMatrix(name) || !options.allowVocabMismatch())
+            throw new CheckpointFormatException(where + ": tensor " + name + " has shape " + Arrays.toString(other)
+                    + ", the reference has " + Arrays.toString(ref)
+                    + (sameTail && TensorNames.isVocabMatrix(name)
+                            ? " (a vocabulary-size difference: rerun with --allow-vocab-mismatch to merge the shared rows)"
+                            : ""));
+        return Math.min(ref[0], other[0]) * rowElements(ref);
+    }
+
+    private static long rowElements(long[] shape) {
+        long n = 1;
+        for (int i = 1; i < shape.length; i++) n *= shape[i];
+        return n;
+    }
+
+    private boolean usesMagnitude() {
+        return config.method() == MergeMethods.Method.TIES;
+    }
+
+    /** One ranking precision for the whole model: f32 if any merged tensor is f32, else the 16-bit type. */
+    private static DType keyDType(List<TensorPlan> tensors) {
+        DType key = null;
+        for (TensorPlan t : tensors) {
+            if (t.action() != Action.MERGE) continue;
+            DType d = t.info().dtype().toMergeDType().orElseThrow();
+            key = key == null || key == d ? d : DType.F32;
+        }
+        return key == null ? DType.F32 : key;
+    }
+
+    /** Runs the plan; {@code progress} receives the bytes done after each tensor. */
+    public Summary run(Plan plan, Consumer<Long> progress) throws IOException {
+        long t0 = System.nanoTime();
+        List<CheckpointWriter.TensorSpec> specs = new ArrayList<>();
+        for (TensorPlan t : plan.tensors())
+            specs.add(new CheckpointWriter.TensorSpec(t.name(),
+                    t.action() == Action.COPY ? t.info().dtype() : SafetensorsDType.of(t.outDType()), t.info().shape()));
+        Map<String, String> metadata = Map.of("format", "pt", "merged_by", "smelter " + Smelter.buildInfo());
+        long done = 0;
+        try (Context ctx = Smelter.open(options.device());
+                Arena arena = Arena.ofConfined();
+                CheckpointWriter writer = new CheckpointWriter(options.output(), specs, options.maxShardBytes(),
+                        metadata, options.overwrite())) {
+            int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
+                    ? modelThresholds(ctx, plan) : null;
+            DType key = thresholds != null ? keyDType(plan.tensors()) : null;
+            MemorySegment outBuffer = arena.allocate(Math.max(plan.largestOutputBytes(), 1), 64);
+            for (TensorPlan t : plan.tensors()) {
+                if (t.action() == Action.COPY) {
+                    writer.write(t.name(), reference().data(t.name()));
+                } else {
+                    mergeTensor(ctx, t, thresholds, key, outBuffer);
+                    writer.write(t.name(), outBuffer.asSlice(0, t.outBytes()));
+                }
+                done += t.outBytes();
+                progress.accept(done);
+            }
+            Path sideSource = reference().directory();
+            for (String f : SIDE_FILES) {
+                Path p = sideSource.resolve(f);
+                if (Files.isRegularFile(p)) writer.copyFile(p);
+            }
+            writer.commit();
+        }
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        return new Summary(plan, seconds, plan.bytesRead(), plan.bytesWritten());
+    }
+
+    private void mergeTensor(Context ctx, TensorPlan t, int[] thresholds, DType key, MemorySegment outBuffer) {
+        String name = t.name();
+        int layer = TensorNames.layerIndex(name);
+        MergeSpec spec = MergeMethods.spec(config, name, layer, layerCount);
+        if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
+        long n = t.mergedElements();
+        Tensor baseTensor = base == null ? null : slice(base.tensor(name), n);
+        List<Tensor> inputs = new ArrayList<>();
+        for (Checkpoint m : models) inputs.add(slice(m.tensor(name), n));
+        Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
+                t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
+        ctx.merge(spec, baseTensor, inputs, out.slice(0, n));
+        if (n < t.info().elementCount()) {
+            // Rows only the reference has (vocabulary mismatch): take them from the base unchanged.
+            Tensor rest = base.tensor(name).slice(n, t.info().elementCount() - n);
+            MergeSpec copy = MergeSpec.linear(1.0f);
+            ctx.merge(copy, null, List.of(rest), out.slice(n, t.info().elementCount() - n));
+        }
+    }
+
+    private static Tensor slice(Tensor t, long n) {
+        return n == t.count() ? t : t.slice(0, n);
+    }
+
+    /** Model-wide TIES thresholds: one exact k-th largest |delta| per model over all merged tensors. */
+    private int[] modelThresholds(Context ctx, Plan plan) {
+        List<TensorPlan> merged = plan.tensors().stream().filter(t -> t.action() == Action.MERGE).toList();
+        DType key = keyDType(plan.tensors());
+        int[] thresholds = new int[models.size()];
+        for (int i = 0; i < models.size(); i++) {
+            try (TopK topK = ctx.topK(key)) {
+                long total = merged.stream().mapToLong(TensorPlan::mergedElements).sum();
+                long k = (long) Math.floor((double) modelDensity(merged, i) * total);
+                TopK.Selection s;
+                do {
+                    for (TensorPlan t : merged)
+                        topK.add(slice(base.tensor(t.name()), t.mergedElements()),
+                                slice(models.get(i).tensor(t.name()), t.mergedElements()));
+                    s = topK.select(k);
+                } while (s.morePasses());
+                thresholds[i] = s.threshold();
+            }
+        }
+        return thresholds;
+    }
+
+    /** The one density of model i; model-wide trimming has no meaning for per-tensor densities. */
+    private float modelDensity(List<TensorPlan> merged, int model) {
+        float density = Float.NaN;
+        for (TensorPlan t : merged) {
+            float d = MergeMethods.spec(config, t.name(), TensorNames.layerIndex(t.name()), layerCount).densities()[model];
+            if (Float.isNaN(density)) density = d;
+            else if (d != density)
+                throw new IllegalArgumentException("trim_scope: model needs one density per model, but models[" + model
+                        + "] has " + density + " and " + d + " (tensor " + t.name() + "); use trim_scope: tensor");
+        }
+        return density;
+    }
+
+    @Override
+    public void close() {
+        if (base != null) base.close();
+        for (Checkpoint c : models) c.close();
+    }
+}

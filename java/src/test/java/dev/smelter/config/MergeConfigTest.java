@@ -1,0 +1,123 @@
+package dev.smelter.config;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
+import dev.smelter.DType;
+import dev.smelter.MergeSpec;
+import java.nio.file.Path;
+import org.junit.jupiter.api.Test;
+
+class MergeConfigTest {
+    private static final Path DIR = Path.of("/models");
+
+    static MergeConfig parse(String yaml) throws Exception {
+        return MergeConfig.parse(new ObjectMapper(new YAMLFactory()).readTree(yaml), DIR);
+    }
+
+    @Test
+    void tiesConfigAsMergekitWritesIt() throws Exception {
+        MergeConfig c = parse("""
+                merge_method: ties
+                base_model: base
+                models:
+                  - model: base
+                  - model: a
+                    parameters: {weight: 0.7, density: 0.4}
+                  - model: /abs/b
+                    parameters: {weight: 0.3, density: 0.6}
+                parameters: {normalize: false, int8_mask: true}
+                dtype: float16
+                """);
+        assertEquals(MergeMethods.Method.TIES, c.method());
+        assertEquals(DIR.resolve("base"), c.baseModel());
+        assertEquals(2, c.models().size(), "the base listed among the models is dropped");
+        assertEquals(Path.of("/abs/b"), c.models().get(1).path());
+        assertEquals(DType.F16, c.outDType());
+        assertTrue(c.warnings().stream().anyMatch(w -> w.contains("int8_mask")), c.warnings().toString());
+        MergeSpec s = MergeMethods.spec(c, "model.layers.3.mlp.up_proj.weight", 3, 8);
+        assertArrayEquals(new float[] {0.7f, 0.3f}, s.weights());
+        assertArrayEquals(new float[] {0.4f, 0.6f}, s.densities());
+        assertEquals(MergeSpec.Sparsify.MAGNITUDE, s.sparsify());
+        assertEquals(MergeSpec.Consensus.SUM, s.consensus());
+        assertEquals(false, s.normalize(), "explicit normalize: false wins over the ties default");
+        assertEquals(MergeSpec.tensorKey("model.layers.3.mlp.up_proj.weight"), s.tensorKey());
+    }
+
+    @Test
+    void methodDefaultsFollowMergekit() throws Exception {
+        String models = "\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1.0, density: 0.5}\n";
+        assertTrue(MergeMethods.spec(parse("merge_method: ties" + models), "x", -1, 1).normalize());
+        MergeSpec ta = MergeMethods.spec(parse("merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: a\n"
+                + "    parameters: {weight: 1.0}\n"), "x", -1, 1);
+        assertEquals(false, ta.normalize());
+        assertNull(ta.densities());
+        MergeSpec dare = MergeMethods.spec(parse("merge_method: dare_linear" + models), "x", -1, 1);
+        assertEquals(MergeSpec.Rescale.INVERSE_DENSITY, dare.rescale());
+        assertEquals(MergeSpec.Sparsify.RANDOM, dare.sparsify());
+        MergeSpec lin = MergeMethods.spec(parse("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 2}\n"),
+                "x", -1, 1);
+        assertEquals(MergeSpec.Method.LINEAR, lin.method());
+        assertTrue(lin.normalize());
+    }
+
+    @Test
+    void gradientsInterpolateOverLayersAndFiltersPickByName() throws Exception {
+        MergeConfig c = parse("""
+                merge_method: task_arithmetic
+                base_model: base
+                models:
+                  - model: a
+                    parameters:
+                      weight:
+                        - filter: mlp
+                          value: [0.0, 1.0]
+                        - value: 0.5
+                """);
+        var w = c.models().get(0).parameters().get("weight");
+        assertEquals(0.0, w.resolve("model.layers.0.mlp.up_proj.weight", 0, 5), 1e-12);
+        assertEquals(0.5, w.resolve("model.layers.2.mlp.up_proj.weight", 2, 5), 1e-12);
+        assertEquals(1.0, w.resolve("model.layers.4.mlp.up_proj.weight", 4, 5), 1e-12);
+        assertEquals(0.5, w.resolve("model.layers.4.self_attn.q_proj.weight", 4, 5), 1e-12);
+        var g = new ParameterValue.Gradient(new double[] {0.1, 0.3, 0.9});
+        assertEquals(0.2, g.resolve("model.layers.1.x", 1, 5), 1e-12, "t=0.25 lies between 0.1 and 0.3");
+        assertEquals(0.1, g.resolve("model.embed_tokens.weight", -1, 5), 1e-12);
+        assertEquals(0.9, g.resolve("lm_head.weight", -1, 5), 1e-12);
+        assertEquals(0.9, g.resolve("model.norm.weight", -1, 5), 1e-12);
+    }
+
+    @Test
+    void mistakesGetClearErrors() {
+        assertMessage("merge_method: slerpy\nmodels:\n  - model: a\n", "merge_method 'slerpy' is not supported");
+        assertMessage("merge_method: ties\nmodels:\n  - model: a\n    parameters: {weight: 1}\n", "needs base_model");
+        assertMessage("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: {density: 0.5}\n",
+                "models[0].parameters.weight is required");
+        assertMessage("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: {weight: 1, dens: 0.5}\n",
+                "models[0].parameters.dens is not a parameter");
+        assertMessage("merge_method: ties\nbase_model: b\nmodelz: []\n", "unknown key 'modelz'");
+        assertMessage("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\ndtype: int8\n",
+                "unsupported dtype 'int8'");
+        assertMessage("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\n"
+                + "smelter: {trim_scope: layer}\n", "trim_scope must be 'tensor' or 'model'");
+        assertMessage("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n      weight:\n"
+                + "        - filter: mlp\n          value: 1\n", "no entry without a filter");
+    }
+
+    private static void assertMessage(String yaml, String expected) {
+        ConfigException e = assertThrows(ConfigException.class, () -> parse(yaml));
+        assertTrue(e.getMessage().contains(expected), "message '" + e.getMessage() + "' lacks '" + expected + "'");
+    }
+
+    @Test
+    void layerIndexFromTensorNames() {
+        assertEquals(12, TensorNames.layerIndex("model.layers.12.mlp.up_proj.weight"));
+        assertEquals(3, TensorNames.layerIndex("transformer.h.3.attn.c_attn.weight"));
+        assertEquals(-1, TensorNames.layerIndex("model.embed_tokens.weight"));
+        assertTrue(TensorNames.isVocabMatrix("lm_head.weight"));
+    }
+}
