@@ -62,7 +62,7 @@ SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, Rand
     bool nan_input = x0 != x0;
     *elected = 0;
     if (method == SMELTER_METHOD_LINEAR) {
-        float acc = 0.0f;
+        float acc = -0.0f;  // the exact additive identity: a single -0.0 input stays -0.0
         for (int i = 0; i < MAXN; ++i) {
             if (!EXACT && i >= n) break;
             nan_input |= x(i) != x(i);
@@ -108,7 +108,8 @@ SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, Rand
         mixed = p.normalize ? mixed / (div == 0.0f ? 1.0f : div) : mixed;
         *elected = e;
     }
-    float r = x0 + p.lambda * mixed;
+    // No surviving delta leaves the base bit for bit (x0 + 0 would turn a -0.0 base into +0.0).
+    float r = mixed == 0.0f ? x0 : x0 + p.lambda * mixed;
     return nan_input ? quiet_nan() : r;
 }
 
