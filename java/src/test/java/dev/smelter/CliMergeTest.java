@@ -1,0 +1,156 @@
+package dev.smelter;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.smelter.cli.SmelterCli;
+import dev.smelter.config.MergeConfig;
+import dev.smelter.config.MergeMethods;
+import dev.smelter.config.TensorNames;
+import dev.smelter.io.Checkpoint;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.stream.Stream;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** `smelter merge` end to end on generated multi-shard checkpoints, checked against the float64 reference. */
+class CliMergeTest {
+    @TempDir
+    static Path dir;
+
+    @BeforeAll
+    static void checkpoints() {
+        assertEquals(0, SmelterCli.run("demo-checkpoints", dir.toString(), "--hidden", "64", "--layers", "3", "--vocab", "97"));
+    }
+
+    static int merge(String... args) {
+        List<String> a = new ArrayList<>(List.of("merge", "--device", "cpu", "-q"));
+        a.addAll(List.of(args));
+        return SmelterCli.run(a.toArray(String[]::new));
+    }
+
+    /** Every merged tensor equals the reference for its resolved spec. */
+    static void assertMatchesReference(Path configFile, Path out, boolean modelWide) throws Exception {
+        MergeConfig cfg = MergeConfig.load(configFile);
+        try (Checkpoint base = Checkpoint.open(cfg.baseModel()); Checkpoint merged = Checkpoint.open(out)) {
+            List<Checkpoint> models = new ArrayList<>();
+            for (MergeConfig.ModelEntry m : cfg.models()) models.add(Checkpoint.open(m.path()));
+            int layers = 0;
+            for (String n : base.tensorNames()) layers = Math.max(layers, TensorNames.layerIndex(n) + 1);
+            int[] thresholds = modelWide ? globalThresholds(cfg, base, models, layers) : null;
+            assertEquals(base.tensorNames().size(), merged.tensorNames().size());
+            for (String name : base.tensorNames()) {
+                MergeSpec spec = MergeMethods.spec(cfg, name, TensorNames.layerIndex(name), layers);
+                if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).build();
+                float[][] xs = models.stream().map(m -> m.tensor(name).toFloatArray()).toArray(float[][]::new);
+                var ref = Float64Reference.merge(spec, base.tensor(name).toFloatArray(), xs, DType.BF16);
+                assertNull(Float64Reference.compare(ref, merged.tensor(name)), name);
+            }
+            for (Checkpoint m : models) m.close();
+        }
+        assertTrue(Files.isRegularFile(out.resolve("config.json")), "config.json copied");
+    }
+
+    static int[] globalThresholds(MergeConfig cfg, Checkpoint base, List<Checkpoint> models, int layers) {
+        int[] t = new int[models.size()];
+        for (int i = 0; i < models.size(); i++) {
+            List<Long> keys = new ArrayList<>();
+            for (String name : base.tensorNames()) {
+                float[] b = base.tensor(name).toFloatArray(), x = models.get(i).tensor(name).toFloatArray();
+                for (int j = 0; j < b.length; j++) keys.add(Float64Reference.key(x[j] - b[j], DType.BF16));
+            }
+            long[] all = keys.stream().mapToLong(Long::longValue).toArray();
+            String first = base.tensorNames().get(0);
+            float d = MergeMethods.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
+            t[i] = (int) Float64Reference.kthLargest(all, (long) Math.floor((double) d * all.length));
+        }
+        return t;
+    }
+
+    @Test
+    void tiesPerTensorAndModelWideMatchTheReference() throws Exception {
+        Path out = dir.resolve("ties-out");
+        assertEquals(0, merge(dir.resolve("ties.yml").toString(), "-o", out.toString()));
+        assertMatchesReference(dir.resolve("ties.yml"), out, false);
+        assertTrue(Files.exists(out.resolve(Checkpoint.INDEX)) || Files.exists(out.resolve(Checkpoint.SINGLE)));
+        Path global = dir.resolve("ties-global");
+        assertEquals(0, merge(dir.resolve("ties.yml").toString(), "-o", global.toString(), "--trim-scope", "model"));
+        assertMatchesReference(dir.resolve("ties.yml"), global, true);
+    }
+
+    @Test
+    void dareTiesMatchesTheReferenceAndIsReproducible() throws Exception {
+        Path a = dir.resolve("dare-a"), b = dir.resolve("dare-b"), c = dir.resolve("dare-c");
+        assertEquals(0, merge(dir.resolve("dare_ties.yml").toString(), "-o", a.toString()));
+        assertMatchesReference(dir.resolve("dare_ties.yml"), a, false);
+        assertEquals(0, merge(dir.resolve("dare_ties.yml").toString(), "-o", b.toString(), "--max-shard-size", "100kB"));
+        assertEquals(0, merge(dir.resolve("dare_ties.yml").toString(), "-o", c.toString(), "--seed", "43"));
+        try (Checkpoint ca = Checkpoint.open(a); Checkpoint cb = Checkpoint.open(b); Checkpoint cc = Checkpoint.open(c)) {
+            boolean anyDiff = false;
+            for (String n : ca.tensorNames()) {
+                assertEquals(-1, ca.data(n).mismatch(cb.data(n)), n + ": same seed, other sharding");
+                anyDiff |= ca.data(n).mismatch(cc.data(n)) != -1;
+            }
+            assertTrue(anyDiff, "another seed draws other masks");
+        }
+    }
+
+    @Test
+    void dryRunPrintsThePlanAndWritesNothing() {
+        Path out = dir.resolve("dry");
+        PrintStream old = System.out;
+        ByteArrayOutputStream buf = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(buf));
+        try {
+            assertEquals(0, merge(dir.resolve("ties.yml").toString(), "-o", out.toString(), "--dry-run"));
+        } finally {
+            System.setOut(old);
+        }
+        String plan = buf.toString();
+        assertTrue(plan.contains("MERGE model.layers.2.mlp.down_proj.weight") && plan.contains("peak host memory"), plan);
+        assertFalse(Files.exists(out));
+    }
+
+    @Test
+    void badInputsFailCleanlyAndLeaveNoOutput() throws Exception {
+        // A model with a truncated shard.
+        Path broken = dir.resolve("broken-expert");
+        copyTree(dir.resolve("expert-fr"), broken);
+        Path shard;
+        try (Stream<Path> s = Files.list(broken)) {
+            shard = s.filter(p -> p.toString().endsWith(".safetensors")).sorted().findFirst().orElseThrow();
+        }
+        byte[] bytes = Files.readAllBytes(shard);
+        Files.write(shard, java.util.Arrays.copyOf(bytes, bytes.length - 10));
+        Path cfg = dir.resolve("broken.yml");
+        Files.writeString(cfg, Files.readString(dir.resolve("dare_ties.yml")).replace("expert-fr", "broken-expert"));
+        Path out = dir.resolve("broken-out");
+        assertNotEquals(0, merge(cfg.toString(), "-o", out.toString()));
+        assertFalse(Files.exists(out));
+        // A missing model directory, an unknown method.
+        Files.writeString(cfg, Files.readString(dir.resolve("dare_ties.yml")).replace("expert-fr", "no-such-expert"));
+        assertNotEquals(0, merge(cfg.toString(), "-o", out.toString()));
+        Files.writeString(cfg, Files.readString(dir.resolve("ties.yml")).replace("ties", "model_soup"));
+        assertEquals(2, merge(cfg.toString(), "-o", out.toString()));
+        assertFalse(Files.exists(out));
+        try (Stream<Path> s = Files.list(dir)) {
+            assertTrue(s.noneMatch(p -> p.getFileName().toString().startsWith(".broken-out")), "no temporary directory left");
+        }
+    }
+
+    static void copyTree(Path from, Path to) throws Exception {
+        Files.createDirectories(to);
+        try (Stream<Path> s = Files.list(from)) {
+            for (Path p : s.toList()) Files.copy(p, to.resolve(p.getFileName()));
+        }
+    }
+}

@@ -1,0 +1,105 @@
+package dev.smelter;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.lang.foreign.Arena;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/**
+ * CPU and CUDA must agree bit for bit: both run merge_element() with the same f32 operations in
+ * the same order, the same exact thresholds and the same Philox draws. Skipped (with the reason
+ * printed) where no GPU is visible; run on the GPU machine with scripts/gpu-test.sh.
+ */
+class CudaAgreementTest {
+    @BeforeEach
+    void needsCuda() {
+        TestData.assumeCuda();
+    }
+
+    @Test
+    void hostTensorsStagedThroughTheGpuGiveIdenticalBytes() {
+        try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu()); Context gpu = Smelter.open(Device.cuda(0))) {
+            for (DType in : DType.values())
+                for (int size : new int[] {1, 7, 4099, 1_000_003}) {
+                    TestData.Models data = TestData.experts(arena, in, size, 3, size + in.ordinal());
+                    for (Map.Entry<String, MergeSpec> e : MergeReferenceTest.specs(3).entrySet())
+                        for (DType out : DType.values()) {
+                            MergeSpec s = e.getValue();
+                            Tensor base = s.method() == MergeSpec.Method.LINEAR ? null : data.base();
+                            Tensor a = Tensor.allocate(arena, out, size), b = Tensor.allocate(arena, out, size);
+                            Context.SignCounts ca = cpu.merge(s, base, data.models(), a);
+                            Context.SignCounts cb = gpu.merge(s, base, data.models(), b);
+                            long at = a.data().mismatch(b.data());
+                            assertEquals(-1, at, e.getKey() + " " + in + "->" + out + " n=" + size + ": CPU and CUDA differ at byte " + at);
+                            assertEquals(ca, cb, e.getKey() + " sign counts");
+                        }
+                }
+        }
+    }
+
+    @Test
+    void deviceTensorsAndManyModels() {
+        try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu()); Context gpu = Smelter.open(Device.cuda(0))) {
+            for (int n : new int[] {1, 2, 5, 9, 17, 64}) {
+                int size = 70_001;
+                TestData.Models data = TestData.experts(arena, DType.BF16, size, n, n);
+                List<Tensor> owned = new ArrayList<>();
+                Tensor dBase = upload(gpu, data.base(), owned);
+                List<Tensor> dModels = new ArrayList<>();
+                for (Tensor t : data.models()) dModels.add(upload(gpu, t, owned));
+                Tensor dOut = gpu.allocate(DType.BF16, size, Tensor.Memory.DEVICE);
+                owned.add(dOut);
+                for (Map.Entry<String, MergeSpec> e : MergeReferenceTest.specs(n).entrySet()) {
+                    MergeSpec s = e.getValue();
+                    boolean linear = s.method() == MergeSpec.Method.LINEAR;
+                    Tensor a = Tensor.allocate(arena, DType.BF16, size), b = Tensor.allocate(arena, DType.BF16, size);
+                    cpu.merge(s, linear ? null : data.base(), data.models(), a);
+                    gpu.merge(s, linear ? null : dBase, dModels, dOut);
+                    gpu.copy(b, dOut);
+                    gpu.synchronize();
+                    assertEquals(-1, a.data().mismatch(b.data()), e.getKey() + " with " + n + " device-resident models");
+                }
+                for (Tensor t : owned) gpu.free(t);
+            }
+        }
+    }
+
+    @Test
+    void topKThresholdsAgree() {
+        try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu()); Context gpu = Smelter.open(Device.cuda(0))) {
+            for (DType key : DType.values()) {
+                List<TestData.Models> tensors = new ArrayList<>();
+                for (int s : TopKTest.SIZES) tensors.add(TestData.experts(arena, key, s, 2, s * 3L));
+                long total = 0;
+                for (int s : TopKTest.SIZES) total += s;
+                for (long k : new long[] {1, total / 3, total})
+                    assertEquals(TopKTest.threshold(cpu, key, tensors, 0, k), TopKTest.threshold(gpu, key, tensors, 0, k),
+                            key + " k=" + k);
+            }
+        }
+    }
+
+    @Test
+    void deviceOutOfMemoryIsAnExceptionNotACrash() {
+        try (Context gpu = Smelter.open(Device.cuda(0))) {
+            SmelterException e = assertThrows(SmelterException.class,
+                    () -> gpu.allocate(DType.F32, 1L << 42, Tensor.Memory.DEVICE));
+            assertEquals(Status.OUT_OF_MEMORY, e.status(), e.getMessage());
+            assertTrue(e.getMessage().contains("cudaErrorMemoryAllocation"), e.getMessage());
+            gpu.synchronize();  // the context stays usable
+        }
+    }
+
+    private static Tensor upload(Context gpu, Tensor host, List<Tensor> owned) {
+        Tensor d = gpu.allocate(host.dtype(), host.count(), Tensor.Memory.DEVICE);
+        gpu.copy(d, host);
+        owned.add(d);
+        return d;
+    }
+}
