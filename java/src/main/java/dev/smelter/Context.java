@@ -50,6 +50,19 @@ public final class Context implements AutoCloseable {
         return run(spec, base, models, null);
     }
 
+    /**
+     * The TIES paper's rule for positions whose elected sum is exactly zero: they take the sign
+     * that most positions elected. Returns {@code spec} with that zero sign, from one statistics
+     * pass over the given tensors (for a model-wide rule, add up {@link #signCounts} over all
+     * tensors yourself).
+     */
+    public synchronized MergeSpec withMajorityZeroSign(MergeSpec spec, Tensor base, List<Tensor> models) {
+        SignCounts c = run(spec.toBuilder().zeroSign(MergeSpec.ZeroSign.NONE).build(), base, models, null);
+        return spec.toBuilder()
+                .zeroSign(c.negative() > c.positive() ? MergeSpec.ZeroSign.NEGATIVE : MergeSpec.ZeroSign.POSITIVE)
+                .build();
+    }
+
     private SignCounts run(MergeSpec spec, Tensor base, List<Tensor> models, Tensor out) {
         ensureOpen();
         if (models.size() != spec.modelCount())

@@ -104,6 +104,25 @@ class NumericsTest {
     }
 
     @Test
+    void majorityZeroSignFollowsTheElectedSigns() {
+        try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(Device.cpu())) {
+            // Deltas: mostly negative elections, and one position whose two deltas cancel exactly.
+            float[] base = {0, 0, 0, 0};
+            float[] a = {-1, -2, 3, 0.5f}, b = {-1, -1, -4, -0.5f};
+            Tensor tb = TestData.tensor(arena, DType.F32, base);
+            List<Tensor> models = List.of(TestData.tensor(arena, DType.F32, a), TestData.tensor(arena, DType.F32, b));
+            MergeSpec spec = MergeSpec.ties(new float[] {1, 1}, new float[] {1, 1});
+            MergeSpec resolved = ctx.withMajorityZeroSign(spec, tb, models);
+            assertEquals(MergeSpec.ZeroSign.NEGATIVE, resolved.zeroSign());
+            Tensor out = Tensor.allocate(arena, DType.F32, 4);
+            ctx.merge(resolved, tb, models, out);
+            assertEquals(-0.5f, out.getFloat(3), "the tied position takes the majority sign: the mean of {-0.5}");
+            ctx.merge(spec, tb, models, out);
+            assertEquals(0.5f, out.getFloat(3), "mergekit's rule sends a zero sum to +");
+        }
+    }
+
+    @Test
     void randomMasksDoNotDependOnChunking() {
         try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(Device.cpu())) {
             int n = 100_003;

@@ -9,6 +9,7 @@ import com.fasterxml.jackson.core.StreamReadFeature;
 import com.fasterxml.jackson.databind.DeserializationFeature;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.ObjectReader;
 import com.fasterxml.jackson.databind.json.JsonMapper;
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -73,6 +74,10 @@ public final class SafetensorsFile implements AutoCloseable {
             .enable(DeserializationFeature.FAIL_ON_TRAILING_TOKENS)
             .enable(DeserializationFeature.FAIL_ON_READING_DUP_TREE_KEY)
             .build();
+
+    /** Reads one value out of a header being streamed: the rest of the header is not "trailing". */
+    private static final ObjectReader VALUE_IN_STREAM = JSON.readerFor(JsonNode.class)
+            .without(DeserializationFeature.FAIL_ON_TRAILING_TOKENS);
 
     private static final ValueLayout.OfLong U64_LE = ValueLayout.JAVA_LONG_UNALIGNED.withOrder(ByteOrder.LITTLE_ENDIAN);
 
@@ -153,7 +158,7 @@ public final class SafetensorsFile implements AutoCloseable {
                     throw new CheckpointFormatException(path, current.equals(METADATA_KEY) ? null : current,
                             "duplicate " + (current.equals(METADATA_KEY) ? METADATA_KEY : "tensor name") + " in the header");
                 p.nextToken();
-                JsonNode value = JSON.readTree(p);
+                JsonNode value = VALUE_IN_STREAM.readValue(p);
                 if (current.equals(METADATA_KEY)) parseMetadata(path, value, metadata);
                 else infos.add(parseTensor(path, current, value));
                 current = null;

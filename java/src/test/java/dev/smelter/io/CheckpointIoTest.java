@@ -99,18 +99,18 @@ class CheckpointIoTest {
     @Test
     void corruptFilesAreRejectedWithTheFileAndTensorNamed() throws IOException {
         String w = "\"w\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}";
-        bad("{" + w + "}", new byte[4], "cover 8 bytes but the data section has 4");
+        bad("{" + w + "}", new byte[4], "tensor 'w': data_offsets [0, 8] run past the 4-byte data section");
         bad("{" + w + "}", new byte[12], "trailing bytes");
-        bad("{\"w\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", new byte[8], "tensor w: unknown dtype 'F33'");
-        bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", new byte[8], "tensor w: shape [3] of F32 is 12 bytes");
-        bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", new byte[8], "not a non-negative integer");
-        bad("{" + w + ",\"v\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", new byte[8], "overlaps");
-        bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", new byte[8], "gap of 4 bytes before tensor w");
+        bad("{\"w\":{\"dtype\":\"F33\",\"shape\":[2],\"data_offsets\":[0,8]}}", new byte[8], "tensor 'w': unknown dtype 'F33'");
+        bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", new byte[8], "tensor 'w': shape [3] of F32 is 12 bytes");
+        bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", new byte[8], "is not a non-negative 64-bit integer");
+        bad("{" + w + ",\"v\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", new byte[8], "overlap tensor 'w'");
+        bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", new byte[8], "tensor 'w': gap of 4 bytes before it");
         bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4],\"data_offsets\":[0,8]}}", new byte[8], "overflows");
         bad("[1,2]", new byte[0], "not a JSON object");
         bad("{\"w\":", new byte[0], "not valid JSON");
-        bad("{\"__metadata__\":{\"k\":1}}", new byte[0], "__metadata__.k is not a string");
-        bad("{" + w + "," + w + "}", new byte[8], "not valid JSON");  // duplicate key
+        bad("{\"__metadata__\":{\"k\":1}}", new byte[0], "__metadata__ entry 'k' is NUMBER, not a string");
+        bad("{" + w + "," + w + "}", new byte[8], "tensor 'w': duplicate tensor name");
         Path shortFile = dir.resolve("short.safetensors");
         Files.write(shortFile, new byte[] {1, 2, 3});
         assertTrue(assertThrows(CheckpointFormatException.class, () -> Checkpoint.open(shortFile)).getMessage().contains("too short"));
