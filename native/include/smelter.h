@@ -220,6 +220,63 @@ SMELTER_API smelter_status smelter_topk_count(smelter_topk *topk, int64_t *count
 SMELTER_API smelter_status smelter_topk_select(smelter_topk *topk, int64_t k, int32_t *more_passes,
                                                uint32_t *threshold);
 
+/* ---- analysis: products and column statistics of activation matrices --------------------- */
+
+/* Matrices are row-major views: a tensor of rows * cols elements (f32, f16 or bf16). Elements are
+ * converted to f32, shifted and weighted in f32, and products accumulate in f32; callers chunk
+ * the rows (a few thousand per call) and add the chunks up in f64. Shifting by a provisional mean
+ * keeps the co-moments of activations with large means accurate (see docs/ANALYSIS.md). */
+
+typedef enum smelter_product_kind {
+    /** Co-moment over rows, x_cols x y_cols:  out[i][j] = sum_r w_r (x[r][i] - sx[i]) (y[r][j] - sy[j]).
+     *  Needs x_rows == y_rows. Feature-space CKA, covariances. */
+    SMELTER_PRODUCT_COLUMNS = 0,
+    /** Gram matrix, x_rows x y_rows:  out[r][s] = sum_i (x[r][i] - sx[i]) (y[s][i] - sy[i]).
+     *  Needs x_cols == y_cols; row_weights must be NULL. Gram-form and minibatch CKA. */
+    SMELTER_PRODUCT_ROWS = 1
+} smelter_product_kind;
+
+typedef struct smelter_product_params {
+    uint32_t struct_size;          /* sizeof(smelter_product_params) */
+    int32_t kind;                  /* smelter_product_kind */
+    const smelter_tensor *x;       /* x_rows * x_cols elements */
+    const smelter_tensor *y;       /* y_rows * y_cols elements; may be the same view as x */
+    int64_t x_rows, x_cols, y_rows, y_cols;
+    const float *x_shift;          /* x_cols values, host memory; NULL = 0 */
+    const float *y_shift;          /* y_cols values, host memory; NULL = 0 */
+    const float *row_weights;      /* COLUMNS: x_rows values, host memory; NULL = all 1 */
+    int32_t accumulate;            /* 1: out += product; 0: out = product */
+} smelter_product_params;
+
+/** Fills defaults: COLUMNS, no shifts or weights, accumulate 0, rest 0/NULL. */
+SMELTER_API void smelter_product_params_init(smelter_product_params *params);
+
+/** Computes the product into `out`, an F32 tensor of (COLUMNS) x_cols * y_cols or (ROWS)
+ *  x_rows * y_rows elements, row-major, host or device memory. The result does not depend on the
+ *  CPU thread count. Synchronous. */
+SMELTER_API smelter_status smelter_product(smelter_context *ctx, const smelter_product_params *params,
+                                           const smelter_tensor *out);
+
+typedef struct smelter_column_stats_params {
+    uint32_t struct_size;          /* sizeof(smelter_column_stats_params) */
+    const smelter_tensor *x;       /* rows * cols elements */
+    int64_t rows, cols;
+    const float *shift;            /* cols values, host memory; NULL = 0 */
+    const float *row_weights;      /* rows values, host memory; NULL = all 1; 0 leaves a row out */
+    /** Optional out, host memory, cols values, added to: sum_r w_r (x[r][i] - shift[i]) in f64,
+     *  summed in an order that does not depend on the thread count. */
+    double *sums;
+    /** Optional out, host memory, cols values, added to: rows with w_r != 0 and x[r][i] > 0
+     *  (neuron activation counts). */
+    int64_t *positive;
+} smelter_column_stats_params;
+
+/** Fills defaults: no shift, no weights, no outputs. */
+SMELTER_API void smelter_column_stats_params_init(smelter_column_stats_params *params);
+
+/** Per-column sums and positive counts of a row-major matrix. Synchronous. */
+SMELTER_API smelter_status smelter_column_stats(smelter_context *ctx, const smelter_column_stats_params *params);
+
 #ifdef __cplusplus
 }
 #endif

@@ -144,6 +144,49 @@ static void test_errors(smelter_context *ctx) {
     CHECK(none == NULL, "failed create left a context");
 }
 
+/* A 3x2 and a 3x3 matrix: the co-moment about a shift and the Gram matrix, against sums by hand. */
+static void test_product(smelter_context *ctx) {
+    float x[6] = {1, 2, 3, 5, -1, 4}, y[9] = {0.5f, 1, 2, -1, 3, 0, 2, 2, 1};
+    float shift[2] = {1, 1}, w[3] = {1, 0, 2}, out[9];
+    smelter_tensor tx = host_f32(x, 6), ty = host_f32(y, 9), to = host_f32(out, 6);
+    smelter_product_params p;
+    smelter_product_params_init(&p);
+    p.x = &tx; p.y = &ty;
+    p.x_rows = 3; p.x_cols = 2; p.y_rows = 3; p.y_cols = 3;
+    p.x_shift = shift; p.row_weights = w;
+    CHECK(smelter_product(ctx, &p, &to) == SMELTER_OK, "column product: %s", smelter_last_error());
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++) {
+            double e = 0;
+            for (int r = 0; r < 3; r++) e += w[r] * (x[r * 2 + i] - shift[i]) * y[r * 3 + j];
+            CHECK(fabs(out[i * 3 + j] - e) < 1e-6, "column product [%d][%d] = %g, expected %g", i, j, out[i * 3 + j], e);
+        }
+    smelter_product_params g;
+    smelter_product_params_init(&g);
+    g.kind = SMELTER_PRODUCT_ROWS;
+    g.x = &tx; g.y = &tx;
+    g.x_rows = g.y_rows = 3; g.x_cols = g.y_cols = 2;
+    g.x_shift = g.y_shift = shift;
+    smelter_tensor tg = host_f32(out, 9);
+    CHECK(smelter_product(ctx, &g, &tg) == SMELTER_OK, "gram: %s", smelter_last_error());
+    for (int r = 0; r < 3; r++)
+        for (int s = 0; s < 3; s++) {
+            double e = 0;
+            for (int i = 0; i < 2; i++) e += (x[r * 2 + i] - shift[i]) * (x[s * 2 + i] - shift[i]);
+            CHECK(fabs(out[r * 3 + s] - e) < 1e-6, "gram [%d][%d] = %g, expected %g", r, s, out[r * 3 + s], e);
+        }
+    g.row_weights = w;
+    CHECK(smelter_product(ctx, &g, &tg) == SMELTER_ERR_INVALID_ARGUMENT, "weights on a row product accepted");
+    double sums[2] = {0, 0};
+    int64_t positive[2] = {0, 0};
+    smelter_column_stats_params c;
+    smelter_column_stats_params_init(&c);
+    c.x = &tx; c.rows = 3; c.cols = 2; c.row_weights = w; c.sums = sums; c.positive = positive;
+    CHECK(smelter_column_stats(ctx, &c) == SMELTER_OK, "column stats: %s", smelter_last_error());
+    CHECK(sums[0] == 1 + 2 * -1 && sums[1] == 2 + 2 * 4, "column sums %g %g", sums[0], sums[1]);
+    CHECK(positive[0] == 1 && positive[1] == 2, "positive counts %lld %lld", (long long)positive[0], (long long)positive[1]);
+}
+
 int main(void) {
     CHECK(smelter_abi_version() == SMELTER_ABI_VERSION, "ABI version %u", smelter_abi_version());
     printf("%s\n", smelter_build_info());
@@ -154,6 +197,7 @@ int main(void) {
     test_dare_thread_independent();
     test_topk(ctx);
     test_errors(ctx);
+    test_product(ctx);
     smelter_context_destroy(ctx);
     printf("c_abi_test: %s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;

@@ -215,6 +215,87 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
 }
 
 }  // namespace
+
+// A matrix view must hold exactly rows * cols elements.
+void check_matrix(const smelter_context *ctx, const smelter_tensor *t, int64_t rows, int64_t cols, const std::string &what) {
+    check_tensor(ctx, t, what);
+    require(rows >= 0 && cols >= 0, what + " has negative shape [" + std::to_string(rows) + ", " + std::to_string(cols) + "]");
+    int64_t n = 0;
+    require(!__builtin_mul_overflow(rows, cols, &n), what + " shape overflows");
+    require(t->count == n, what + " has " + std::to_string(t->count) + " elements, its shape [" + std::to_string(rows) +
+                               ", " + std::to_string(cols) + "] needs " + std::to_string(n));
+}
+
+void check_f32_out(const smelter_context *ctx, const smelter_tensor *out, int64_t count, const std::string &shape) {
+    check_tensor(ctx, out, "out");
+    require(out->dtype == SMELTER_F32, std::string("out must be f32, is ") + dtype_name(out->dtype));
+    require(out->count == count, "out has " + std::to_string(out->count) + " elements, the product is " + shape);
+}
+
+void product_impl(smelter_context *ctx, const smelter_product_params *p, const smelter_tensor *out) {
+    require(ctx != nullptr, "context is NULL");
+    require(p != nullptr, "params is NULL");
+    require(p->struct_size >= sizeof(smelter_product_params),
+            "params.struct_size is " + std::to_string(p->struct_size) + ", expected " +
+                std::to_string(sizeof(smelter_product_params)) + " (call smelter_product_params_init)");
+    require(p->kind == SMELTER_PRODUCT_COLUMNS || p->kind == SMELTER_PRODUCT_ROWS, "unknown product kind " + std::to_string(p->kind));
+    check_matrix(ctx, p->x, p->x_rows, p->x_cols, "x");
+    check_matrix(ctx, p->y, p->y_rows, p->y_cols, "y");
+    ProductJob j{};
+    j.x = p->x;
+    j.y = p->y;
+    j.x_shift = p->x_shift;
+    j.y_shift = p->y_shift;
+    j.out = out;
+    j.accumulate = p->accumulate != 0;
+    if (p->kind == SMELTER_PRODUCT_COLUMNS) {
+        require(p->x_rows == p->y_rows, "x has " + std::to_string(p->x_rows) + " rows, y has " + std::to_string(p->y_rows) +
+                                            " (a column product pairs rows)");
+        j.K = p->x_rows;
+        j.P = p->x_cols;
+        j.Q = p->y_cols;
+        j.x_stride_k = p->x_cols;
+        j.x_stride_p = 1;
+        j.y_stride_k = p->y_cols;
+        j.y_stride_q = 1;
+        j.shift_on_k = false;
+        j.weights = p->row_weights;
+    } else {
+        require(p->x_cols == p->y_cols, "x has " + std::to_string(p->x_cols) + " columns, y has " +
+                                            std::to_string(p->y_cols) + " (a row product pairs columns)");
+        require(p->row_weights == nullptr, "row_weights apply to column products only");
+        j.K = p->x_cols;
+        j.P = p->x_rows;
+        j.Q = p->y_rows;
+        j.x_stride_k = 1;
+        j.x_stride_p = p->x_cols;
+        j.y_stride_k = 1;
+        j.y_stride_q = p->y_cols;
+        j.shift_on_k = true;
+    }
+    int64_t n = 0;
+    require(!__builtin_mul_overflow(j.P, j.Q, &n), "the product's shape overflows");
+    check_f32_out(ctx, out, n, "[" + std::to_string(j.P) + ", " + std::to_string(j.Q) + "]");
+    const std::string x_what = "x", y_what = "y";
+    check_no_partial_overlap(*out, *p->x, x_what);
+    check_no_partial_overlap(*out, *p->y, y_what);
+    require(out->count == 0 || (out->data != p->x->data && out->data != p->y->data), "out must not be x or y");
+    if (n == 0) return;
+    ctx->backend->product(j);
+}
+
+void column_stats_impl(smelter_context *ctx, const smelter_column_stats_params *p) {
+    require(ctx != nullptr, "context is NULL");
+    require(p != nullptr, "params is NULL");
+    require(p->struct_size >= sizeof(smelter_column_stats_params),
+            "params.struct_size is " + std::to_string(p->struct_size) + ", expected " +
+                std::to_string(sizeof(smelter_column_stats_params)) + " (call smelter_column_stats_params_init)");
+    check_matrix(ctx, p->x, p->rows, p->cols, "x");
+    if ((p->sums == nullptr && p->positive == nullptr) || p->rows == 0 || p->cols == 0) return;
+    ColumnStatsJob j{p->x, p->rows, p->cols, p->shift, p->row_weights, p->sums, p->positive};
+    ctx->backend->column_stats(j);
+}
+
 }  // namespace smelter
 
 using namespace smelter;
@@ -424,6 +505,28 @@ SMELTER_API smelter_status smelter_topk_select(smelter_topk *topk, int64_t k, in
         uint32_t low = select_bin(topk->hist.data(), kLevel1Bins, topk->rank_in_prefix, &rank);
         *threshold = (topk->prefix << 16) | low;
     });
+}
+
+SMELTER_API void smelter_product_params_init(smelter_product_params *params) {
+    if (params == nullptr) return;
+    std::memset(params, 0, sizeof *params);
+    params->struct_size = sizeof *params;
+    params->kind = SMELTER_PRODUCT_COLUMNS;
+}
+
+SMELTER_API smelter_status smelter_product(smelter_context *ctx, const smelter_product_params *params,
+                                           const smelter_tensor *out) {
+    return guarded([&] { product_impl(ctx, params, out); });
+}
+
+SMELTER_API void smelter_column_stats_params_init(smelter_column_stats_params *params) {
+    if (params == nullptr) return;
+    std::memset(params, 0, sizeof *params);
+    params->struct_size = sizeof *params;
+}
+
+SMELTER_API smelter_status smelter_column_stats(smelter_context *ctx, const smelter_column_stats_params *params) {
+    return guarded([&] { column_stats_impl(ctx, params); });
 }
 
 }  // extern "C"

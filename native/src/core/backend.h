@@ -25,6 +25,29 @@ struct KernelInputs {
     int64_t count = 0;
 };
 
+// smelter_product in one form for both kinds: out[p][q] = sum_k A(k, p) B(k, q) over k < K, with
+// A(k, p) = (x[k * x_stride_k + p * x_stride_p] - x_shift[shift_on_k ? k : p]) * weights[k] and
+// B likewise from y (no weights). out is P x Q, row-major, f32.
+struct ProductJob {
+    const smelter_tensor *x, *y;       // the caller's views (host or device)
+    int64_t K, P, Q;
+    int64_t x_stride_k, x_stride_p, y_stride_k, y_stride_q;
+    bool shift_on_k;                   // ROWS: the shift is per feature, which is the k index
+    const float *x_shift, *y_shift;    // host, may be null
+    const float *weights;              // host, K values, may be null
+    const smelter_tensor *out;
+    bool accumulate;
+};
+
+// smelter_column_stats after validation.
+struct ColumnStatsJob {
+    const smelter_tensor *x;
+    int64_t rows, cols;
+    const float *shift, *weights;      // host, may be null
+    double *sums;                      // host, may be null; added to
+    int64_t *positive;                 // host, may be null; added to
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -56,6 +79,10 @@ public:
     // Runs the merge. out may be null (only sign counts). sign_counts: +, -, none.
     virtual void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out,
                        int64_t sign_counts[3]) = 0;
+
+    // Analysis primitives (see smelter.h); both synchronous.
+    virtual void product(const ProductJob &job) = 0;
+    virtual void column_stats(const ColumnStatsJob &job) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int threads);

@@ -86,6 +86,22 @@ public:
         for (size_t w = 0; w < local.size(); ++w) counts[w % 3] += local[w];
     }
 
+    void product(const ProductJob &job) override {
+        const int64_t tp = (job.P + kProductTile - 1) / kProductTile, tq = (job.Q + kProductTile - 1) / kProductTile;
+        std::vector<std::unique_ptr<ProductScratch>> scratch(pool_.size());
+        pool_.run(tp * tq, [&](int64_t t, int w) {
+            if (!scratch[w]) scratch[w] = std::make_unique<ProductScratch>();
+            k_.product_tile(job, job.x->data, job.y->data, (t / tq) * kProductTile, (t % tq) * kProductTile, *scratch[w]);
+        });
+    }
+
+    void column_stats(const ColumnStatsJob &job) override {
+        const int64_t stripes = (job.cols + kColumnStripe - 1) / kColumnStripe;
+        pool_.run(stripes, [&](int64_t s, int) {
+            k_.column_stats_range(job, s * kColumnStripe, std::min(job.cols, (s + 1) * kColumnStripe));
+        });
+    }
+
 private:
     static int64_t chunks(int64_t count) { return (count + kChunk - 1) / kChunk; }
     static int64_t end(int64_t chunk, int64_t count) { return std::min(count, (chunk + 1) * kChunk); }

@@ -6,6 +6,17 @@
 
 namespace smelter {
 
+constexpr int kProductTile = 64;     // output tile edge of smelter_product
+constexpr int kProductBlockK = 256;  // reduction rows packed at a time
+constexpr int kColumnStripe = 256;   // columns per smelter_column_stats task
+
+// Per-worker buffers of the product kernel (packed panels and the output tile), 64-byte aligned.
+struct ProductScratch {
+    alignas(64) float a[kProductBlockK * kProductTile];
+    alignas(64) float b[kProductBlockK * kProductTile];
+    alignas(64) float acc[kProductTile * kProductTile];
+};
+
 struct CpuKernels {
     const char *isa;
     // Merges elements [begin, end); adds elected-sign counts (+, -, none) to counts.
@@ -17,6 +28,11 @@ struct CpuKernels {
     // Adds |delta| and kept |delta| of elements [begin, end) of one model.
     void (*l1_range)(const MergePlan &plan, const KernelInputs &in, int model, int64_t begin, int64_t end,
                      ExactSum *total, ExactSum *kept);
+    // Computes the output tile at (p0, q0) of a product; x and y are host pointers.
+    void (*product_tile)(const ProductJob &job, const void *x, const void *y, int64_t p0, int64_t q0,
+                         ProductScratch &scratch);
+    // Adds the column statistics of columns [c0, c1).
+    void (*column_stats_range)(const ColumnStatsJob &job, int64_t c0, int64_t c1);
 };
 
 namespace cpu_avx2 { extern const CpuKernels kernels; }

@@ -3,6 +3,8 @@
 // turned into a status with its name and place; nothing here aborts the process.
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -155,6 +157,8 @@ __global__ void __launch_bounds__(kThreads) l1_kernel(const MergePlan p, const K
     for (int b = threadIdx.x; b < 2 * ExactSum::kBuckets; b += blockDim.x)
         if (local[b]) atomicAdd(sums + b, local[b]);
 }
+
+#include "analysis_kernels.cuh"
 
 // ---- host side -------------------------------------------------------------------------------
 
@@ -324,7 +328,94 @@ public:
         for (int i = 0; i < 3; ++i) counts[i] += static_cast<int64_t>(h[i]);
     }
 
+    void product(const ProductJob &j) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        std::vector<std::unique_ptr<DeviceBuffer>> keep;
+        auto on_device = [&](const void *host, size_t bytes) -> const void * {
+            if (!host || bytes == 0) return nullptr;
+            keep.push_back(std::make_unique<DeviceBuffer>(bytes));
+            CUDA_CHECK(cudaMemcpyAsync(keep.back()->get(), host, bytes, cudaMemcpyHostToDevice, stream_));
+            return keep.back()->get();
+        };
+        auto tensor_on_device = [&](const smelter_tensor &t) -> const void * {
+            return t.memory == SMELTER_MEMORY_DEVICE ? t.data : on_device(t.data, bytes_of(t.dtype, t.count));
+        };
+        const int64_t shift_x = j.shift_on_k ? j.K : j.P, shift_y = j.shift_on_k ? j.K : j.Q;
+        Operand a{tensor_on_device(*j.x), j.x_stride_k, j.x_stride_p, j.P,
+                  static_cast<const float *>(on_device(j.x_shift, sizeof(float) * shift_x))};
+        Operand b{tensor_on_device(*j.y), j.y_stride_k, j.y_stride_q, j.Q,
+                  static_cast<const float *>(on_device(j.y_shift, sizeof(float) * shift_y))};
+        const auto *weights = static_cast<const float *>(on_device(j.weights, sizeof(float) * j.K));
+        const size_t out_bytes = sizeof(float) * j.P * j.Q;
+        float *out = static_cast<float *>(j.out->data);
+        if (j.out->memory == SMELTER_MEMORY_HOST) {
+            keep.push_back(std::make_unique<DeviceBuffer>(out_bytes));
+            out = static_cast<float *>(keep.back()->get());
+            if (j.accumulate) CUDA_CHECK(cudaMemcpyAsync(out, j.out->data, out_bytes, cudaMemcpyHostToDevice, stream_));
+        }
+        const dim3 grid(static_cast<unsigned>((j.Q + kTile - 1) / kTile), static_cast<unsigned>((j.P + kTile - 1) / kTile));
+        if (grid.y > 65535u) fail(SMELTER_ERR_UNSUPPORTED, "product has more than " + std::to_string(65535 * kTile) + " output rows");
+        launch_product(j.x->dtype, j.y->dtype, grid, a, b, j, weights, out);
+        CUDA_CHECK(cudaGetLastError());
+        if (j.out->memory == SMELTER_MEMORY_HOST)
+            CUDA_CHECK(cudaMemcpyAsync(j.out->data, out, out_bytes, cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+    }
+
+    void column_stats(const ColumnStatsJob &j) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        std::vector<std::unique_ptr<DeviceBuffer>> keep;
+        auto on_device = [&](const void *host, size_t bytes) -> void * {
+            if (!host || bytes == 0) return nullptr;
+            keep.push_back(std::make_unique<DeviceBuffer>(bytes));
+            CUDA_CHECK(cudaMemcpyAsync(keep.back()->get(), host, bytes, cudaMemcpyHostToDevice, stream_));
+            return keep.back()->get();
+        };
+        const void *x = j.x->memory == SMELTER_MEMORY_DEVICE ? j.x->data : on_device(j.x->data, bytes_of(j.x->dtype, j.x->count));
+        const auto *shift = static_cast<const float *>(on_device(j.shift, sizeof(float) * j.cols));
+        const auto *weights = static_cast<const float *>(on_device(j.weights, sizeof(float) * j.rows));
+        // The row split depends on the shape only, so the summation order is the same on every GPU.
+        const int64_t per_block = std::max<int64_t>(kStatsRowsPerBlock, (j.rows + kStatsMaxRowBlocks - 1) / kStatsMaxRowBlocks);
+        const int row_blocks = static_cast<int>((j.rows + per_block - 1) / per_block);
+        DeviceBuffer sums(sizeof(double) * row_blocks * j.cols), positive(sizeof(unsigned long long) * row_blocks * j.cols);
+        auto *d_sums = static_cast<double *>(sums.get());
+        auto *d_positive = static_cast<unsigned long long *>(positive.get());
+        const dim3 grid(static_cast<unsigned>((j.cols + kStatsThreads - 1) / kStatsThreads), static_cast<unsigned>(row_blocks));
+        switch (j.x->dtype) {
+            case SMELTER_F32: column_stats_kernel<SMELTER_F32><<<grid, kStatsThreads, 0, stream_>>>(x, j.rows, j.cols, per_block, shift, weights, d_sums, d_positive); break;
+            case SMELTER_F16: column_stats_kernel<SMELTER_F16><<<grid, kStatsThreads, 0, stream_>>>(x, j.rows, j.cols, per_block, shift, weights, d_sums, d_positive); break;
+            default: column_stats_kernel<SMELTER_BF16><<<grid, kStatsThreads, 0, stream_>>>(x, j.rows, j.cols, per_block, shift, weights, d_sums, d_positive); break;
+        }
+        CUDA_CHECK(cudaGetLastError());
+        column_stats_reduce_kernel<<<grid.x, kStatsThreads, 0, stream_>>>(j.cols, row_blocks, d_sums, d_positive);
+        CUDA_CHECK(cudaGetLastError());
+        std::vector<double> h_sums(j.cols);
+        std::vector<unsigned long long> h_positive(j.cols);
+        CUDA_CHECK(cudaMemcpyAsync(h_sums.data(), d_sums, sizeof(double) * j.cols, cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaMemcpyAsync(h_positive.data(), d_positive, sizeof(unsigned long long) * j.cols, cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaStreamSynchronize(stream_));
+        for (int64_t c = 0; c < j.cols; ++c) {
+            if (j.sums) j.sums[c] += h_sums[c];
+            if (j.positive) j.positive[c] += static_cast<int64_t>(h_positive[c]);
+        }
+    }
+
 private:
+    template <int DTX>
+    void launch_product_x(int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
+                          const float *weights, float *out) {
+        if (dty == SMELTER_F32) product_kernel<DTX, SMELTER_F32><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
+        else if (dty == SMELTER_F16) product_kernel<DTX, SMELTER_F16><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
+        else product_kernel<DTX, SMELTER_BF16><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
+    }
+
+    void launch_product(int32_t dtx, int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
+                        const float *weights, float *out) {
+        if (dtx == SMELTER_F32) launch_product_x<SMELTER_F32>(dty, grid, a, b, j, weights, out);
+        else if (dtx == SMELTER_F16) launch_product_x<SMELTER_F16>(dty, grid, a, b, j, weights, out);
+        else launch_product_x<SMELTER_BF16>(dty, grid, a, b, j, weights, out);
+    }
+
     static int grid(int64_t work, int threads, int cap) {
         int64_t blocks = (work + threads - 1) / threads;
         return static_cast<int>(blocks < cap ? (blocks < 1 ? 1 : blocks) : cap);

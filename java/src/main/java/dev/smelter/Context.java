@@ -1,7 +1,9 @@
 package dev.smelter;
 
+import dev.smelter.ffi.smelter_column_stats_params;
 import dev.smelter.ffi.smelter_h;
 import dev.smelter.ffi.smelter_merge_params;
+import dev.smelter.ffi.smelter_product_params;
 import dev.smelter.ffi.smelter_tensor;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -102,6 +104,89 @@ public final class Context implements AutoCloseable {
             return new SignCounts(counts.getAtIndex(ValueLayout.JAVA_LONG, 0),
                     counts.getAtIndex(ValueLayout.JAVA_LONG, 1), counts.getAtIndex(ValueLayout.JAVA_LONG, 2));
         }
+    }
+
+    /**
+     * Co-moment over rows: {@code out[i][j] (+)= sum_r w_r (x[r][i] - xShift[i]) (y[r][j] - yShift[j])},
+     * an f32 {@code x.cols() x y.cols()} matrix (host or device). Shifts and weights may be null
+     * (0 and 1). Synchronous; the result does not depend on the CPU thread count.
+     */
+    public synchronized void columnProduct(Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
+            Tensor out, boolean accumulate) {
+        product(smelter_h.SMELTER_PRODUCT_COLUMNS(), x, xShift, y, yShift, rowWeights, out, accumulate);
+    }
+
+    /**
+     * Gram matrix: {@code out[r][s] (+)= sum_i (x[r][i] - xShift[i]) (y[s][i] - yShift[i])}, an f32
+     * {@code x.rows() x y.rows()} matrix. Shifts may be null. Synchronous.
+     */
+    public synchronized void rowProduct(Matrix x, float[] xShift, Matrix y, float[] yShift, Tensor out,
+            boolean accumulate) {
+        product(smelter_h.SMELTER_PRODUCT_ROWS(), x, xShift, y, yShift, null, out, accumulate);
+    }
+
+    private void product(int kind, Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
+            Tensor out, boolean accumulate) {
+        ensureOpen();
+        checkLength(xShift, x.cols(), "x shift");
+        checkLength(yShift, y.cols(), "y shift");
+        checkLength(rowWeights, x.rows(), "row weights");
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = smelter_product_params.allocate(arena);
+            smelter_h.smelter_product_params_init(p);
+            smelter_product_params.kind(p, kind);
+            smelter_product_params.x(p, struct(arena, x.tensor()));
+            smelter_product_params.y(p, struct(arena, y.tensor()));
+            smelter_product_params.x_rows(p, x.rows());
+            smelter_product_params.x_cols(p, x.cols());
+            smelter_product_params.y_rows(p, y.rows());
+            smelter_product_params.y_cols(p, y.cols());
+            smelter_product_params.x_shift(p, floats(arena, xShift));
+            smelter_product_params.y_shift(p, floats(arena, yShift));
+            smelter_product_params.row_weights(p, floats(arena, rowWeights));
+            smelter_product_params.accumulate(p, accumulate ? 1 : 0);
+            Native.check(smelter_h.smelter_product(handle, p, struct(arena, out)), "product on " + device);
+        }
+    }
+
+    /**
+     * Per-column statistics of {@code x}, added to the arrays given (either may be null): {@code
+     * sums[i] += sum_r w_r (x[r][i] - shift[i])} (f64, fixed order) and {@code positive[i] +=} rows
+     * with {@code w_r != 0} and {@code x[r][i] > 0}. Synchronous.
+     */
+    public synchronized void columnStats(Matrix x, float[] shift, float[] rowWeights, double[] sums, long[] positive) {
+        ensureOpen();
+        checkLength(shift, x.cols(), "shift");
+        checkLength(rowWeights, x.rows(), "row weights");
+        checkLength(sums, x.cols(), "sums");
+        checkLength(positive, x.cols(), "positive");
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = smelter_column_stats_params.allocate(arena);
+            smelter_h.smelter_column_stats_params_init(p);
+            smelter_column_stats_params.x(p, struct(arena, x.tensor()));
+            smelter_column_stats_params.rows(p, x.rows());
+            smelter_column_stats_params.cols(p, x.cols());
+            smelter_column_stats_params.shift(p, floats(arena, shift));
+            smelter_column_stats_params.row_weights(p, floats(arena, rowWeights));
+            MemorySegment s = sums == null ? MemorySegment.NULL : arena.allocateFrom(ValueLayout.JAVA_DOUBLE, sums);
+            MemorySegment c = positive == null ? MemorySegment.NULL : arena.allocateFrom(ValueLayout.JAVA_LONG, positive);
+            smelter_column_stats_params.sums(p, s);
+            smelter_column_stats_params.positive(p, c);
+            Native.check(smelter_h.smelter_column_stats(handle, p), "column statistics on " + device);
+            if (sums != null) MemorySegment.copy(s, ValueLayout.JAVA_DOUBLE, 0, sums, 0, sums.length);
+            if (positive != null) MemorySegment.copy(c, ValueLayout.JAVA_LONG, 0, positive, 0, positive.length);
+        }
+    }
+
+    private static MemorySegment floats(Arena arena, float[] values) {
+        return values == null ? MemorySegment.NULL : arena.allocateFrom(ValueLayout.JAVA_FLOAT, values);
+    }
+
+    private static void checkLength(Object array, long expected, String what) {
+        if (array == null) return;
+        int length = java.lang.reflect.Array.getLength(array);
+        if (length != expected)
+            throw new IllegalArgumentException(what + " has " + length + " values, expected " + expected);
     }
 
     /**

@@ -1514,5 +1514,264 @@ public class smelter_h extends smelter_h$shared {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+    private static final int SMELTER_PRODUCT_COLUMNS = (int)0L;
+    /**
+     * {@snippet lang=c :
+     * enum smelter_product_kind.SMELTER_PRODUCT_COLUMNS = 0
+     * }
+     */
+    public static int SMELTER_PRODUCT_COLUMNS() {
+        return SMELTER_PRODUCT_COLUMNS;
+    }
+    private static final int SMELTER_PRODUCT_ROWS = (int)1L;
+    /**
+     * {@snippet lang=c :
+     * enum smelter_product_kind.SMELTER_PRODUCT_ROWS = 1
+     * }
+     */
+    public static int SMELTER_PRODUCT_ROWS() {
+        return SMELTER_PRODUCT_ROWS;
+    }
+
+    private static class smelter_product_params_init {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.ofVoid(
+            smelter_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("smelter_product_params_init");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * void smelter_product_params_init(smelter_product_params *params)
+     * }
+     */
+    public static FunctionDescriptor smelter_product_params_init$descriptor() {
+        return smelter_product_params_init.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * void smelter_product_params_init(smelter_product_params *params)
+     * }
+     */
+    public static MethodHandle smelter_product_params_init$handle() {
+        return smelter_product_params_init.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * void smelter_product_params_init(smelter_product_params *params)
+     * }
+     */
+    public static MemorySegment smelter_product_params_init$address() {
+        return smelter_product_params_init.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * void smelter_product_params_init(smelter_product_params *params)
+     * }
+     */
+    public static void smelter_product_params_init(MemorySegment params) {
+        var mh$ = smelter_product_params_init.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("smelter_product_params_init", params);
+            }
+            mh$.invokeExact(params);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class smelter_product {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            smelter_h.C_INT,
+            smelter_h.C_POINTER,
+            smelter_h.C_POINTER,
+            smelter_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("smelter_product");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * smelter_status smelter_product(smelter_context *ctx, const smelter_product_params *params, const smelter_tensor *out)
+     * }
+     */
+    public static FunctionDescriptor smelter_product$descriptor() {
+        return smelter_product.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * smelter_status smelter_product(smelter_context *ctx, const smelter_product_params *params, const smelter_tensor *out)
+     * }
+     */
+    public static MethodHandle smelter_product$handle() {
+        return smelter_product.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * smelter_status smelter_product(smelter_context *ctx, const smelter_product_params *params, const smelter_tensor *out)
+     * }
+     */
+    public static MemorySegment smelter_product$address() {
+        return smelter_product.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * smelter_status smelter_product(smelter_context *ctx, const smelter_product_params *params, const smelter_tensor *out)
+     * }
+     */
+    public static int smelter_product(MemorySegment ctx, MemorySegment params, MemorySegment out) {
+        var mh$ = smelter_product.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("smelter_product", ctx, params, out);
+            }
+            return (int)mh$.invokeExact(ctx, params, out);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class smelter_column_stats_params_init {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.ofVoid(
+            smelter_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("smelter_column_stats_params_init");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * void smelter_column_stats_params_init(smelter_column_stats_params *params)
+     * }
+     */
+    public static FunctionDescriptor smelter_column_stats_params_init$descriptor() {
+        return smelter_column_stats_params_init.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * void smelter_column_stats_params_init(smelter_column_stats_params *params)
+     * }
+     */
+    public static MethodHandle smelter_column_stats_params_init$handle() {
+        return smelter_column_stats_params_init.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * void smelter_column_stats_params_init(smelter_column_stats_params *params)
+     * }
+     */
+    public static MemorySegment smelter_column_stats_params_init$address() {
+        return smelter_column_stats_params_init.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * void smelter_column_stats_params_init(smelter_column_stats_params *params)
+     * }
+     */
+    public static void smelter_column_stats_params_init(MemorySegment params) {
+        var mh$ = smelter_column_stats_params_init.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("smelter_column_stats_params_init", params);
+            }
+            mh$.invokeExact(params);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class smelter_column_stats {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            smelter_h.C_INT,
+            smelter_h.C_POINTER,
+            smelter_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("smelter_column_stats");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * smelter_status smelter_column_stats(smelter_context *ctx, const smelter_column_stats_params *params)
+     * }
+     */
+    public static FunctionDescriptor smelter_column_stats$descriptor() {
+        return smelter_column_stats.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * smelter_status smelter_column_stats(smelter_context *ctx, const smelter_column_stats_params *params)
+     * }
+     */
+    public static MethodHandle smelter_column_stats$handle() {
+        return smelter_column_stats.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * smelter_status smelter_column_stats(smelter_context *ctx, const smelter_column_stats_params *params)
+     * }
+     */
+    public static MemorySegment smelter_column_stats$address() {
+        return smelter_column_stats.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * smelter_status smelter_column_stats(smelter_context *ctx, const smelter_column_stats_params *params)
+     * }
+     */
+    public static int smelter_column_stats(MemorySegment ctx, MemorySegment params) {
+        var mh$ = smelter_column_stats.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("smelter_column_stats", ctx, params);
+            }
+            return (int)mh$.invokeExact(ctx, params);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
 }
 
