@@ -8,7 +8,7 @@ import java.util.SplittableRandom;
 import org.junit.jupiter.api.Assumptions;
 
 /** Random tensors (never zeros) in every dtype, dtype rounding, and the backends to test. */
-final class TestData {
+public final class TestData {
     private TestData() {}
 
     /** A base ~ N(0, 0.02) and experts = base + N(0, 0.001) task vectors; 1% of deltas are exactly zero. */
@@ -69,7 +69,7 @@ final class TestData {
         return d;
     }
 
-    static void assumeCuda() {
+    public static void assumeCuda() {
         int n = Smelter.cudaDeviceCount();
         if (n == 0) {
             String why = "no CUDA device visible (" + Smelter.buildInfo() + "); CUDA tests run on the GPU machine, "
