@@ -84,6 +84,12 @@ void check_no_partial_overlap(const smelter_tensor &out, const smelter_tensor &i
             "out partially overlaps " + what + " (only exact in-place aliasing is allowed)");
 }
 
+// Structs carry their size so fields can be appended; an older, smaller one is refused.
+void check_struct_size(uint32_t given, size_t expected, const char *init) {
+    require(given >= expected, "params.struct_size is " + std::to_string(given) + ", expected " +
+                                   std::to_string(expected) + " (call " + init + ")");
+}
+
 std::string model_name(int i) { return "models[" + std::to_string(i) + "]"; }
 
 // Thresholds for per-tensor trimming: exact k-th largest key of each model's deltas.
@@ -119,9 +125,7 @@ void l1_scales(Backend &b, const KernelInputs &in, MergePlan &plan) {
 void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelter_tensor *out) {
     require(ctx != nullptr, "context is NULL");
     require(p != nullptr, "params is NULL");
-    require(p->struct_size >= sizeof(smelter_merge_params),
-            "params.struct_size is " + std::to_string(p->struct_size) + ", expected " +
-                std::to_string(sizeof(smelter_merge_params)) + " (call smelter_merge_params_init)");
+    check_struct_size(p->struct_size, sizeof(smelter_merge_params), "smelter_merge_params_init");
     require(p->method == SMELTER_METHOD_LINEAR || p->method == SMELTER_METHOD_TASK_ARITHMETIC,
             "unknown method " + std::to_string(p->method));
     const bool linear = p->method == SMELTER_METHOD_LINEAR;
@@ -235,9 +239,7 @@ void check_f32_out(const smelter_context *ctx, const smelter_tensor *out, int64_
 void product_impl(smelter_context *ctx, const smelter_product_params *p, const smelter_tensor *out) {
     require(ctx != nullptr, "context is NULL");
     require(p != nullptr, "params is NULL");
-    require(p->struct_size >= sizeof(smelter_product_params),
-            "params.struct_size is " + std::to_string(p->struct_size) + ", expected " +
-                std::to_string(sizeof(smelter_product_params)) + " (call smelter_product_params_init)");
+    check_struct_size(p->struct_size, sizeof(smelter_product_params), "smelter_product_params_init");
     require(p->kind == SMELTER_PRODUCT_COLUMNS || p->kind == SMELTER_PRODUCT_ROWS, "unknown product kind " + std::to_string(p->kind));
     check_matrix(ctx, p->x, p->x_rows, p->x_cols, "x");
     check_matrix(ctx, p->y, p->y_rows, p->y_cols, "y");
@@ -287,9 +289,7 @@ void product_impl(smelter_context *ctx, const smelter_product_params *p, const s
 void column_stats_impl(smelter_context *ctx, const smelter_column_stats_params *p) {
     require(ctx != nullptr, "context is NULL");
     require(p != nullptr, "params is NULL");
-    require(p->struct_size >= sizeof(smelter_column_stats_params),
-            "params.struct_size is " + std::to_string(p->struct_size) + ", expected " +
-                std::to_string(sizeof(smelter_column_stats_params)) + " (call smelter_column_stats_params_init)");
+    check_struct_size(p->struct_size, sizeof(smelter_column_stats_params), "smelter_column_stats_params_init");
     check_matrix(ctx, p->x, p->rows, p->cols, "x");
     if ((p->sums == nullptr && p->positive == nullptr) || p->rows == 0 || p->cols == 0) return;
     ColumnStatsJob j{p->x, p->rows, p->cols, p->shift, p->row_weights, p->sums, p->positive};
