@@ -235,13 +235,7 @@ public:
     std::unique_ptr<Staged> stage(const smelter_tensor *base, const smelter_tensor *models, int n) override {
         CUDA_CHECK(cudaSetDevice(device_));
         auto s = std::make_unique<CudaStaged>();
-        auto device_view = [&](const smelter_tensor &t) -> const void * {
-            if (t.memory == SMELTER_MEMORY_DEVICE || t.count == 0) return t.data;
-            s->buffers.push_back(std::make_unique<DeviceBuffer>(bytes_of(t.dtype, t.count)));
-            void *d = s->buffers.back()->get();
-            CUDA_CHECK(cudaMemcpyAsync(d, t.data, bytes_of(t.dtype, t.count), cudaMemcpyHostToDevice, stream_));
-            return d;
-        };
+        auto device_view = [&](const smelter_tensor &t) { return readable(s->buffers, t); };
         s->inputs.base = base ? device_view(*base) : nullptr;
         for (int i = 0; i < n; ++i) s->inputs.models[i] = device_view(models[i]);
         s->inputs.dtype = models[0].dtype;
@@ -331,21 +325,12 @@ public:
     void product(const ProductJob &j) override {
         CUDA_CHECK(cudaSetDevice(device_));
         std::vector<std::unique_ptr<DeviceBuffer>> keep;
-        auto on_device = [&](const void *host, size_t bytes) -> const void * {
-            if (!host || bytes == 0) return nullptr;
-            keep.push_back(std::make_unique<DeviceBuffer>(bytes));
-            CUDA_CHECK(cudaMemcpyAsync(keep.back()->get(), host, bytes, cudaMemcpyHostToDevice, stream_));
-            return keep.back()->get();
-        };
-        auto tensor_on_device = [&](const smelter_tensor &t) -> const void * {
-            return t.memory == SMELTER_MEMORY_DEVICE ? t.data : on_device(t.data, bytes_of(t.dtype, t.count));
-        };
         const int64_t shift_x = j.shift_on_k ? j.K : j.P, shift_y = j.shift_on_k ? j.K : j.Q;
-        Operand a{tensor_on_device(*j.x), j.x_stride_k, j.x_stride_p, j.P,
-                  static_cast<const float *>(on_device(j.x_shift, sizeof(float) * shift_x))};
-        Operand b{tensor_on_device(*j.y), j.y_stride_k, j.y_stride_q, j.Q,
-                  static_cast<const float *>(on_device(j.y_shift, sizeof(float) * shift_y))};
-        const auto *weights = static_cast<const float *>(on_device(j.weights, sizeof(float) * j.K));
+        Operand a{readable(keep, *j.x), j.x_stride_k, j.x_stride_p, j.P,
+                  static_cast<const float *>(upload(keep, j.x_shift, sizeof(float) * shift_x))};
+        Operand b{readable(keep, *j.y), j.y_stride_k, j.y_stride_q, j.Q,
+                  static_cast<const float *>(upload(keep, j.y_shift, sizeof(float) * shift_y))};
+        const auto *weights = static_cast<const float *>(upload(keep, j.weights, sizeof(float) * j.K));
         const size_t out_bytes = sizeof(float) * j.P * j.Q;
         float *out = static_cast<float *>(j.out->data);
         if (j.out->memory == SMELTER_MEMORY_HOST) {
@@ -365,15 +350,9 @@ public:
     void column_stats(const ColumnStatsJob &j) override {
         CUDA_CHECK(cudaSetDevice(device_));
         std::vector<std::unique_ptr<DeviceBuffer>> keep;
-        auto on_device = [&](const void *host, size_t bytes) -> void * {
-            if (!host || bytes == 0) return nullptr;
-            keep.push_back(std::make_unique<DeviceBuffer>(bytes));
-            CUDA_CHECK(cudaMemcpyAsync(keep.back()->get(), host, bytes, cudaMemcpyHostToDevice, stream_));
-            return keep.back()->get();
-        };
-        const void *x = j.x->memory == SMELTER_MEMORY_DEVICE ? j.x->data : on_device(j.x->data, bytes_of(j.x->dtype, j.x->count));
-        const auto *shift = static_cast<const float *>(on_device(j.shift, sizeof(float) * j.cols));
-        const auto *weights = static_cast<const float *>(on_device(j.weights, sizeof(float) * j.rows));
+        const void *x = readable(keep, *j.x);
+        const auto *shift = static_cast<const float *>(upload(keep, j.shift, sizeof(float) * j.cols));
+        const auto *weights = static_cast<const float *>(upload(keep, j.weights, sizeof(float) * j.rows));
         // The row split depends on the shape only, so the summation order is the same on every GPU.
         const int64_t per_block = std::max<int64_t>(kStatsRowsPerBlock, (j.rows + kStatsMaxRowBlocks - 1) / kStatsMaxRowBlocks);
         const int row_blocks = static_cast<int>((j.rows + per_block - 1) / per_block);
@@ -401,6 +380,21 @@ public:
     }
 
 private:
+    // Copies host bytes into a new device buffer kept alive by `keep` (queued on the stream);
+    // nullptr for no data.
+    const void *upload(std::vector<std::unique_ptr<DeviceBuffer>> &keep, const void *host, size_t bytes) {
+        if (!host || bytes == 0) return nullptr;
+        keep.push_back(std::make_unique<DeviceBuffer>(bytes));
+        CUDA_CHECK(cudaMemcpyAsync(keep.back()->get(), host, bytes, cudaMemcpyHostToDevice, stream_));
+        return keep.back()->get();
+    }
+
+    // A pointer kernels can read: device tensors as they are, host tensors staged through `keep`.
+    const void *readable(std::vector<std::unique_ptr<DeviceBuffer>> &keep, const smelter_tensor &t) {
+        if (t.memory == SMELTER_MEMORY_DEVICE || t.count == 0) return t.data;
+        return upload(keep, t.data, bytes_of(t.dtype, t.count));
+    }
+
     template <int DTX>
     void launch_product_x(int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
                           const float *weights, float *out) {
