@@ -218,8 +218,6 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     if (p->sign_counts) std::memcpy(p->sign_counts, counts, sizeof counts);
 }
 
-}  // namespace
-
 // A matrix view must hold exactly rows * cols elements.
 void check_matrix(const smelter_context *ctx, const smelter_tensor *t, int64_t rows, int64_t cols, const std::string &what) {
     check_tensor(ctx, t, what);
@@ -278,9 +276,8 @@ void product_impl(smelter_context *ctx, const smelter_product_params *p, const s
     int64_t n = 0;
     require(!__builtin_mul_overflow(j.P, j.Q, &n), "the product's shape overflows");
     check_f32_out(ctx, out, n, "[" + std::to_string(j.P) + ", " + std::to_string(j.Q) + "]");
-    const std::string x_what = "x", y_what = "y";
-    check_no_partial_overlap(*out, *p->x, x_what);
-    check_no_partial_overlap(*out, *p->y, y_what);
+    check_no_partial_overlap(*out, *p->x, "x");
+    check_no_partial_overlap(*out, *p->y, "y");
     require(out->count == 0 || (out->data != p->x->data && out->data != p->y->data), "out must not be x or y");
     if (n == 0) return;
     ctx->backend->product(j);
@@ -296,6 +293,7 @@ void column_stats_impl(smelter_context *ctx, const smelter_column_stats_params *
     ctx->backend->column_stats(j);
 }
 
+}  // namespace
 }  // namespace smelter
 
 using namespace smelter;

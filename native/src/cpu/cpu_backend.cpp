@@ -91,7 +91,7 @@ public:
         std::vector<std::unique_ptr<ProductScratch>> scratch(pool_.size());
         pool_.run(tp * tq, [&](int64_t t, int w) {
             if (!scratch[w]) scratch[w] = std::make_unique<ProductScratch>();
-            k_.product_tile(job, job.x->data, job.y->data, (t / tq) * kProductTile, (t % tq) * kProductTile, *scratch[w]);
+            k_.product_tile(job, (t / tq) * kProductTile, (t % tq) * kProductTile, *scratch[w]);
         });
     }
 

@@ -28,9 +28,8 @@ struct CpuKernels {
     // Adds |delta| and kept |delta| of elements [begin, end) of one model.
     void (*l1_range)(const MergePlan &plan, const KernelInputs &in, int model, int64_t begin, int64_t end,
                      ExactSum *total, ExactSum *kept);
-    // Computes the output tile at (p0, q0) of a product; x and y are host pointers.
-    void (*product_tile)(const ProductJob &job, const void *x, const void *y, int64_t p0, int64_t q0,
-                         ProductScratch &scratch);
+    // Computes the output tile at (p0, q0) of a product (host tensors).
+    void (*product_tile)(const ProductJob &job, int64_t p0, int64_t q0, ProductScratch &scratch);
     // Adds the column statistics of columns [c0, c1).
     void (*column_stats_range)(const ColumnStatsJob &job, int64_t c0, int64_t c1);
 };
