@@ -73,8 +73,9 @@ public final class Cka {
     public static double gram(Context ctx, Matrix x, Matrix y, Estimator estimator) {
         if (x.rows() != y.rows()) throw new IllegalArgumentException("x has " + x.rows() + " rows, y has " + y.rows());
         int n = (int) x.rows();
-        double[] k = gramMatrix(ctx, x), l = gramMatrix(ctx, y);
-        return fromGrams(k, l, n, estimator);
+        // Fresh matrices: prepared in place rather than through fromGrams' defensive copies.
+        return ckaOfPrepared(prepare(gramMatrix(ctx, x), n, estimator), prepare(gramMatrix(ctx, y), n, estimator), n,
+                estimator);
     }
 
     /** Gram-form CKA of every pair (xs rows, ys columns); keeps the Gram matrices of ys in memory. */
@@ -122,8 +123,11 @@ public final class Cka {
 
     /** CKA from two n x n Gram matrices of the same rows (any centering; they are re-centered here). */
     public static double fromGrams(double[] k, double[] l, int n, Estimator estimator) {
-        double[] kp = prepare(k.clone(), n, estimator), lp = prepare(l.clone(), n, estimator);
-        return ratioOfProducts(hsic(kp, lp, n, estimator), hsic(kp, kp, n, estimator), hsic(lp, lp, n, estimator));
+        return ckaOfPrepared(prepare(k.clone(), n, estimator), prepare(l.clone(), n, estimator), n, estimator);
+    }
+
+    private static double ckaOfPrepared(double[] k, double[] l, int n, Estimator estimator) {
+        return ratioOfProducts(hsic(k, l, n, estimator), hsic(k, k, n, estimator), hsic(l, l, n, estimator));
     }
 
     /**

@@ -39,6 +39,7 @@ public final class CrossMoments {
     private final double[] sxx;
     private final double[] syy;
     private final double[] sxy;
+    private Tensor productOut;
 
     /**
      * Moments of x alone ({@code dy == 0}) or of x and y. With y, {@code Cxx}, {@code Cyy} and
@@ -100,13 +101,13 @@ public final class CrossMoments {
         }
         ctx.columnStats(x, shiftX, w, sumX, null);
         if (withY) ctx.columnStats(y, shiftY, w, sumY, null);
-        try (Arena arena = Arena.ofConfined()) {
+        if (productOut == null) {  // one f32 buffer for every chunk's products, freed with this object
             int big = Math.max(dx, dy);
-            Tensor out = Tensor.allocate(arena, DType.F32, (long) big * big);
-            if (sxx != null) addProduct(ctx, x, shiftX, x, shiftX, w, out, sxx, dx * dx);
-            if (syy != null) addProduct(ctx, y, shiftY, y, shiftY, w, out, syy, dy * dy);
-            if (sxy != null) addProduct(ctx, x, shiftX, y, shiftY, w, out, sxy, dx * dy);
+            productOut = Tensor.allocate(Arena.ofAuto(), DType.F32, (long) big * big);
         }
+        if (sxx != null) addProduct(ctx, x, shiftX, x, shiftX, w, productOut, sxx, dx * dx);
+        if (syy != null) addProduct(ctx, y, shiftY, y, shiftY, w, productOut, syy, dy * dy);
+        if (sxy != null) addProduct(ctx, x, shiftX, y, shiftY, w, productOut, sxy, dx * dy);
         weight += chunkWeight;
         rows += n;
     }
