@@ -1,19 +1,14 @@
 package dev.smelter.analysis;
 
+import dev.smelter.io.AtomicFile;
 import java.awt.BasicStroke;
 import java.awt.Color;
 import java.awt.Paint;
 import java.awt.image.BufferedImage;
 import java.io.IOException;
-import java.io.OutputStream;
-import java.nio.file.AtomicMoveNotSupportedException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import java.nio.file.StandardOpenOption;
 import java.util.List;
 import java.util.Map;
-import java.util.UUID;
 import javax.imageio.ImageIO;
 import org.jfree.chart.ChartRenderingInfo;
 import org.jfree.chart.JFreeChart;
@@ -250,33 +245,10 @@ public final class Plots {
         }
     }
 
-    /**
-     * Encodes to a hidden temporary file beside the target, then renames it into place, so a crash
-     * or a failed encode never leaves a truncated PNG under the target name.
-     */
     private static void write(Path png, BufferedImage image) throws IOException {
-        Path target = png.toAbsolutePath();
-        Path tmp = target.resolveSibling("." + target.getFileName() + "." + UUID.randomUUID() + ".tmp");
-        boolean moved = false;
-        try {
-            // CREATE_NEW rather than createTempFile: the PNG keeps the umask's permissions, not 0600.
-            try (OutputStream out = Files.newOutputStream(tmp, StandardOpenOption.CREATE_NEW,
-                    StandardOpenOption.WRITE)) {
-                if (!ImageIO.write(image, "png", out)) {
-                    throw new IOException("no PNG writer available in ImageIO");
-                }
-            }
-            try {
-                Files.move(tmp, target, StandardCopyOption.ATOMIC_MOVE);
-            } catch (AtomicMoveNotSupportedException e) {
-                Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING);
-            }
-            moved = true;
-        } finally {
-            if (!moved) {
-                Files.deleteIfExists(tmp);
-            }
-        }
+        AtomicFile.write(png, out -> {
+            if (!ImageIO.write(image, "png", out)) throw new IOException("no PNG writer available in ImageIO");
+        });
     }
 
     /**

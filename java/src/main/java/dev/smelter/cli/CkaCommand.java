@@ -13,13 +13,13 @@ import dev.smelter.analysis.Cka;
 import dev.smelter.analysis.CrossMoments;
 import dev.smelter.analysis.Plots;
 import dev.smelter.analysis.PrincipalAngles;
+import dev.smelter.io.AtomicFile;
 import java.io.IOException;
 import java.io.PrintStream;
 import java.lang.foreign.Arena;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -228,12 +228,6 @@ final class CkaCommand implements Callable<Integer> {
     }
 
     private static void writeAtomically(Path target, String text) throws IOException {
-        Path tmp = Files.createTempFile(target.getParent(), "." + target.getFileName(), ".tmp");
-        try {
-            Files.writeString(tmp, text, StandardCharsets.UTF_8);
-            Files.move(tmp, target, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
-        } finally {
-            Files.deleteIfExists(tmp);
-        }
+        AtomicFile.write(target, out -> out.write(text.getBytes(StandardCharsets.UTF_8)));
     }
 }
