@@ -277,6 +277,40 @@ SMELTER_API void smelter_column_stats_params_init(smelter_column_stats_params *p
 /** Per-column sums and positive counts of a row-major matrix. Synchronous. */
 SMELTER_API smelter_status smelter_column_stats(smelter_context *ctx, const smelter_column_stats_params *params);
 
+/* ---- weight-space statistics of several tensors ------------------------------------------- */
+
+/* Dot products, sign conflicts and mask overlaps of n tensors (or of their task vectors
+ * d_i = v_i - base, computed in f32 as smelter_merge does), for weight-space comparison
+ * (cosine, norms), TIES diagnostics and methods that need angles (model stock, SLERP).
+ * Every output is an optional host array that the call adds to, so a caller can sum a layer's
+ * tensors; n x n arrays are row-major and symmetric. */
+typedef struct smelter_pair_stats_params {
+    uint32_t struct_size;          /* sizeof(smelter_pair_stats_params) */
+    int32_t n_vectors;             /* 1..SMELTER_MAX_MODELS */
+    const smelter_tensor *vectors; /* n_vectors tensors, same count and dtype */
+    const smelter_tensor *base;    /* NULL: statistics of the vectors; else of v_i - base (same count, dtype) */
+    /** n*n f64: sum_e d_i[e] d_j[e]. The products are exact and the sum follows one fixed order
+     *  (docs/ANALYSIS.md), so CPU and CUDA results are bit-identical and independent of threads. */
+    double *dots;
+    /** n*n: elements where d_i and d_j are both non-zero and of opposite sign (diagonal 0). */
+    int64_t *sign_conflicts;
+    /** n*n: elements where d_i and d_j are both non-zero (diagonal: non-zeros of d_i). */
+    int64_t *both_nonzero;
+    /** n*n: elements kept by both magnitude masks, key(|d_i|) >= thresholds[i] as in TIES
+     *  trimming (diagonal: kept elements of d_i). Needs thresholds. */
+    int64_t *both_kept;
+    const uint32_t *thresholds;    /* n keys (smelter_topk_select), host memory */
+    int32_t key_dtype;             /* precision of the keys: -1 = the vectors' dtype, or a smelter_dtype */
+    /** n: elements where d_i is NaN or infinite. */
+    int64_t *nonfinite;
+} smelter_pair_stats_params;
+
+/** Fills defaults: no base, no outputs, key_dtype -1. */
+SMELTER_API void smelter_pair_stats_params_init(smelter_pair_stats_params *params);
+
+/** Computes the requested statistics. Synchronous. */
+SMELTER_API smelter_status smelter_pair_stats(smelter_context *ctx, const smelter_pair_stats_params *params);
+
 #ifdef __cplusplus
 }
 #endif

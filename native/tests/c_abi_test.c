@@ -187,6 +187,31 @@ static void test_product(smelter_context *ctx) {
     CHECK(positive[0] == 1 && positive[1] == 2, "positive counts %lld %lld", (long long)positive[0], (long long)positive[1]);
 }
 
+/* Two task vectors by hand: d0 = (1, -2, 0, 3), d1 = (2, 2, 5, 0) about base 1. */
+static void test_pair_stats(smelter_context *ctx) {
+    float base[4] = {1, 1, 1, 1}, a[4] = {2, -1, 1, 4}, b[4] = {3, 3, 6, 1};
+    smelter_tensor v[2] = {host_f32(a, 4), host_f32(b, 4)}, tb = host_f32(base, 4);
+    double dots[4] = {0, 0, 0, 0};
+    int64_t conflicts[4] = {0}, nonzero[4] = {0}, kept[4] = {0}, bad[2] = {0};
+    uint32_t thresholds[2];
+    float two = 2.0f;
+    memcpy(&thresholds[0], &two, 4);  /* f32 keys are the magnitude bits: keep |d| >= 2 */
+    thresholds[1] = thresholds[0];
+    smelter_pair_stats_params p;
+    smelter_pair_stats_params_init(&p);
+    p.n_vectors = 2; p.vectors = v; p.base = &tb;
+    p.dots = dots; p.sign_conflicts = conflicts; p.both_nonzero = nonzero;
+    p.both_kept = kept; p.thresholds = thresholds; p.nonfinite = bad;
+    CHECK(smelter_pair_stats(ctx, &p) == SMELTER_OK, "pair stats: %s", smelter_last_error());
+    CHECK(dots[0] == 14 && dots[1] == -2 && dots[2] == -2 && dots[3] == 33, "dots %g %g %g %g", dots[0], dots[1], dots[2], dots[3]);
+    CHECK(conflicts[1] == 1 && conflicts[0] == 0, "sign conflicts %lld", (long long)conflicts[1]);
+    CHECK(nonzero[0] == 3 && nonzero[1] == 2 && nonzero[3] == 3, "non-zeros %lld %lld", (long long)nonzero[0], (long long)nonzero[1]);
+    CHECK(kept[0] == 2 && kept[1] == 1 && kept[3] == 3, "kept %lld %lld %lld", (long long)kept[0], (long long)kept[1], (long long)kept[3]);
+    CHECK(bad[0] == 0 && bad[1] == 0, "non-finite counts");
+    p.thresholds = NULL;
+    CHECK(smelter_pair_stats(ctx, &p) == SMELTER_ERR_INVALID_ARGUMENT, "both_kept without thresholds accepted");
+}
+
 int main(void) {
     CHECK(smelter_abi_version() == SMELTER_ABI_VERSION, "ABI version %u", smelter_abi_version());
     printf("%s\n", smelter_build_info());
@@ -198,6 +223,7 @@ int main(void) {
     test_topk(ctx);
     test_errors(ctx);
     test_product(ctx);
+    test_pair_stats(ctx);
     smelter_context_destroy(ctx);
     printf("c_abi_test: %s\n", failures ? "FAILED" : "ok");
     return failures ? 1 : 0;

@@ -293,6 +293,65 @@ void column_stats_impl(smelter_context *ctx, const smelter_column_stats_params *
     ctx->backend->column_stats(j);
 }
 
+void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
+    require(ctx != nullptr, "context is NULL");
+    require(p != nullptr, "params is NULL");
+    check_struct_size(p->struct_size, sizeof(smelter_pair_stats_params), "smelter_pair_stats_params_init");
+    require(p->n_vectors >= 1 && p->n_vectors <= SMELTER_MAX_MODELS,
+            "n_vectors must be in 1.." + std::to_string(SMELTER_MAX_MODELS) + ", got " + std::to_string(p->n_vectors));
+    require(p->vectors != nullptr, "vectors is NULL");
+    const int n = p->n_vectors;
+    auto name = [](int i) { return "vectors[" + std::to_string(i) + "]"; };
+    for (int i = 0; i < n; ++i) check_tensor(ctx, &p->vectors[i], name(i));
+    const smelter_tensor &first = p->vectors[0];
+    for (int i = 1; i < n; ++i) {
+        require(p->vectors[i].count == first.count, name(i) + " has " + std::to_string(p->vectors[i].count) +
+                                                        " elements, vectors[0] has " + std::to_string(first.count));
+        require(p->vectors[i].dtype == first.dtype,
+                name(i) + " is " + dtype_name(p->vectors[i].dtype) + ", vectors[0] is " + dtype_name(first.dtype));
+    }
+    if (p->base != nullptr) {
+        check_tensor(ctx, p->base, "base");
+        require(p->base->count == first.count, "base has " + std::to_string(p->base->count) +
+                                                   " elements, vectors[0] has " + std::to_string(first.count));
+        require(p->base->dtype == first.dtype,
+                std::string("base is ") + dtype_name(p->base->dtype) + ", vectors[0] is " + dtype_name(first.dtype));
+    }
+    require(p->both_kept == nullptr || p->thresholds != nullptr, "both_kept needs thresholds");
+    require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
+    if (!p->dots && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
+    if (first.count == 0) return;
+
+    const int pairs = pair_count(n);
+    std::vector<double> dots(pairs, 0.0);
+    std::vector<int64_t> conflicts(pairs, 0), nonzero(pairs, 0), kept(pairs, 0), nonfinite(n, 0);
+    PairStatsJob j{};
+    j.n = n;
+    j.key_dtype = p->key_dtype < 0 ? first.dtype : p->key_dtype;
+    for (int i = 0; i < n; ++i) j.thresholds[i] = p->thresholds ? p->thresholds[i] : 0u;
+    j.dots = p->dots ? dots.data() : nullptr;
+    j.conflicts = p->sign_conflicts ? conflicts.data() : nullptr;
+    j.both_nonzero = p->both_nonzero ? nonzero.data() : nullptr;
+    j.both_kept = p->both_kept ? kept.data() : nullptr;
+    j.nonfinite = p->nonfinite ? nonfinite.data() : nullptr;
+    Backend &b = *ctx->backend;
+    auto staged = b.stage(p->base, p->vectors, n);
+    b.pair_stats(j, staged->inputs);
+    for (int i = 0; i < n; ++i) {
+        if (p->nonfinite) p->nonfinite[i] += nonfinite[i];
+        for (int k = i; k < n; ++k) {
+            const int q = pair_index(n, i, k);
+            for (int mirror = 0; mirror < (i == k ? 1 : 2); ++mirror) {
+                const int at = mirror ? k * n + i : i * n + k;
+                if (p->dots) p->dots[at] += dots[q];
+                if (p->sign_conflicts) p->sign_conflicts[at] += conflicts[q];
+                if (p->both_nonzero) p->both_nonzero[at] += nonzero[q];
+                if (p->both_kept) p->both_kept[at] += kept[q];
+            }
+        }
+    }
+}
+
 }  // namespace
 }  // namespace smelter
 
@@ -528,3 +587,14 @@ SMELTER_API smelter_status smelter_column_stats(smelter_context *ctx, const smel
 }
 
 }  // extern "C"
+
+SMELTER_API void smelter_pair_stats_params_init(smelter_pair_stats_params *params) {
+    if (params == nullptr) return;
+    std::memset(params, 0, sizeof *params);
+    params->struct_size = sizeof *params;
+    params->key_dtype = -1;
+}
+
+SMELTER_API smelter_status smelter_pair_stats(smelter_context *ctx, const smelter_pair_stats_params *params) {
+    return guarded([&] { pair_stats_impl(ctx, params); });
+}

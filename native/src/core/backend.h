@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include "../common/merge_element.h"
+#include "../common/pair_stats.h"
 #include "../common/stats.h"
 #include "smelter.h"
 
@@ -48,6 +49,17 @@ struct ColumnStatsJob {
     int64_t *positive;                 // host, may be null; added to
 };
 
+// smelter_pair_stats after validation and staging. Outputs are host arrays of pair_count(n)
+// entries (pairs i <= j, see pair_index) or n entries; each may be null. The backend overwrites them.
+struct PairStatsJob {
+    int n;
+    int32_t key_dtype;
+    uint32_t thresholds[SMELTER_MAX_MODELS];
+    double *dots;
+    int64_t *conflicts, *both_nonzero, *both_kept;  // both_kept only when thresholds were given
+    int64_t *nonfinite;
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
@@ -83,6 +95,8 @@ public:
     // Analysis primitives (see smelter.h); both synchronous.
     virtual void product(const ProductJob &job) = 0;
     virtual void column_stats(const ColumnStatsJob &job) = 0;
+    // Fixed-order dot products and counts over staged inputs (see common/pair_stats.h).
+    virtual void pair_stats(const PairStatsJob &job, const KernelInputs &in) = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend(int threads);

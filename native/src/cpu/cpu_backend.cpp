@@ -102,6 +102,48 @@ public:
         });
     }
 
+    // Chunks are computed in parallel a round at a time, then added to the totals in chunk order.
+    void pair_stats(const PairStatsJob &job, const KernelInputs &in) override {
+        const int pairs = pair_count(job.n);
+        const int64_t n_chunks = (in.count + kPairChunk - 1) / kPairChunk;
+        const int64_t per_worker = 3 * static_cast<int64_t>(pairs) + job.n;
+        std::vector<std::unique_ptr<PairScratch>> scratch(pool_.size());
+        std::vector<int64_t> counts(per_worker * pool_.size(), 0);
+        std::vector<double> partial(job.dots ? static_cast<size_t>(kPairRoundChunks) * pairs : 0);
+        std::vector<double> total(pairs, 0.0);
+        for (int64_t r0 = 0; r0 < n_chunks; r0 += kPairRoundChunks) {
+            const int64_t round = std::min<int64_t>(kPairRoundChunks, n_chunks - r0);
+            pool_.run(round, [&](int64_t c, int w) {
+                if (!scratch[w]) {
+                    scratch[w] = std::make_unique<PairScratch>();
+                    scratch[w]->acc.resize(static_cast<size_t>(pairs) * kPairLanes);
+                }
+                k_.pair_stats_chunk(job, in, r0 + c, *scratch[w], job.dots ? &partial[c * pairs] : nullptr,
+                                    &counts[w * per_worker]);
+            });
+            if (job.dots)
+                for (int64_t c = 0; c < round; ++c)
+                    for (int q = 0; q < pairs; ++q) total[q] += partial[c * pairs + q];
+        }
+        for (int q = 0; q < pairs; ++q) {
+            if (job.dots) job.dots[q] = total[q];
+            int64_t conflicts = 0, nonzero = 0, kept = 0;
+            for (int w = 0; w < pool_.size(); ++w) {
+                conflicts += counts[w * per_worker + q];
+                nonzero += counts[w * per_worker + pairs + q];
+                kept += counts[w * per_worker + 2 * pairs + q];
+            }
+            if (job.conflicts) job.conflicts[q] = conflicts;
+            if (job.both_nonzero) job.both_nonzero[q] = nonzero;
+            if (job.both_kept) job.both_kept[q] = kept;
+        }
+        for (int i = 0; i < job.n && job.nonfinite; ++i) {
+            int64_t bad = 0;
+            for (int w = 0; w < pool_.size(); ++w) bad += counts[w * per_worker + 3 * pairs + i];
+            job.nonfinite[i] = bad;
+        }
+    }
+
 private:
     static int64_t chunks(int64_t count) { return (count + kChunk - 1) / kChunk; }
     static int64_t end(int64_t chunk, int64_t count) { return std::min(count, (chunk + 1) * kChunk); }

@@ -2,6 +2,7 @@
 // baseline x86-64, and the backend picks one at start-up from the CPU's features.
 #pragma once
 #include <stdint.h>
+#include <vector>
 #include "../core/backend.h"
 
 namespace smelter {
@@ -15,6 +16,15 @@ struct ProductScratch {
     alignas(64) float a[kProductBlockK * kProductTile];
     alignas(64) float b[kProductBlockK * kProductTile];
     alignas(64) float acc[kProductTile * kProductTile];
+};
+
+// Per-worker buffers of the pair statistics kernel: one step of every vector, and the lane sums.
+struct PairScratch {
+    alignas(64) float d[SMELTER_MAX_MODELS][kPairLanes];
+    alignas(64) float base[kPairLanes];
+    alignas(64) int8_t sign[SMELTER_MAX_MODELS][kPairLanes];
+    alignas(64) uint8_t keep[SMELTER_MAX_MODELS][kPairLanes];
+    std::vector<double> acc;  // pair_count(n) * kPairLanes
 };
 
 struct CpuKernels {
@@ -32,6 +42,9 @@ struct CpuKernels {
     void (*product_tile)(const ProductJob &job, int64_t p0, int64_t q0, ProductScratch &scratch);
     // Adds the column statistics of columns [c0, c1).
     void (*column_stats_range)(const ColumnStatsJob &job, int64_t c0, int64_t c1);
+    // Pair statistics of one chunk of kPairChunk elements (see common/pair_stats.h).
+    void (*pair_stats_chunk)(const PairStatsJob &job, const KernelInputs &in, int64_t chunk, PairScratch &scratch,
+                             double *dots, int64_t *counts);
 };
 
 namespace cpu_avx2 { extern const CpuKernels kernels; }

@@ -117,3 +117,85 @@ __global__ void column_stats_reduce_kernel(int64_t cols, int row_blocks, double 
     part_sums[col] = sum;
     part_positive[col] = positive;
 }
+
+// smelter_pair_stats in the order of common/pair_stats.h: block c of a round handles chunk
+// chunk0 + c; thread t is lane t and walks the chunk's elements t, t + 256, ...; each block does up
+// to kPairsPerBlock pairs (blockIdx.y picks which), keeping their f64 lane sums in registers.
+constexpr int kPairsPerBlock = 8;
+static_assert(kPairLanes == 256, "one thread per lane");
+
+struct PairList {
+    int count;                    // pairs in this launch
+    int8_t i[SMELTER_MAX_MODELS * (SMELTER_MAX_MODELS + 1) / 2];
+    int8_t k[SMELTER_MAX_MODELS * (SMELTER_MAX_MODELS + 1) / 2];
+};
+
+template <int DT>
+__device__ __forceinline__ float pair_delta(const KernelInputs &in, int v, int64_t e) {
+    const float x = load<DT>(in.models[v], e);
+    return in.base ? x - load<DT>(in.base, e) : x;
+}
+
+template <int DT>
+__global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInputs in, const PairStatsJob job,
+                                                                const PairList *pairs, int64_t chunk0,
+                                                                double *partial, unsigned long long *counts) {
+    __shared__ double lanes[kPairLanes];
+    const int t = threadIdx.x, n_pairs = pairs->count;
+    const int q0 = blockIdx.y * kPairsPerBlock, qn = min(kPairsPerBlock, n_pairs - q0);
+    const int64_t begin = (chunk0 + blockIdx.x) * kPairChunk, end = min(in.count, begin + kPairChunk);
+    double acc[kPairsPerBlock];
+    unsigned conflicts[kPairsPerBlock], nonzero[kPairsPerBlock], kept[kPairsPerBlock], bad[kPairsPerBlock];
+#pragma unroll
+    for (int g = 0; g < kPairsPerBlock; ++g) { acc[g] = 0.0; conflicts[g] = nonzero[g] = kept[g] = bad[g] = 0; }
+    for (int64_t e = begin + t; e < end; e += kPairLanes) {
+#pragma unroll
+        for (int g = 0; g < kPairsPerBlock; ++g) {
+            if (g >= qn) break;
+            const int i = pairs->i[q0 + g], k = pairs->k[q0 + g];
+            const float di = pair_delta<DT>(in, i, e), dk = i == k ? di : pair_delta<DT>(in, k, e);
+            acc[g] += (double)di * (double)dk;
+            const int prod = sign_of(di) * sign_of(dk);
+            conflicts[g] += prod < 0;
+            nonzero[g] += prod != 0;
+            if (job.both_kept)
+                kept[g] += (magnitude_key(di, job.key_dtype) >= job.thresholds[i]) &&
+                           (magnitude_key(dk, job.key_dtype) >= job.thresholds[k]);
+            if (i == k) bad[g] += !is_finite_value(di);
+        }
+    }
+    const int64_t n_all = pair_count(job.n);
+#pragma unroll
+    for (int g = 0; g < kPairsPerBlock; ++g) {
+        if (g >= qn) break;  // qn is the same for the whole block, so the barriers below stay uniform
+        const int q = q0 + g;
+        if (job.dots) {
+            lanes[t] = acc[g];
+            __syncthreads();
+            for (int half = kPairLanes / 2; half >= 1; half /= 2) {
+                if (t < half) lanes[t] += lanes[t + half];
+                __syncthreads();
+            }
+            if (t == 0) partial[blockIdx.x * n_all + q] = lanes[0];
+            __syncthreads();
+        }
+        // Integer counts: any order. One atomic per warp and counter.
+        const unsigned c = __reduce_add_sync(0xFFFFFFFFu, conflicts[g]), z = __reduce_add_sync(0xFFFFFFFFu, nonzero[g]),
+                       b = __reduce_add_sync(0xFFFFFFFFu, kept[g]), f = __reduce_add_sync(0xFFFFFFFFu, bad[g]);
+        if ((t & 31) == 0) {
+            if (c) atomicAdd(&counts[q], (unsigned long long)c);
+            if (z) atomicAdd(&counts[n_all + q], (unsigned long long)z);
+            if (b) atomicAdd(&counts[2 * n_all + q], (unsigned long long)b);
+            if (f) atomicAdd(&counts[3 * n_all + pairs->i[q]], (unsigned long long)f);
+        }
+    }
+}
+
+// Adds a round's chunk sums to the running totals, in chunk order (one thread per pair).
+__global__ void pair_stats_reduce_kernel(int pairs, int chunks, const double *partial, double *total) {
+    const int q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= pairs) return;
+    double s = total[q];
+    for (int c = 0; c < chunks; ++c) s += partial[c * pairs + q];
+    total[q] = s;
+}

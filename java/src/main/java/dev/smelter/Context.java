@@ -3,6 +3,7 @@ package dev.smelter;
 import dev.smelter.ffi.smelter_column_stats_params;
 import dev.smelter.ffi.smelter_h;
 import dev.smelter.ffi.smelter_merge_params;
+import dev.smelter.ffi.smelter_pair_stats_params;
 import dev.smelter.ffi.smelter_product_params;
 import dev.smelter.ffi.smelter_tensor;
 import java.lang.foreign.Arena;
@@ -175,6 +176,53 @@ public final class Context implements AutoCloseable {
             Native.check(smelter_h.smelter_column_stats(handle, p), "column statistics on " + device);
             if (sums != null) MemorySegment.copy(s, ValueLayout.JAVA_DOUBLE, 0, sums, 0, sums.length);
             if (positive != null) MemorySegment.copy(c, ValueLayout.JAVA_LONG, 0, positive, 0, positive.length);
+        }
+    }
+
+    /**
+     * Adds the pairwise statistics of {@code vectors} (or of {@code vectors[i] - base} when base is not null) to
+     * {@code into}: see {@link PairStats}. {@code thresholds} (may be null) are magnitude keys per vector, as
+     * {@link TopK} selects them, in {@code keyDType} (null: the vectors' dtype); with them the overlap of the
+     * TIES masks is counted too. Synchronous.
+     */
+    public synchronized void pairStats(List<Tensor> vectors, Tensor base, int[] thresholds, DType keyDType,
+            PairStats into) {
+        ensureOpen();
+        int n = vectors.size();
+        if (into.size() != n)
+            throw new IllegalArgumentException(n + " vectors for statistics of " + into.size());
+        checkLength(thresholds, n, "thresholds");
+        if (into.elements() > 0 && into.hasMasks() != (thresholds != null))
+            throw new IllegalArgumentException("thresholds must be given to every call on the same PairStats or to none");
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = smelter_pair_stats_params.allocate(arena);
+            smelter_h.smelter_pair_stats_params_init(p);
+            MemorySegment tensors = smelter_tensor.allocateArray(n, arena);
+            for (int i = 0; i < n; i++) fill(smelter_tensor.asSlice(tensors, i), vectors.get(i));
+            smelter_pair_stats_params.n_vectors(p, n);
+            smelter_pair_stats_params.vectors(p, tensors);
+            if (base != null) smelter_pair_stats_params.base(p, struct(arena, base));
+            MemorySegment dots = arena.allocateFrom(ValueLayout.JAVA_DOUBLE, into.dots);
+            MemorySegment conflicts = arena.allocateFrom(ValueLayout.JAVA_LONG, into.conflicts);
+            MemorySegment nonzero = arena.allocateFrom(ValueLayout.JAVA_LONG, into.nonzero);
+            MemorySegment nonfinite = arena.allocateFrom(ValueLayout.JAVA_LONG, into.nonfinite);
+            MemorySegment kept = thresholds == null ? MemorySegment.NULL
+                    : arena.allocateFrom(ValueLayout.JAVA_LONG, into.kept);
+            smelter_pair_stats_params.dots(p, dots);
+            smelter_pair_stats_params.sign_conflicts(p, conflicts);
+            smelter_pair_stats_params.both_nonzero(p, nonzero);
+            smelter_pair_stats_params.nonfinite(p, nonfinite);
+            smelter_pair_stats_params.both_kept(p, kept);
+            if (thresholds != null)
+                smelter_pair_stats_params.thresholds(p, arena.allocateFrom(ValueLayout.JAVA_INT, thresholds));
+            smelter_pair_stats_params.key_dtype(p, keyDType == null ? -1 : keyDType.code());
+            Native.check(smelter_h.smelter_pair_stats(handle, p), "pair statistics on " + device);
+            MemorySegment.copy(dots, ValueLayout.JAVA_DOUBLE, 0, into.dots, 0, into.dots.length);
+            MemorySegment.copy(conflicts, ValueLayout.JAVA_LONG, 0, into.conflicts, 0, into.conflicts.length);
+            MemorySegment.copy(nonzero, ValueLayout.JAVA_LONG, 0, into.nonzero, 0, into.nonzero.length);
+            MemorySegment.copy(nonfinite, ValueLayout.JAVA_LONG, 0, into.nonfinite, 0, into.nonfinite.length);
+            if (thresholds != null) MemorySegment.copy(kept, ValueLayout.JAVA_LONG, 0, into.kept, 0, into.kept.length);
+            into.added(vectors.get(0).count(), thresholds != null);
         }
     }
 

@@ -86,6 +86,40 @@ class CudaAgreementTest {
     }
 
     @Test
+    void pairStatisticsAreBitIdentical() {
+        try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu()); Context gpu = Smelter.open(Device.cuda(0))) {
+            for (DType dtype : DType.values())
+                for (int n : new int[] {1, 3, 9})
+                    for (int size : new int[] {1, 257, 65_537, 17_000_001}) {
+                        if (size > 1_000_000 && n > 3) continue;
+                        List<Tensor> v = PairStatsTest.vectors(arena, dtype, n + 1, size, new java.util.SplittableRandom(size + n));
+                        int[] thresholds = new int[n];
+                        for (int i = 0; i < n; i++) thresholds[i] = 0x3000 + 0x100 * i;
+                        PairStats a = new PairStats(n), b = new PairStats(n), c = new PairStats(n);
+                        cpu.pairStats(v.subList(1, n + 1), v.get(0), thresholds, DType.BF16, a);
+                        gpu.pairStats(v.subList(1, n + 1), v.get(0), thresholds, DType.BF16, b);
+                        List<Tensor> owned = new ArrayList<>();
+                        List<Tensor> dv = new ArrayList<>();
+                        for (Tensor t : v.subList(1, n + 1)) dv.add(upload(gpu, t, owned));
+                        gpu.pairStats(dv, upload(gpu, v.get(0), owned), thresholds, DType.BF16, c);
+                        owned.forEach(gpu::free);
+                        String what = dtype + " n=" + n + " size=" + size;
+                        for (PairStats g : List.of(b, c))
+                            for (int i = 0; i < n; i++) {
+                                assertEquals(a.nonfinite(i), g.nonfinite(i), what);
+                                for (int j = 0; j < n; j++) {
+                                    assertEquals(Double.doubleToRawLongBits(a.dot(i, j)), Double.doubleToRawLongBits(g.dot(i, j)),
+                                            what + " dot " + i + "," + j + ": " + a.dot(i, j) + " vs " + g.dot(i, j));
+                                    assertEquals(a.signConflicts(i, j), g.signConflicts(i, j), what);
+                                    assertEquals(a.bothNonzero(i, j), g.bothNonzero(i, j), what);
+                                    assertEquals(a.bothKept(i, j), g.bothKept(i, j), what);
+                                }
+                            }
+                    }
+        }
+    }
+
+    @Test
     void deviceOutOfMemoryIsAnExceptionNotACrash() {
         try (Context gpu = Smelter.open(Device.cuda(0))) {
             SmelterException e = assertThrows(SmelterException.class,

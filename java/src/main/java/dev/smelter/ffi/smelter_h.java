@@ -1773,5 +1773,125 @@ public class smelter_h extends smelter_h$shared {
            throw new AssertionError("should not reach here", ex$);
         }
     }
+
+    private static class smelter_pair_stats_params_init {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.ofVoid(
+            smelter_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("smelter_pair_stats_params_init");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * void smelter_pair_stats_params_init(smelter_pair_stats_params *params)
+     * }
+     */
+    public static FunctionDescriptor smelter_pair_stats_params_init$descriptor() {
+        return smelter_pair_stats_params_init.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * void smelter_pair_stats_params_init(smelter_pair_stats_params *params)
+     * }
+     */
+    public static MethodHandle smelter_pair_stats_params_init$handle() {
+        return smelter_pair_stats_params_init.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * void smelter_pair_stats_params_init(smelter_pair_stats_params *params)
+     * }
+     */
+    public static MemorySegment smelter_pair_stats_params_init$address() {
+        return smelter_pair_stats_params_init.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * void smelter_pair_stats_params_init(smelter_pair_stats_params *params)
+     * }
+     */
+    public static void smelter_pair_stats_params_init(MemorySegment params) {
+        var mh$ = smelter_pair_stats_params_init.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("smelter_pair_stats_params_init", params);
+            }
+            mh$.invokeExact(params);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
+    private static class smelter_pair_stats {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            smelter_h.C_INT,
+            smelter_h.C_POINTER,
+            smelter_h.C_POINTER
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("smelter_pair_stats");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * smelter_status smelter_pair_stats(smelter_context *ctx, const smelter_pair_stats_params *params)
+     * }
+     */
+    public static FunctionDescriptor smelter_pair_stats$descriptor() {
+        return smelter_pair_stats.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * smelter_status smelter_pair_stats(smelter_context *ctx, const smelter_pair_stats_params *params)
+     * }
+     */
+    public static MethodHandle smelter_pair_stats$handle() {
+        return smelter_pair_stats.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * smelter_status smelter_pair_stats(smelter_context *ctx, const smelter_pair_stats_params *params)
+     * }
+     */
+    public static MemorySegment smelter_pair_stats$address() {
+        return smelter_pair_stats.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * smelter_status smelter_pair_stats(smelter_context *ctx, const smelter_pair_stats_params *params)
+     * }
+     */
+    public static int smelter_pair_stats(MemorySegment ctx, MemorySegment params) {
+        var mh$ = smelter_pair_stats.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("smelter_pair_stats", ctx, params);
+            }
+            return (int)mh$.invokeExact(ctx, params);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
 }
 
