@@ -28,7 +28,7 @@ public final class TestData {
         return new Models(tensor(arena, dtype, base), models);
     }
 
-    static Tensor tensor(Arena arena, DType dtype, float[] values) {
+    public static Tensor tensor(Arena arena, DType dtype, float[] values) {
         Tensor t = Tensor.allocate(arena, dtype, values.length);
         for (int i = 0; i < values.length; i++) {
             switch (dtype) {
@@ -49,7 +49,7 @@ public final class TestData {
         return upper & 0xFFFF;
     }
 
-    static float round(DType dtype, float v) {
+    public static float round(DType dtype, float v) {
         return switch (dtype) {
             case F32 -> v;
             case F16 -> Float.float16ToFloat(Float.floatToFloat16(v));
@@ -57,7 +57,7 @@ public final class TestData {
         };
     }
 
-    static double gaussian(SplittableRandom r) {
+    public static double gaussian(SplittableRandom r) {
         double u = r.nextDouble(Double.MIN_VALUE, 1.0), v = r.nextDouble();
         return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
     }

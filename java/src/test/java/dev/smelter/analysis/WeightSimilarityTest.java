@@ -1,0 +1,220 @@
+package dev.smelter.analysis;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.smelter.Context;
+import dev.smelter.DType;
+import dev.smelter.Device;
+import dev.smelter.Matrix;
+import dev.smelter.Smelter;
+import dev.smelter.Tensor;
+import dev.smelter.TestData;
+import dev.smelter.cli.SmelterCli;
+import dev.smelter.config.TensorNames;
+import dev.smelter.io.Checkpoint;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.lang.foreign.Arena;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import org.ejml.data.DMatrixRMaj;
+import org.ejml.dense.row.factory.DecompositionFactory_DDRM;
+import org.ejml.interfaces.decomposition.SingularValueDecomposition_F64;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Stable rank against an SVD, and `smelter compare` end to end against float64 computations of every measure. */
+class WeightSimilarityTest {
+    @TempDir
+    static Path dir;
+
+    @BeforeAll
+    static void checkpoints() {
+        assertEquals(0, SmelterCli.run("demo-checkpoints", dir.toString(), "--hidden", "64", "--layers", "3", "--vocab", "97"));
+    }
+
+    static double[] svd(float[] w, int rows, int cols) {
+        DMatrixRMaj m = new DMatrixRMaj(rows, cols);
+        for (int i = 0; i < w.length; i++) m.data[i] = w[i];
+        SingularValueDecomposition_F64<DMatrixRMaj> d = DecompositionFactory_DDRM.svd(rows, cols, false, false, true);
+        assertTrue(d.decompose(m));
+        double[] s = Arrays.copyOf(d.getSingularValues(), d.numberOfSingularValues());
+        Arrays.sort(s);
+        return s;
+    }
+
+    static double stableRankBySvd(float[] w, int rows, int cols) {
+        double[] s = svd(w, rows, cols);
+        double f = 0;
+        for (double x : s) f += x * x;
+        return f / (s[s.length - 1] * s[s.length - 1]);
+    }
+
+    /** A rows x cols matrix with a clear top singular value: rank-one spike plus noise. */
+    static float[] spiked(SplittableRandom r, int rows, int cols, double spike) {
+        double[] u = new double[rows], v = new double[cols];
+        for (int i = 0; i < rows; i++) u[i] = TestData.gaussian(r) / Math.sqrt(rows);
+        for (int j = 0; j < cols; j++) v[j] = TestData.gaussian(r) / Math.sqrt(cols);
+        float[] w = new float[rows * cols];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) w[i * cols + j] = (float) (spike * u[i] * v[j] + 0.1 * TestData.gaussian(r) / Math.sqrt(cols));
+        return w;
+    }
+
+    @Test
+    void stableRankMatchesTheSvdForEveryDtype() {
+        SplittableRandom r = new SplittableRandom(17);
+        try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(Device.cpu())) {
+            for (DType dtype : DType.values())
+                for (int[] s : new int[][] {{37, 53}, {130, 65}, {1, 9}}) {
+                    float[] w = spiked(r, s[0], s[1], 3.0);
+                    Tensor t = TestData.tensor(arena, dtype, w);
+                    float[] rounded = t.toFloatArray();
+                    double expected = stableRankBySvd(rounded, s[0], s[1]);
+                    double got = WeightSimilarity.stableRank(ctx, new Matrix(t, s[0], s[1]), 100);
+                    assertEquals(expected, got, 1e-5 * expected, dtype + " " + Arrays.toString(s));
+                    assertTrue(got >= 1 - 1e-6);
+                }
+        }
+    }
+
+    static Map<String, String[]> csv(Path file) throws Exception {
+        List<String> lines = Files.readAllLines(file);
+        String[] header = lines.getFirst().split(",");
+        Map<String, String[]> rows = new HashMap<>();
+        for (String l : lines.subList(1, lines.size())) {
+            String[] v = l.split(",");
+            rows.put(v[0] + "|" + v[1] + "|" + v[2], v);
+        }
+        rows.put("header", header);
+        return rows;
+    }
+
+    static double value(Map<String, String[]> csv, String key, String column) {
+        List<String> h = Arrays.asList(csv.get("header"));
+        return Double.parseDouble(csv.get(key)[h.indexOf(column)]);
+    }
+
+    /** k-th largest |delta| per tensor by sorting, ranked as the kernel ranks them: f32 deltas rounded to the
+     *  checkpoints' dtype (bf16), so every delta tied with the threshold is kept. */
+    static boolean[] mask(float[] d, double density) {
+        int k = (int) Math.floor(density * d.length);
+        float[] mags = new float[d.length];
+        for (int i = 0; i < d.length; i++) mags[i] = Math.abs(TestData.round(DType.BF16, d[i]));
+        float[] sorted = mags.clone();
+        Arrays.sort(sorted);
+        boolean[] keep = new boolean[d.length];
+        if (k == 0) return keep;
+        float t = sorted[d.length - k];
+        for (int i = 0; i < d.length; i++) keep[i] = mags[i] >= t;
+        return keep;
+    }
+
+    @Test
+    void compareCliMatchesFloat64ComputationsOfEveryMeasure() throws Exception {
+        Path out = dir.resolve("cmp");
+        PrintStream old = System.out;
+        ByteArrayOutputStream stdout = new ByteArrayOutputStream();
+        System.setOut(new PrintStream(stdout, true));
+        int code;
+        try {
+            code = SmelterCli.run("compare", dir.resolve("expert-de").toString(), dir.resolve("expert-fr").toString(),
+                    "--base", dir.resolve("base").toString(), "--density", "0.3", "--iterations", "300", "--device", "cpu",
+                    "-o", out.toString());
+        } finally {
+            System.setOut(old);
+        }
+        assertEquals(0, code);
+        assertTrue(stdout.toString().contains("task_cosine"), stdout.toString());
+        for (String f : List.of("compare.csv", "compare.json", "compare-cosine.png", "compare-conflicts.png", "compare-norms.png",
+                "compare-stable-rank.png"))
+            assertTrue(Files.size(out.resolve(f)) > 100, f);
+        Map<String, String[]> rows = csv(out.resolve("compare.csv"));
+        try (Checkpoint de = Checkpoint.open(dir.resolve("expert-de")); Checkpoint fr = Checkpoint.open(dir.resolve("expert-fr"));
+                Checkpoint base = Checkpoint.open(dir.resolve("base"))) {
+            Map<String, double[]> sums = new HashMap<>();  // group -> aa, bb, ab, task aa, bb, ab, conflicts, both, kept a, b, both
+            Map<String, List<double[]>> ranks = new HashMap<>();
+            for (String name : de.tensorNames()) {
+                int layer = TensorNames.layerIndex(name);
+                String g = layer >= 0 ? Integer.toString(layer) : TensorNames.isAfterLayers(name) ? "final" : "embed";
+                float[] a = de.tensor(name).toFloatArray(), b = fr.tensor(name).toFloatArray(), z = base.tensor(name).toFloatArray();
+                float[] da = new float[a.length], db = new float[a.length];
+                for (int i = 0; i < a.length; i++) {
+                    da[i] = a[i] - z[i];
+                    db[i] = b[i] - z[i];
+                }
+                boolean[] ka = mask(da, 0.3), kb = mask(db, 0.3);
+                double[] s = sums.computeIfAbsent(g, k -> new double[11]);
+                for (int i = 0; i < a.length; i++) {
+                    s[0] += (double) a[i] * a[i];
+                    s[1] += (double) b[i] * b[i];
+                    s[2] += (double) a[i] * b[i];
+                    s[3] += (double) da[i] * da[i];
+                    s[4] += (double) db[i] * db[i];
+                    s[5] += (double) da[i] * db[i];
+                    if (da[i] != 0 && db[i] != 0) {
+                        s[7]++;
+                        if ((da[i] > 0) != (db[i] > 0)) s[6]++;
+                    }
+                    if (ka[i]) s[8]++;
+                    if (kb[i]) s[9]++;
+                    if (ka[i] && kb[i]) s[10]++;
+                }
+                long[] shape = de.info(name).shape();
+                if (shape.length == 2) {
+                    int rr = (int) shape[0], cc = (int) shape[1];
+                    ranks.computeIfAbsent(g, k -> new ArrayList<>()).add(new double[] {stableRankBySvd(a, rr, cc),
+                        stableRankBySvd(b, rr, cc), stableRankBySvd(da, rr, cc), stableRankBySvd(db, rr, cc)});
+                }
+            }
+            assertEquals(sums.size(), rows.size() - 1, "one row per group");
+            for (Map.Entry<String, double[]> e : sums.entrySet()) {
+                String key = e.getKey() + "|expert-de|expert-fr";
+                double[] s = e.getValue();
+                assertTrue(rows.containsKey(key), key);
+                assertEquals(s[2] / Math.sqrt(s[0] * s[1]), value(rows, key, "cosine"), 1e-12, key);
+                assertEquals(Math.sqrt(s[0]) - Math.sqrt(s[1]), value(rows, key, "norm_diff"), 1e-9, key);
+                assertEquals(Math.sqrt(s[3] + s[4] - 2 * s[5]), value(rows, key, "task_distance"), 1e-9, key);
+                assertEquals(s[5] / Math.sqrt(s[3] * s[4]), value(rows, key, "task_cosine"), 1e-12, key);
+                assertEquals(s[6] / s[7], value(rows, key, "sign_conflict_rate"), 1e-15, key);
+                assertEquals(s[10] / (s[8] + s[9] - s[10]), value(rows, key, "mask_jaccard"), 1e-15, key);
+                List<double[]> rk = ranks.get(e.getKey());
+                if (rk == null) {
+                    assertTrue(Double.isNaN(value(rows, key, "stable_rank_a")), key);
+                    continue;
+                }
+                double[] mean = new double[4];
+                for (double[] x : rk) for (int i = 0; i < 4; i++) mean[i] += x[i] / rk.size();
+                // Random matrices have close top singular values; power iteration is then slow, so 1% here
+                // (the spiked test above holds it to 1e-5).
+                assertEquals(mean[0], value(rows, key, "stable_rank_a"), 0.01 * mean[0], key);
+                assertEquals(mean[3], value(rows, key, "task_stable_rank_b"), 0.01 * mean[3], key);
+            }
+        }
+        JsonNode json = new ObjectMapper().readTree(out.resolve("compare.json").toFile());
+        assertEquals(0.3, json.get("density").asDouble());
+        assertEquals(rows.size() - 1, json.get("rows").size());
+    }
+
+    @Test
+    void badInputGivesAUsageErrorAndNoOutput() throws Exception {
+        Path out = dir.resolve("bad");
+        assertEquals(2, SmelterCli.run("compare", dir.resolve("expert-de").toString(), "--device", "cpu", "-o", out.toString()));
+        assertEquals(2, SmelterCli.run("compare", dir.resolve("expert-de").toString(), dir.resolve("expert-fr").toString(),
+                "--density", "0.5", "--device", "cpu", "-o", out.toString()), "masks need a base");
+        assertEquals(1, SmelterCli.run("compare", dir.resolve("expert-de").toString(), dir.resolve("nope").toString(),
+                "--device", "cpu", "-o", out.toString()));
+        assertFalse(Files.exists(out));
+    }
+}
