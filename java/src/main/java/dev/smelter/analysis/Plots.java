@@ -44,6 +44,15 @@ public final class Plots {
     /** Largest accepted image side in pixels: bounds the raster (4 bytes a pixel) to about 1 GiB. */
     static final int MAX_SIDE = 16_384;
 
+    /**
+     * Line colours in series order: Okabe and Ito's palette (distinguishable with the common colour vision
+     * deficiencies), without its yellow, which is hard to see on white.
+     */
+    static final Color[] SERIES_COLORS = {
+        new Color(0x0072B2), new Color(0xD55E00), new Color(0x009E73), new Color(0xCC79A7),
+        new Color(0x56B4E9), new Color(0xE69F00), new Color(0x000000),
+    };
+
     /** Colour of NaN heatmap cells: a neutral grey that no viridis colour comes close to. */
     static final Color NAN_COLOR = new Color(0x9E, 0x9E, 0x9E);
 
@@ -190,9 +199,13 @@ public final class Plots {
         xAxis.setAutoRangeIncludesZero(false);
         NumberAxis yAxis = new NumberAxis(yLabel);
         yAxis.setAutoRangeIncludesZero(false);
+        // Layers and counts: no ticks at 0.5.
+        if (integral(x)) xAxis.setStandardTickUnits(NumberAxis.createIntegerTickUnits());
+        if (series.values().stream().allMatch(Plots::integral)) yAxis.setStandardTickUnits(NumberAxis.createIntegerTickUnits());
         XYLineAndShapeRenderer renderer = new XYLineAndShapeRenderer(true, true);
         renderer.setDefaultStroke(new BasicStroke(1.5f));
         renderer.setAutoPopulateSeriesStroke(false);
+        for (int i = 0; i < series.size(); i++) renderer.setSeriesPaint(i, SERIES_COLORS[i % SERIES_COLORS.length]);
 
         XYPlot plot = new XYPlot(dataset, xAxis, yAxis, renderer);
         plot.setBackgroundPaint(Color.WHITE);
@@ -202,6 +215,12 @@ public final class Plots {
         JFreeChart chart = new JFreeChart(title, JFreeChart.DEFAULT_TITLE_FONT, plot, true);
         chart.setBackgroundPaint(Color.WHITE);
         return chart;
+    }
+
+    /** Whether every non-NaN value is a whole number (NaN marks a gap). */
+    private static boolean integral(double[] values) {
+        for (double v : values) if (!Double.isNaN(v) && v != Math.rint(v)) return false;
+        return true;
     }
 
     /** Renders opaque RGB (no alpha channel: smaller PNGs, exact colours); info may be null. */

@@ -171,6 +171,20 @@ class PlotsTest {
         LegendTitle legend = chart.getLegend();
         assertNotNull(legend);
         assertEquals(List.of(png), listing());
+        // Series take the palette in order; whole-number layers get integer ticks, fractional values do not.
+        assertEquals(Plots.SERIES_COLORS[0], chart.getXYPlot().getRenderer().getSeriesPaint(0));
+        assertEquals(Plots.SERIES_COLORS[1], chart.getXYPlot().getRenderer().getSeriesPaint(1));
+        assertIntegerTicks(true, chart.getXYPlot().getDomainAxis());
+        assertIntegerTicks(false, chart.getXYPlot().getRangeAxis());
+        JFreeChart counts = Plots.linesChart("t", "x", "y", new double[] {0.5, 1.5}, Map.of("n", new double[] {3, Double.NaN}));
+        assertIntegerTicks(false, counts.getXYPlot().getDomainAxis());
+        assertIntegerTicks(true, counts.getXYPlot().getRangeAxis());
+    }
+
+    private static void assertIntegerTicks(boolean expected, org.jfree.chart.axis.ValueAxis axis) {
+        // The smallest unit at least 0.3 apart: 1 with integer units, 0.5 or less otherwise.
+        double size = axis.getStandardTickUnits().getCeilingTickUnit(0.3).getSize();
+        assertEquals(expected, size == 1.0, axis.getLabel() + ": tick unit " + size);
     }
 
     @Test
