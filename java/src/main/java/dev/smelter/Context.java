@@ -226,6 +226,21 @@ public final class Context implements AutoCloseable {
         }
     }
 
+    /** Elements of {@code t} that are NaN or infinite (one pass; host or device tensor). */
+    public synchronized long countNonFinite(Tensor t) {
+        ensureOpen();
+        try (Arena arena = Arena.ofConfined()) {
+            MemorySegment p = smelter_pair_stats_params.allocate(arena);
+            smelter_h.smelter_pair_stats_params_init(p);
+            smelter_pair_stats_params.n_vectors(p, 1);
+            smelter_pair_stats_params.vectors(p, struct(arena, t));
+            MemorySegment count = arena.allocate(ValueLayout.JAVA_LONG);
+            smelter_pair_stats_params.nonfinite(p, count);
+            Native.check(smelter_h.smelter_pair_stats(handle, p), "non-finite count on " + device);
+            return count.get(ValueLayout.JAVA_LONG, 0);
+        }
+    }
+
     private static MemorySegment floats(Arena arena, float[] values) {
         return values == null ? MemorySegment.NULL : arena.allocateFrom(ValueLayout.JAVA_FLOAT, values);
     }

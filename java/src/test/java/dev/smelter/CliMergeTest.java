@@ -147,6 +147,49 @@ class CliMergeTest {
         }
     }
 
+    @Test
+    void nonFiniteInputsWarnOrFailNamingTensorAndModel() throws Exception {
+        Path nan = dir.resolve("nan-expert");
+        copyTree(dir.resolve("expert-fr"), nan);
+        String tensor = "model.layers.1.mlp.up_proj.weight";
+        dev.smelter.io.TensorInfo info;
+        try (dev.smelter.io.Checkpoint c = dev.smelter.io.Checkpoint.open(nan)) {
+            info = c.info(tensor);
+        }
+        byte[] bytes = Files.readAllBytes(info.file());
+        long headerLength = java.nio.ByteBuffer.wrap(bytes, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
+        int at = (int) (8 + headerLength + info.dataBegin() + 2 * 5);  // element 5, bf16
+        bytes[at] = (byte) 0xC0;
+        bytes[at + 1] = (byte) 0x7F;  // bf16 quiet NaN, little-endian
+        Files.write(info.file(), bytes);
+        Path cfg = dir.resolve("nan.yml");
+        Files.writeString(cfg, Files.readString(dir.resolve("ties.yml")).replace("expert-fr", "nan-expert"));
+        Path out = dir.resolve("nan-out");
+        java.io.PrintStream old = System.err;
+        java.io.ByteArrayOutputStream err = new java.io.ByteArrayOutputStream();
+        System.setErr(new java.io.PrintStream(err, true));
+        int failed, warned;
+        try {
+            failed = merge(cfg.toString(), "-o", out.toString(), "--on-nonfinite", "fail");
+            assertFalse(Files.exists(out), "fail writes nothing");
+            warned = merge(cfg.toString(), "-o", out.toString());
+        } finally {
+            System.setErr(old);
+        }
+        String text = err.toString();
+        assertEquals(1, failed, text);
+        assertEquals(0, warned, text);
+        String expected = "tensor " + tensor + ": 1 of " + info.elementCount() + " merged values are NaN or infinite "
+                + "(non-finite inputs: 1 in " + nan;
+        assertTrue(text.contains("smelter: " + expected), text);
+        assertTrue(text.contains("warning: " + expected), text);
+        assertTrue(text.contains("peak anonymous memory"), text);
+        try (dev.smelter.io.Checkpoint c = dev.smelter.io.Checkpoint.open(out)) {
+            assertTrue(Float.isNaN(c.tensor(tensor).getFloat(5)));
+            assertFalse(Float.isNaN(c.tensor(tensor).getFloat(4)));
+        }
+    }
+
     static void copyTree(Path from, Path to) throws Exception {
         Files.createDirectories(to);
         try (Stream<Path> s = Files.list(from)) {

@@ -86,6 +86,11 @@ public final class SmelterCli {
         @Option(names = {"-q", "--quiet"}, description = "no progress bar")
         boolean quiet;
 
+        @Option(names = "--on-nonfinite", defaultValue = "warn", paramLabel = "ACTION",
+                description = "merged values that are NaN or infinite (from such inputs, or overflowing a 16-bit out_dtype): "
+                        + "warn (default), fail (write nothing) or ignore")
+        String onNonFinite;
+
         @Override
         public Integer call() throws IOException, ConfigException {
             MergeConfig cfg = MergeConfig.load(config);
@@ -96,7 +101,14 @@ public final class SmelterCli {
             PrintStream err = System.err;
             for (String w : cfg.warnings()) err.println("warning: " + w);
             Device dev = Device.parse(device);
-            var options = new CheckpointMerger.Options(dev, output, Sizes.parse(maxShardSize), overwrite, allowVocabMismatch);
+            CheckpointMerger.NonFinite nonFinite = switch (onNonFinite) {
+                case "warn" -> CheckpointMerger.NonFinite.WARN;
+                case "fail" -> CheckpointMerger.NonFinite.FAIL;
+                case "ignore" -> CheckpointMerger.NonFinite.IGNORE;
+                default -> throw new IllegalArgumentException("--on-nonfinite is warn, fail or ignore, not '" + onNonFinite + "'");
+            };
+            var options = new CheckpointMerger.Options(dev, output, Sizes.parse(maxShardSize), overwrite, allowVocabMismatch,
+                    nonFinite);
             try (CheckpointMerger merger = new CheckpointMerger(cfg, options)) {
                 CheckpointMerger.Plan plan = merger.plan();
                 if (dryRun) {
@@ -109,9 +121,11 @@ public final class SmelterCli {
                 try (Progress progress = Progress.start(plan.bytesWritten(), quiet)) {
                     s = merger.run(plan, progress::update);
                 }
-                err.printf(Locale.ROOT, "wrote %s in %.2f s: %.2f GB/s (read %s + written %s); host buffers %s%n",
+                for (String w : s.warnings()) err.println("warning: " + w);
+                err.printf(Locale.ROOT, "wrote %s in %.2f s: %.2f GB/s (read %s + written %s); host buffers %s, peak anonymous memory %s%n",
                         output, s.seconds(), s.gigabytesPerSecond(), Sizes.format(s.bytesRead()),
-                        Sizes.format(s.bytesWritten()), Sizes.format(plan.peakHostBytes()));
+                        Sizes.format(s.bytesWritten()), Sizes.format(plan.peakHostBytes()),
+                        s.peakAnonymousBytes() < 0 ? "unknown" : Sizes.format(s.peakAnonymousBytes()));
                 return 0;
             }
         }

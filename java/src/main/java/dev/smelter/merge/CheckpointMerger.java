@@ -40,7 +40,15 @@ public final class CheckpointMerger implements AutoCloseable {
             "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt",
             "added_tokens.json", "chat_template.jinja");
 
-    public record Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch) {}
+    /** What a merged tensor with NaN or infinite values does: nothing, a warning, or a failed merge. */
+    public enum NonFinite { IGNORE, WARN, FAIL }
+
+    public record Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch,
+            NonFinite nonFinite) {
+        public Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch) {
+            this(device, output, maxShardBytes, overwrite, allowVocabMismatch, NonFinite.WARN);
+        }
+    }
 
     /** What happens to one output tensor. */
     public enum Action { MERGE, COPY }
@@ -65,7 +73,13 @@ public final class CheckpointMerger implements AutoCloseable {
         }
     }
 
-    public record Summary(Plan plan, double seconds, long bytesRead, long bytesWritten) {
+    /**
+     * @param peakAnonymousBytes the largest anonymous resident memory of the process seen after each tensor
+     *     (Linux {@code RssAnon}: the JVM heap and Smelter's buffers, not the memory-mapped inputs); -1 if unknown
+     * @param warnings non-finite values found, one line per tensor
+     */
+    public record Summary(Plan plan, double seconds, long bytesRead, long bytesWritten, long peakAnonymousBytes,
+            List<String> warnings) {
         public double gigabytesPerSecond() {
             return (bytesRead + bytesWritten) / seconds / 1e9;
         }
@@ -186,7 +200,8 @@ public final class CheckpointMerger implements AutoCloseable {
             specs.add(new CheckpointWriter.TensorSpec(t.name(),
                     t.action() == Action.COPY ? t.info().dtype() : SafetensorsDType.of(t.outDType()), t.info().shape()));
         Map<String, String> metadata = Map.of("format", "pt", "merged_by", "smelter " + Smelter.buildInfo());
-        long done = 0;
+        long done = 0, peakAnon = anonymousResidentBytes();
+        List<String> warnings = new ArrayList<>();
         try (Context ctx = Smelter.open(options.device());
                 Arena arena = Arena.ofConfined();
                 CheckpointWriter writer = new CheckpointWriter(options.output(), specs, options.maxShardBytes(),
@@ -199,9 +214,11 @@ public final class CheckpointMerger implements AutoCloseable {
                 if (t.action() == Action.COPY) {
                     writer.write(t.name(), reference().data(t.name()));
                 } else {
-                    mergeTensor(ctx, t, thresholds, key, outBuffer);
+                    Tensor out = mergeTensor(ctx, t, thresholds, key, outBuffer);
+                    checkFinite(ctx, t, out, warnings);
                     writer.write(t.name(), outBuffer.asSlice(0, t.outBytes()));
                 }
+                peakAnon = Math.max(peakAnon, anonymousResidentBytes());
                 done += t.outBytes();
                 progress.accept(done);
             }
@@ -213,10 +230,47 @@ public final class CheckpointMerger implements AutoCloseable {
             writer.commit();
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
-        return new Summary(plan, seconds, plan.bytesRead(), plan.bytesWritten());
+        return new Summary(plan, seconds, plan.bytesRead(), plan.bytesWritten(), peakAnon, List.copyOf(warnings));
     }
 
-    private void mergeTensor(Context ctx, TensorPlan t, int[] thresholds, DType key, MemorySegment outBuffer) {
+    /**
+     * NaN inputs give NaN outputs, and values beyond a 16-bit output's range become infinite, so checking the
+     * output finds both; only then are the inputs scanned, to say where the values came from.
+     */
+    private void checkFinite(Context ctx, TensorPlan t, Tensor out, List<String> warnings) throws CheckpointFormatException {
+        if (options.nonFinite() == NonFinite.IGNORE) return;
+        long bad = ctx.countNonFinite(out);
+        if (bad == 0) return;
+        List<String> sources = new ArrayList<>();
+        if (base != null) {
+            long b = ctx.countNonFinite(base.tensor(t.name()));
+            if (b > 0) sources.add(b + " in " + base.directory());
+        }
+        for (Checkpoint m : models) {
+            long b = ctx.countNonFinite(m.tensor(t.name()));
+            if (b > 0) sources.add(b + " in " + m.directory());
+        }
+        String message = "tensor " + t.name() + ": " + bad + " of " + out.count() + " merged values are NaN or infinite ("
+                + (sources.isEmpty() ? "the inputs are finite: the result overflows " + t.outDType() : "non-finite inputs: "
+                        + String.join(", ", sources)) + ")";
+        if (options.nonFinite() == NonFinite.FAIL)
+            throw new CheckpointFormatException(message + "; nothing was written (--on-nonfinite warn keeps going)");
+        warnings.add(message);
+    }
+
+    /** Linux RssAnon of this process, or -1 where /proc is not there. */
+    static long anonymousResidentBytes() {
+        try {
+            for (String line : Files.readAllLines(Path.of("/proc/self/status")))
+                if (line.startsWith("RssAnon:"))
+                    return Long.parseLong(line.replaceAll("[^0-9]", "")) * 1024;
+        } catch (IOException | RuntimeException e) {
+            return -1;
+        }
+        return -1;
+    }
+
+    private Tensor mergeTensor(Context ctx, TensorPlan t, int[] thresholds, DType key, MemorySegment outBuffer) {
         String name = t.name();
         int layer = TensorNames.layerIndex(name);
         MergeSpec spec = MergeMethods.spec(config, name, layer, layerCount);
@@ -234,6 +288,7 @@ public final class CheckpointMerger implements AutoCloseable {
             MergeSpec copy = MergeSpec.linear(1.0f);
             ctx.merge(copy, null, List.of(rest), out.slice(n, t.info().elementCount() - n));
         }
+        return out;
     }
 
     private static Tensor slice(Tensor t, long n) {
