@@ -165,20 +165,13 @@ class CliMergeTest {
         Path cfg = dir.resolve("nan.yml");
         Files.writeString(cfg, Files.readString(dir.resolve("ties.yml")).replace("expert-fr", "nan-expert"));
         Path out = dir.resolve("nan-out");
-        java.io.PrintStream old = System.err;
-        java.io.ByteArrayOutputStream err = new java.io.ByteArrayOutputStream();
-        System.setErr(new java.io.PrintStream(err, true));
-        int failed, warned;
-        try {
-            failed = merge(cfg.toString(), "-o", out.toString(), "--on-nonfinite", "fail");
-            assertFalse(Files.exists(out), "fail writes nothing");
-            warned = merge(cfg.toString(), "-o", out.toString());
-        } finally {
-            System.setErr(old);
-        }
-        String text = err.toString();
-        assertEquals(1, failed, text);
-        assertEquals(0, warned, text);
+        var failed = dev.smelter.cli.CliRun.cli("merge", "--device", "cpu", "-q", cfg.toString(), "-o", out.toString(),
+                "--on-nonfinite", "fail");
+        assertFalse(Files.exists(out), "fail writes nothing");
+        var warned = dev.smelter.cli.CliRun.cli("merge", "--device", "cpu", "-q", cfg.toString(), "-o", out.toString());
+        String text = failed.err() + warned.err();
+        assertEquals(1, failed.code(), text);
+        assertEquals(0, warned.code(), text);
         String expected = "tensor " + tensor + ": 1 of " + info.elementCount() + " merged values are NaN or infinite "
                 + "(non-finite inputs: 1 in " + nan;
         assertTrue(text.contains("smelter: " + expected), text);

@@ -1,14 +1,14 @@
 package dev.smelter.analysis;
 
+import static dev.smelter.cli.CliRun.cli;
+
+import dev.smelter.cli.CliRun.Run;
 import static dev.smelter.analysis.CkaTest.referenceCka;
 import static dev.smelter.analysis.ProductKernelTest.random;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
-import dev.smelter.cli.SmelterCli;
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
-import java.io.PrintStream;
 import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.charset.StandardCharsets;
@@ -64,21 +64,6 @@ class CkaCliTest {
         return file;
     }
 
-    record Run(int code, String out, String err) {}
-
-    static Run cli(String... args) {
-        PrintStream oldOut = System.out, oldErr = System.err;
-        ByteArrayOutputStream out = new ByteArrayOutputStream(), err = new ByteArrayOutputStream();
-        System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
-        System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
-        try {
-            int code = SmelterCli.run(args);
-            return new Run(code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
-        } finally {
-            System.setOut(oldOut);
-            System.setErr(oldErr);
-        }
-    }
 
     @Test
     void layerwiseCkaMatchesTheReferenceAndWritesCsvJsonPng() throws IOException {

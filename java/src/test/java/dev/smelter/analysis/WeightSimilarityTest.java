@@ -13,11 +13,10 @@ import dev.smelter.Matrix;
 import dev.smelter.Smelter;
 import dev.smelter.Tensor;
 import dev.smelter.TestData;
+import dev.smelter.cli.CliRun;
 import dev.smelter.cli.SmelterCli;
 import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
 import java.lang.foreign.Arena;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -124,19 +123,11 @@ class WeightSimilarityTest {
     @Test
     void compareCliMatchesFloat64ComputationsOfEveryMeasure() throws Exception {
         Path out = dir.resolve("cmp");
-        PrintStream old = System.out;
-        ByteArrayOutputStream stdout = new ByteArrayOutputStream();
-        System.setOut(new PrintStream(stdout, true));
-        int code;
-        try {
-            code = SmelterCli.run("compare", dir.resolve("expert-de").toString(), dir.resolve("expert-fr").toString(),
-                    "--base", dir.resolve("base").toString(), "--density", "0.3", "--iterations", "300", "--device", "cpu",
-                    "-o", out.toString());
-        } finally {
-            System.setOut(old);
-        }
-        assertEquals(0, code);
-        assertTrue(stdout.toString().contains("task_cosine"), stdout.toString());
+        CliRun.Run run = CliRun.cli("compare", dir.resolve("expert-de").toString(), dir.resolve("expert-fr").toString(),
+                "--base", dir.resolve("base").toString(), "--density", "0.3", "--iterations", "300", "--device", "cpu",
+                "-o", out.toString());
+        assertEquals(0, run.code(), run.err());
+        assertTrue(run.out().contains("task_cosine"), run.out());
         for (String f : List.of("compare.csv", "compare.json", "compare-cosine.png", "compare-conflicts.png", "compare-norms.png",
                 "compare-stable-rank.png"))
             assertTrue(Files.size(out.resolve(f)) > 100, f);
