@@ -19,11 +19,11 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-/** The {@code smelter} command line: merge, cka, neurons, compare, info, doctor, demo-checkpoints. */
+/** The {@code smelter} command line: merge, cka, neurons, compare, info, doctor, demo-checkpoints, methods. */
 @Command(name = "smelter", mixinStandardHelpOptions = true, versionProvider = SmelterCli.Version.class,
         description = "Fast, exact merging of LLM checkpoints (mergekit configs) on CUDA or CPU.",
         subcommands = {SmelterCli.Merge.class, CkaCommand.class, NeuronsCommand.class, CompareCommand.class, SmelterCli.Info.class,
-                SmelterCli.Doctor.class, DemoCheckpoints.class})
+                SmelterCli.Doctor.class, DemoCheckpoints.class, MethodsCommand.class})
 public final class SmelterCli {
     /** Exit codes: 0 ok, 1 merge/IO failure, 2 usage or config error (picocli's convention). */
     static final int EXIT_FAILURE = 1, EXIT_USAGE = 2;

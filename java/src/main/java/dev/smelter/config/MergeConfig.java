@@ -94,8 +94,8 @@ public record MergeConfig(
             Map<String, ParameterValue> params = parameters(m.get("parameters"), at + ".parameters",
                     method.tensorParameters(), warnings::add);
             if (base != null && path.equals(base)) {
-                // mergekit lets the base appear among the models; its task vector is zero.
-                warnings.add(at + " is the base model: its task vector is zero and it is left out");
+                // mergekit lets the base appear among the models; it is merged once, as the base.
+                if (!method.composed()) warnings.add(at + " is the base model: its task vector is zero and it is left out");
                 continue;
             }
             for (String required : method.requiredTensorParameters())
@@ -106,6 +106,14 @@ public record MergeConfig(
 
         Map<String, ParameterValue> global = parameters(root.get("parameters"), "parameters",
                 method.globalParameters(), warnings::add);
+        for (String required : method.requiredGlobalParameters())
+            if (!global.containsKey(required))
+                throw new ConfigException("parameters." + required + " is required for " + methodName);
+        checkModelCount(method, models.size());
+        if (method == MergeMethods.Method.MODEL_STOCK && global.containsKey("filter_wise")
+                && !(global.get("filter_wise") instanceof ParameterValue.Constant c && c.value() == 0))
+            throw new ConfigException("model_stock with filter_wise: true (one t per row of each matrix) is not "
+                    + "supported; leave it out or set it to false");
         // mergekit also accepts per-tensor parameters at the top level as defaults for every model.
         for (ModelEntry m : models)
             for (String p : method.tensorParameters())
@@ -129,6 +137,21 @@ public record MergeConfig(
             }
         }
         return new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed, List.copyOf(warnings));
+    }
+
+    private static void checkModelCount(MergeMethods.Method method, int others) throws ConfigException {
+        switch (method) {
+            case SLERP -> {
+                if (others != 1)
+                    throw new ConfigException("slerp interpolates exactly two models: base_model (t=0) and one other "
+                            + "(t=1); got " + others + " besides the base");
+            }
+            case MODEL_STOCK -> {
+                if (others < 2)
+                    throw new ConfigException("model_stock needs at least two models besides base_model; got " + others);
+            }
+            default -> {}
+        }
     }
 
     public static TrimScope trimScope(String text) throws ConfigException {

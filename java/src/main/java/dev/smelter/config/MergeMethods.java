@@ -1,10 +1,14 @@
 package dev.smelter.config;
 
+import dev.smelter.Context;
 import dev.smelter.MergeSpec;
+import dev.smelter.Tensor;
+import dev.smelter.PairStats;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.function.Function;
 import java.util.stream.Collectors;
 
 /** The mergekit method names Smelter runs, their parameters and defaults (as in mergekit's registry). */
@@ -15,65 +19,141 @@ public final class MergeMethods {
     static final Map<String, String> IGNORED_PARAMETERS = Map.of(
             "int8_mask", "it only saves memory in mergekit; Smelter's masks never take tensor memory");
 
-    public enum Method {
-        LINEAR("linear", false, true, false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
-                Set.of("weight"), Set.of("normalize")),
-        TASK_ARITHMETIC("task_arithmetic", true, false, false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
-                Set.of("weight"), Set.of("normalize", "lambda")),
-        TIES("ties", true, true, false, MergeSpec.Sparsify.MAGNITUDE, MergeSpec.Consensus.SUM,
-                Set.of("weight", "density"), Set.of("normalize", "lambda", "rescale")),
-        DARE_LINEAR("dare_linear", true, false, true, MergeSpec.Sparsify.RANDOM, MergeSpec.Consensus.NONE,
-                Set.of("weight", "density"), Set.of("normalize", "lambda", "rescale")),
-        DARE_TIES("dare_ties", true, false, true, MergeSpec.Sparsify.RANDOM, MergeSpec.Consensus.SUM,
-                Set.of("weight", "density"), Set.of("normalize", "lambda", "rescale"));
+    /**
+     * A parameter of a method: per model ({@code models[i].parameters}, or a default for every model under the
+     * top-level {@code parameters}) or global (top-level only). {@code defaultValue} null: required.
+     */
+    public record Parameter(String name, boolean perModel, String defaultValue) {
+        static Parameter perModel(String name, String dflt) {
+            return new Parameter(name, true, dflt);
+        }
 
-        private final String mergekitName;
-        private final boolean needsBase, defaultNormalize, defaultRescale;
+        static Parameter global(String name, String dflt) {
+            return new Parameter(name, false, dflt);
+        }
+
+        public boolean required() {
+            return defaultValue == null;
+        }
+    }
+
+    private static final Parameter WEIGHT = Parameter.perModel("weight", null);
+    private static final Parameter DENSITY = Parameter.perModel("density", "1.0");
+    private static final Parameter LAMBDA = Parameter.global("lambda", "1.0");
+
+    /**
+     * The methods, with mergekit's names, parameters and defaults. Generalized task arithmetic runs as one merge
+     * call; the composed methods (slerp, model_stock, karcher, multislerp) first take the tensor's exact pairwise
+     * dot products ({@link dev.smelter.Context#pairStats}) and compute their coefficients from them, then run one
+     * linear merge over the models and the base (see {@link TensorMerge}).
+     */
+    public enum Method {
+        LINEAR("linear", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "weighted average of the models, sum w_i x_i / sum w_i",
+                WEIGHT, Parameter.global("normalize", "true")),
+        TASK_ARITHMETIC("task_arithmetic", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "base + lambda * sum w_i (x_i - base)",
+                WEIGHT, Parameter.global("normalize", "false"), LAMBDA),
+        TIES("ties", true, MergeSpec.Sparsify.MAGNITUDE, MergeSpec.Consensus.SUM,
+                "task vectors trimmed to their top density by magnitude, sign elected by weighted sum, "
+                        + "mean of the agreeing deltas",
+                WEIGHT, DENSITY, Parameter.global("normalize", "true"), LAMBDA, Parameter.global("rescale", "false")),
+        DARE_LINEAR("dare_linear", true, MergeSpec.Sparsify.RANDOM, MergeSpec.Consensus.NONE,
+                "task vector entries dropped at random (kept with probability density), rescaled by 1/density, "
+                        + "weighted sum",
+                WEIGHT, DENSITY, Parameter.global("normalize", "false"), LAMBDA, Parameter.global("rescale", "true")),
+        DARE_TIES("dare_ties", true, MergeSpec.Sparsify.RANDOM, MergeSpec.Consensus.SUM,
+                "DARE drop and rescale, then TIES sign election and mean of the agreeing deltas",
+                WEIGHT, DENSITY, Parameter.global("normalize", "false"), LAMBDA, Parameter.global("rescale", "true")),
+        SLERP("slerp", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "spherical interpolation by the angle between base_model (t=0) and the one other model (t=1); "
+                        + "linear when they are nearly parallel",
+                Parameter.global("t", null)),
+        MODEL_STOCK("model_stock", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "base + t (mean of the models - base), t = N cos / (1 + (N-1) cos) from the mean pairwise cosine "
+                        + "of the task vectors (N >= 2 models besides the base)",
+                Parameter.global("filter_wise", "false")),
+        KARCHER("karcher", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "Riemannian (Karcher) mean of the directions of the models (and base_model) on the unit sphere, "
+                        + "equal weights, scaled by their mean norm",
+                Parameter.global("max_iter", "10"), Parameter.global("tol", "1e-5")),
+        MULTISLERP("multislerp", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "weighted spherical interpolation of the models (task vectors about base_model if given) through "
+                        + "the tangent space at their weighted mean direction, scaled by their weighted mean norm",
+                WEIGHT, Parameter.global("normalize_weights", "true"), Parameter.global("eps", "1e-8"));
+
+        private final String mergekitName, description;
+        private final boolean needsBase;
         private final MergeSpec.Sparsify sparsify;
         private final MergeSpec.Consensus consensus;
-        private final Set<String> tensorParameters, methodParameters;
+        private final List<Parameter> parameters;
 
-        Method(String name, boolean needsBase, boolean defaultNormalize, boolean defaultRescale,
-                MergeSpec.Sparsify sparsify, MergeSpec.Consensus consensus, Set<String> tensorParameters,
-                Set<String> methodParameters) {
+        Method(String name, boolean needsBase, MergeSpec.Sparsify sparsify, MergeSpec.Consensus consensus,
+                String description, Parameter... parameters) {
             this.mergekitName = name;
             this.needsBase = needsBase;
-            this.defaultNormalize = defaultNormalize;
-            this.defaultRescale = defaultRescale;
             this.sparsify = sparsify;
             this.consensus = consensus;
-            this.tensorParameters = tensorParameters;
-            this.methodParameters = methodParameters;
+            this.description = description;
+            this.parameters = List.of(parameters);
         }
 
         public String mergekitName() {
             return mergekitName;
         }
 
+        /** One line on what the method computes. */
+        public String description() {
+            return description;
+        }
+
         public boolean needsBase() {
             return needsBase;
         }
 
+        /** Whether the coefficients come from the tensors' pairwise statistics (see {@link TensorMerge}). */
+        public boolean composed() {
+            return ordinal() >= SLERP.ordinal();
+        }
+
+        /** Every parameter, in the order mergekit lists them. */
+        public List<Parameter> parameters() {
+            return parameters;
+        }
+
         /** Per-model, per-tensor parameters (weight, density). */
         public Set<String> tensorParameters() {
-            return tensorParameters;
+            return names(p -> p.perModel());
         }
 
         Set<String> requiredTensorParameters() {
-            return Set.of("weight");
+            return names(p -> p.perModel() && p.required());
+        }
+
+        Set<String> requiredGlobalParameters() {
+            return names(p -> !p.perModel() && p.required());
         }
 
         /** Parameters allowed under the top-level {@code parameters:} (also per-tensor defaults). */
         public Set<String> globalParameters() {
-            return union(methodParameters, tensorParameters);
+            return names(p -> true);
         }
 
         public boolean defaultNormalize() {
-            return defaultNormalize;
+            return "true".equals(defaultOf("normalize"));
         }
 
         public boolean defaultRescale() {
-            return defaultRescale;
+            return "true".equals(defaultOf("rescale"));
+        }
+
+        String defaultOf(String name) {
+            for (Parameter p : parameters) if (p.name().equals(name)) return p.defaultValue();
+            return null;
+        }
+
+        private Set<String> names(java.util.function.Predicate<Parameter> which) {
+            return parameters.stream().filter(which).map(Parameter::name).collect(Collectors.toUnmodifiableSet());
         }
     }
 
@@ -83,9 +163,97 @@ public final class MergeMethods {
                 + Arrays.stream(Method.values()).map(Method::mergekitName).collect(Collectors.joining(", ")) + ")");
     }
 
-    /** The spec for one tensor: parameters resolved for its name and layer. */
+    /**
+     * How one tensor is merged. A direct method has its {@code spec} from the config alone, to run over (base,
+     * models). A composed method ({@link #composed()}) runs over the points {@code [models..., base]} (base last,
+     * when there is one) with the LINEAR, unnormalized spec that {@code resolver} computes from the pairwise
+     * statistics of {@code statsOf}: the task vectors {@code models[i] - base}, or the points themselves.
+     */
+    public record TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver) {
+        public enum StatsOf { TASK_VECTORS, POINTS }
+
+        public boolean composed() {
+            return resolver != null;
+        }
+
+        /** The spec for these tensors: for a composed method, from one {@link Context#pairStats} pass over them. */
+        public MergeSpec resolve(Context ctx, Tensor base, List<Tensor> models) {
+            if (!composed()) return spec;
+            List<Tensor> vectors = statsOf == StatsOf.TASK_VECTORS ? models : inputs(base, models);
+            PairStats stats = new PairStats(vectors.size());
+            ctx.pairStats(vectors, statsOf == StatsOf.TASK_VECTORS ? base : null, null, null, stats);
+            return resolver.apply(stats);
+        }
+
+        /** The model tensors of the merge call: {@code models}, or for a composed method the points. */
+        public List<Tensor> inputs(Tensor base, List<Tensor> models) {
+            if (!composed() || base == null) return models;
+            List<Tensor> points = new java.util.ArrayList<>(models);
+            points.add(base);
+            return points;
+        }
+    }
+
+    /** How the tensor {@code tensorName} (at {@code layer}, -1 for none) is merged. */
+    public static TensorMerge tensorMerge(MergeConfig config, String tensorName, int layer, int layerCount) {
+        Method m = config.method();
+        if (!m.composed()) return new TensorMerge(spec(config, tensorName, layer, layerCount), null, null);
+        Map<String, ParameterValue> g = config.parameters();
+        java.util.function.ToDoubleFunction<String> global = key -> g.containsKey(key)
+                ? g.get(key).resolve(tensorName, layer, layerCount) : numeric(m.defaultOf(key));
+        boolean hasBase = config.baseModel() != null;
+        Function<double[], MergeSpec> linear = w -> MergeSpec.linear(toFloats(w)).toBuilder().normalize(false)
+                .tensorName(tensorName).build();
+        return switch (m) {
+            case SLERP -> {
+                double t = global.applyAsDouble("t");
+                yield new TensorMerge(null, TensorMerge.StatsOf.POINTS,
+                        s -> linear.apply(ComposedMethods.slerp(t, s)));
+            }
+            case MODEL_STOCK -> {  // filter_wise: true is refused by MergeConfig
+                yield new TensorMerge(null, TensorMerge.StatsOf.TASK_VECTORS,
+                        s -> linear.apply(ComposedMethods.modelStock(s, tensorName)));
+            }
+            case KARCHER -> {
+                double maxIter = global.applyAsDouble("max_iter");
+                if (maxIter < 0 || maxIter != Math.rint(maxIter))
+                    throw new IllegalArgumentException("karcher max_iter must be a whole number >= 0, got " + maxIter
+                            + " for tensor " + tensorName);
+                double tol = global.applyAsDouble("tol");
+                yield new TensorMerge(null, TensorMerge.StatsOf.POINTS,
+                        s -> linear.apply(ComposedMethods.karcher(s, (int) maxIter, tol)));
+            }
+            case MULTISLERP -> {
+                double[] w = new double[config.models().size()];
+                for (int i = 0; i < w.length; i++)
+                    w[i] = config.models().get(i).parameters().get("weight").resolve(tensorName, layer, layerCount);
+                boolean normalize = global.applyAsDouble("normalize_weights") != 0;
+                double eps = global.applyAsDouble("eps");
+                yield new TensorMerge(null, hasBase ? TensorMerge.StatsOf.TASK_VECTORS : TensorMerge.StatsOf.POINTS,
+                        s -> linear.apply(ComposedMethods.multislerp(s, w, normalize, eps, hasBase, tensorName)));
+            }
+            default -> throw new AssertionError(m);
+        };
+    }
+
+    private static double numeric(String dflt) {
+        return switch (dflt) {
+            case "true" -> 1;
+            case "false" -> 0;
+            default -> Double.parseDouble(dflt);
+        };
+    }
+
+    private static float[] toFloats(double[] v) {
+        float[] f = new float[v.length];
+        for (int i = 0; i < v.length; i++) f[i] = (float) v[i];
+        return f;
+    }
+
+    /** The spec for one tensor of a direct (generalized task arithmetic) method: parameters resolved for its name and layer. */
     public static MergeSpec spec(MergeConfig config, String tensorName, int layer, int layerCount) {
         Method m = config.method();
+        if (m.composed()) throw new IllegalArgumentException(m.mergekitName() + " is a composed method: use tensorMerge");
         List<MergeConfig.ModelEntry> models = config.models();
         float[] weights = new float[models.size()];
         float[] densities = new float[models.size()];

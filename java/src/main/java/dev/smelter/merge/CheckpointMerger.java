@@ -147,7 +147,8 @@ public final class CheckpointMerger implements AutoCloseable {
             TensorPlan tp = new TensorPlan(name, info, mergeable ? Action.MERGE : Action.COPY, out, merged,
                     mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName());
             tensors.add(tp);
-            read += tp.action() == Action.MERGE ? info.byteSize() * (models.size() + (base != null ? 1 : 0)) : info.byteSize();
+            read += tp.action() == Action.MERGE ? info.byteSize() * (models.size() + (base != null ? 1 : 0))
+                    * (config.method().composed() ? 2 : 1) : info.byteSize();  // composed: statistics, then merge
             written += tp.outBytes();
             largestOut = Math.max(largestOut, tp.outBytes());
             largestIn = Math.max(largestIn, info.byteSize());
@@ -273,12 +274,15 @@ public final class CheckpointMerger implements AutoCloseable {
     private Tensor mergeTensor(Context ctx, TensorPlan t, int[] thresholds, DType key, MemorySegment outBuffer) {
         String name = t.name();
         int layer = TensorNames.layerIndex(name);
-        MergeSpec spec = MergeMethods.spec(config, name, layer, layerCount);
-        if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
         long n = t.mergedElements();
         Tensor baseTensor = base == null ? null : slice(base.tensor(name), n);
         List<Tensor> inputs = new ArrayList<>();
         for (Checkpoint m : models) inputs.add(slice(m.tensor(name), n));
+        // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
+        MergeMethods.TensorMerge how = MergeMethods.tensorMerge(config, name, layer, layerCount);
+        MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
+        if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
+        inputs = how.inputs(baseTensor, inputs);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
         ctx.merge(spec, baseTensor, inputs, out.slice(0, n));

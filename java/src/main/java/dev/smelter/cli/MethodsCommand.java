@@ -1,0 +1,28 @@
+package dev.smelter.cli;
+
+import dev.smelter.config.MergeMethods;
+import java.io.PrintStream;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+
+/** {@code smelter methods}: every supported merge method with its parameters and defaults (from {@link MergeMethods}). */
+@Command(name = "methods", mixinStandardHelpOptions = true,
+        description = "List the supported merge methods (mergekit names), their parameters and defaults.")
+final class MethodsCommand implements Callable<Integer> {
+    @Override
+    public Integer call() {
+        print(System.out);
+        return 0;
+    }
+
+    static void print(PrintStream out) {
+        for (MergeMethods.Method m : MergeMethods.Method.values()) {
+            out.printf(Locale.ROOT, "%s%s%n", m.mergekitName(), m.needsBase() ? "  (needs base_model)" : "");
+            out.printf(Locale.ROOT, "    %s%n", m.description());
+            for (MergeMethods.Parameter p : m.parameters())
+                out.printf(Locale.ROOT, "    %-18s %-9s %s%n", p.name(), p.perModel() ? "per model" : "global",
+                        p.required() ? "required" : "default " + p.defaultValue());
+        }
+    }
+}
