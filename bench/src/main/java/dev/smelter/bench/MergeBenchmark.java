@@ -2,18 +2,14 @@ package dev.smelter.bench;
 
 import dev.smelter.Context;
 import dev.smelter.DType;
-import dev.smelter.Device;
 import dev.smelter.MergeSpec;
-import dev.smelter.Smelter;
 import dev.smelter.Tensor;
+import dev.smelter.TopK;
 import java.lang.foreign.Arena;
-import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.SplittableRandom;
 import java.util.concurrent.TimeUnit;
-import org.openjdk.jmh.annotations.AuxCounters;
 import org.openjdk.jmh.annotations.Benchmark;
 import org.openjdk.jmh.annotations.BenchmarkMode;
 import org.openjdk.jmh.annotations.Fork;
@@ -29,22 +25,42 @@ import org.openjdk.jmh.annotations.TearDown;
 import org.openjdk.jmh.annotations.Warmup;
 
 /**
- * Merge throughput on the minimal bytes (each input read once, the output written once), reported
- * as the auxiliary counter {@code bytes} per second next to the average time. Compare it with
- * {@link CopyBenchmark} on the same machine. Tensors live where the device reads them fastest:
- * device memory on CUDA, host memory on CPU.
+ * Time of one merge of {@code models} tensors of {@code elements} elements into a new one. The
+ * report turns it into GB/s of minimal bytes (see {@link Report#minimalBytes}): each input read
+ * once, the output written once, so {@code (models + 2) * tensor bytes} for the task-arithmetic
+ * family and {@code (models + 1) * tensor bytes} for linear. Extra passes (the TIES threshold
+ * histograms, the L1 norms of {@code dare_l1}) are not counted: they are the cost being measured.
+ *
+ * <p>Methods, with mergekit's defaults for its config of the same name, weights {@code 1/models}
+ * and density {@code 0.5}:
+ * <ul>
+ *   <li>{@code linear}: weighted mean of the models (normalize).
+ *   <li>{@code ta}: task arithmetic, {@code base + sum w_i (x_i - base)}.
+ *   <li>{@code ties}: TIES with per-tensor trimming (one exact top-k threshold pass per model inside
+ *       the merge call: one 16-bit histogram pass, two for f32), sign election by sum, disjoint mean.
+ *   <li>{@code ties_global}: TIES with model-wide trimming as {@code trim_scope: model} runs it:
+ *       a streaming {@link TopK} pass per model (two for f32), then the merge with those thresholds.
+ *       Here the "model" is this one tensor.
+ *   <li>{@code dare}: DARE-TIES, Bernoulli drop, kept deltas times {@code 1/density} (what the CLI runs
+ *       for {@code rescale: true}), sign election by sum, no normalize.
+ *   <li>{@code dare_l1}: the same with L1 rescaling ({@code ||delta||_1 / ||kept||_1}, one more pass per
+ *       model), which is what mergekit computes for {@code rescale: true} since early 2025.
+ * </ul>
+ *
+ * <p>Tensors live where the backend reads them fastest: host memory on CPU, device memory on CUDA
+ * (so PCIe is not measured). Backend {@code cuda} is skipped with a one-line message without a GPU.
  */
 @BenchmarkMode(Mode.AverageTime)
 @OutputTimeUnit(TimeUnit.MILLISECONDS)
-@Warmup(iterations = 2, time = 1)
-@Measurement(iterations = 3, time = 2)
-@Fork(value = 1, jvmArgsAppend = "--enable-native-access=ALL-UNNAMED")
+@Warmup(iterations = 2, time = 500, timeUnit = TimeUnit.MILLISECONDS)
+@Measurement(iterations = 3, time = 1)
+@Fork(value = 1, jvmArgsAppend = {"--enable-native-access=ALL-UNNAMED", "--sun-misc-unsafe-memory-access=allow"})
 @State(Scope.Benchmark)
 public class MergeBenchmark {
     @Param({"cpu"})
-    public String device;
+    public String backend;
 
-    @Param({"ta", "ties", "dare_ties"})
+    @Param({"linear", "ta", "ties", "ties_global", "dare"})
     public String method;
 
     @Param({"4"})
@@ -53,73 +69,83 @@ public class MergeBenchmark {
     @Param({"BF16", "F32"})
     public String dtype;
 
-    /** Elements per tensor: 4M bf16 = 8 MB. */
-    @Param({"4194304"})
-    public long elements;
+    /** Elements per tensor, e.g. 2Mi (4 MiB of bf16) .. 256Mi (512 MiB bf16, 1 GiB f32). */
+    @Param({"2Mi"})
+    public String elements;
+
+    /** Trim / keep density of every model (ties, ties_global, dare, dare_l1). */
+    @Param({"0.5"})
+    public float density;
 
     private Arena arena;
     private Context ctx;
-    private Tensor base, out;
-    private final List<Tensor> inputs = new ArrayList<>();
     private final List<Tensor> owned = new ArrayList<>();
+    private Tensor base, out;
+    private List<Tensor> inputs;
     private MergeSpec spec;
-
-    @AuxCounters(AuxCounters.Type.OPERATIONS)
-    @State(Scope.Thread)
-    public static class Bytes {
-        public long bytes;
-    }
+    private DType dt;
+    private long k;
 
     @Setup(Level.Trial)
     public void setup() {
+        ctx = BenchSupport.open(backend);
         arena = Arena.ofShared();
-        ctx = Smelter.open(Device.parse(device));
-        DType dt = DType.valueOf(dtype);
-        SplittableRandom rnd = new SplittableRandom(1);
-        base = place(random(dt, rnd));
-        for (int i = 0; i < models; i++) inputs.add(place(random(dt, rnd)));
-        out = place(Tensor.allocate(arena, dt, elements));
+        dt = DType.valueOf(dtype.toUpperCase(java.util.Locale.ROOT));
+        long n = BenchSupport.parseCount(elements);
+        int[] streams = new int[models + 2];
+        for (int i = 0; i <= models; i++) streams[i] = i;  // base, the models
+        streams[models + 1] = -1;                          // the output
+        Tensor[] t = BenchSupport.tensors(ctx, arena, dt, n, streams, owned);
+        base = t[0];
+        inputs = List.of(Arrays.copyOfRange(t, 1, models + 1));
+        out = t[models + 1];
+        spec = spec(method, models, density);
+        k = (long) Math.floor((double) density * n);
+    }
+
+    /** The spec of each method, as the CLI builds it for the mergekit method of the same name. */
+    static MergeSpec spec(String method, int models, float density) {
         float[] w = new float[models], d = new float[models];
         Arrays.fill(w, 1.0f / models);
-        Arrays.fill(d, 0.3f);
-        spec = switch (method) {
-            case "ta" -> MergeSpec.taskArithmetic(w);
-            case "ties" -> MergeSpec.ties(w, d);
-            case "dare_ties" -> MergeSpec.dareTies(w, d, 1).toBuilder().tensorName("bench").build();
+        Arrays.fill(d, density);
+        return switch (method) {
             case "linear" -> MergeSpec.linear(w);
-            default -> throw new IllegalArgumentException("unknown method " + method);
+            case "ta" -> MergeSpec.taskArithmetic(w);
+            case "ties", "ties_global" -> MergeSpec.ties(w, d);
+            case "dare" -> MergeSpec.dareTies(w, d, 42).toBuilder().normalize(false).tensorName("bench").build();
+            case "dare_l1" -> MergeSpec.dareTies(w, d, 42).toBuilder().normalize(false)
+                    .rescale(MergeSpec.Rescale.L1).tensorName("bench").build();
+            default -> throw new IllegalArgumentException("unknown method " + method
+                    + " (linear, ta, ties, ties_global, dare, dare_l1)");
         };
     }
 
-    private Tensor random(DType dt, SplittableRandom rnd) {
-        Tensor t = Tensor.allocate(arena, dt, elements);
-        for (long i = 0; i < elements; i++) {
-            float v = (float) (rnd.nextDouble() - 0.5) * 0.02f;
-            if (dt == DType.F32) t.data().setAtIndex(ValueLayout.JAVA_FLOAT, i, v);
-            else if (dt == DType.BF16) t.data().setAtIndex(ValueLayout.JAVA_SHORT, i, (short) (Float.floatToIntBits(v) >>> 16));
-            else t.data().setAtIndex(ValueLayout.JAVA_SHORT, i, Float.floatToFloat16(v));
-        }
-        return t;
-    }
-
-    private Tensor place(Tensor host) {
-        if (ctx.device().kind() == Device.Kind.CPU) return host;
-        Tensor d = ctx.allocate(host.dtype(), host.count(), Tensor.Memory.DEVICE);
-        ctx.copy(d, host);
-        owned.add(d);
-        return d;
-    }
-
     @Benchmark
-    public void merge(Bytes bytes) {
-        ctx.merge(spec, base, inputs, out);
-        bytes.bytes += (long) (models + 2) * base.byteSize();
+    public Object merge() {
+        MergeSpec s = spec;
+        if (method.equals("ties_global")) s = spec.toBuilder().thresholds(thresholds()).keyDType(dt).build();
+        return ctx.merge(s, base, inputs, out);
+    }
+
+    /** Model-wide thresholds as CheckpointMerger computes them, over the one tensor here. */
+    private int[] thresholds() {
+        int[] th = new int[models];
+        for (int i = 0; i < models; i++) {
+            try (TopK topK = ctx.topK(dt)) {
+                TopK.Selection s;
+                do {
+                    topK.add(base, inputs.get(i));
+                    s = topK.select(k);
+                } while (s.morePasses());
+                th[i] = s.threshold();
+            }
+        }
+        return th;
     }
 
     @TearDown(Level.Trial)
     public void tearDown() {
-        for (Tensor t : owned) ctx.free(t);
-        ctx.close();
-        arena.close();
+        BenchSupport.close(ctx, owned);
+        if (arena != null) arena.close();
     }
 }
