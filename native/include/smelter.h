@@ -156,8 +156,8 @@ typedef enum smelter_rescale {
     SMELTER_RESCALE_NONE = 0,
     /** kept deltas times 1/density_i (DARE paper; mergekit rescale=true). */
     SMELTER_RESCALE_INVERSE_DENSITY = 1,
-    /** kept deltas times ||delta_i||_1 / ||kept delta_i||_1 over the tensor (1 when nothing is
-     *  kept) (mergekit rescale_norm=l1). */
+    /** kept deltas times ||delta_i||_1 / ||kept delta_i||_1 over the tensor, or 1 when either norm
+     *  is below 1e-7 (mergekit's rescale=true: rescale_norm=l1 with its eps). */
     SMELTER_RESCALE_L1 = 2
 } smelter_rescale;
 

@@ -118,7 +118,9 @@ void l1_scales(Backend &b, const KernelInputs &in, MergePlan &plan) {
         std::memset(&kept, 0, sizeof kept);
         b.l1_norms(plan, in, i, &total, &kept);
         double t = exact_sum_value(total), k = exact_sum_value(kept);
-        plan.scales[i] = (k > 0.0 && std::isfinite(t) && std::isfinite(k)) ? static_cast<float>(t / k) : 1.0f;
+        // mergekit leaves the kept deltas unscaled when either norm is below its eps of 1e-7.
+        constexpr double kEps = 1e-7;
+        plan.scales[i] = (t >= kEps && k >= kEps && std::isfinite(t) && std::isfinite(k)) ? static_cast<float>(t / k) : 1.0f;
     }
 }
 

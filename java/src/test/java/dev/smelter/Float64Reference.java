@@ -76,7 +76,7 @@ final class Float64Reference {
                         all += delta;
                         if (keep[i][j]) kept += delta;
                     }
-                    yield kept > 0 ? all / kept : 1.0;
+                    yield all >= 1e-7 && kept >= 1e-7 ? all / kept : 1.0;  // mergekit's eps
                 }
             };
         }

@@ -59,8 +59,8 @@ public final class MergeMethods {
                         + "mean of the agreeing deltas",
                 WEIGHT, DENSITY, Parameter.global("normalize", "true"), LAMBDA, Parameter.global("rescale", "false")),
         DARE_LINEAR("dare_linear", true, MergeSpec.Sparsify.RANDOM, MergeSpec.Consensus.NONE,
-                "task vector entries dropped at random (kept with probability density), rescaled by 1/density, "
-                        + "weighted sum",
+                "task vector entries dropped at random (kept with probability density), rescaled to the task "
+                        + "vector's L1 norm (rescale), weighted sum",
                 WEIGHT, DENSITY, Parameter.global("normalize", "false"), LAMBDA, Parameter.global("rescale", "true")),
         DARE_TIES("dare_ties", true, MergeSpec.Sparsify.RANDOM, MergeSpec.Consensus.SUM,
                 "DARE drop and rescale, then TIES sign election and mean of the agreeing deltas",
@@ -272,7 +272,9 @@ public final class MergeMethods {
                 .densities(m.sparsify == MergeSpec.Sparsify.NONE ? null : densities)
                 .sparsify(m.sparsify)
                 .consensus(m.consensus)
-                .rescale(rescale && m.sparsify != MergeSpec.Sparsify.NONE ? MergeSpec.Rescale.INVERSE_DENSITY
+                // mergekit's rescale=true is the L1 rescale (since 2025; the DARE paper's 1/density is
+                // MergeSpec.Rescale.INVERSE_DENSITY in the Java API).
+                .rescale(rescale && m.sparsify != MergeSpec.Sparsify.NONE ? MergeSpec.Rescale.L1
                         : MergeSpec.Rescale.NONE)
                 .normalize(normalize)
                 .lambda(lambda)

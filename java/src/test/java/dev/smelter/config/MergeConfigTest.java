@@ -58,7 +58,7 @@ class MergeConfigTest {
         assertEquals(false, ta.normalize());
         assertNull(ta.densities());
         MergeSpec dare = MergeMethods.spec(parse("merge_method: dare_linear" + models), "x", -1, 1);
-        assertEquals(MergeSpec.Rescale.INVERSE_DENSITY, dare.rescale());
+        assertEquals(MergeSpec.Rescale.L1, dare.rescale(), "mergekit's rescale=true is the L1 rescale");
         assertEquals(MergeSpec.Sparsify.RANDOM, dare.sparsify());
         MergeSpec lin = MergeMethods.spec(parse("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 2}\n"),
                 "x", -1, 1);
