@@ -92,6 +92,34 @@ void check_struct_size(uint32_t given, size_t expected, const char *init) {
 
 std::string model_name(int i) { return "models[" + std::to_string(i) + "]"; }
 
+// The inputs of smelter_merge and smelter_pair_stats: `array` names n (1..SMELTER_MAX_MODELS)
+// tensors of one count and dtype, in the message as e.g. "models[2]" and "n_models".
+void check_same_tensors(const smelter_context *ctx, const char *array, const smelter_tensor *tensors, int32_t n) {
+    const std::string name = array;
+    require(n >= 1 && n <= SMELTER_MAX_MODELS,
+            "n_" + name + " must be in 1.." + std::to_string(SMELTER_MAX_MODELS) + ", got " + std::to_string(n));
+    require(tensors != nullptr, name + " is NULL");
+    auto at = [&](int i) { return name + "[" + std::to_string(i) + "]"; };
+    for (int i = 0; i < n; ++i) check_tensor(ctx, &tensors[i], at(i));
+    const smelter_tensor &first = tensors[0];
+    for (int i = 1; i < n; ++i) {
+        require(tensors[i].count == first.count, at(i) + " has " + std::to_string(tensors[i].count) + " elements, " +
+                                                     at(0) + " has " + std::to_string(first.count));
+        require(tensors[i].dtype == first.dtype,
+                at(i) + " is " + dtype_name(tensors[i].dtype) + ", " + at(0) + " is " + dtype_name(first.dtype));
+    }
+}
+
+// A base tensor that must match tensors[0] of `array` in count and dtype.
+void check_base(const smelter_context *ctx, const smelter_tensor *base, const char *array, const smelter_tensor &first) {
+    check_tensor(ctx, base, "base");
+    const std::string other = std::string(array) + "[0]";
+    require(base->count == first.count,
+            "base has " + std::to_string(base->count) + " elements, " + other + " has " + std::to_string(first.count));
+    require(base->dtype == first.dtype,
+            std::string("base is ") + dtype_name(base->dtype) + ", " + other + " is " + dtype_name(first.dtype));
+}
+
 // Thresholds for per-tensor trimming: exact k-th largest key of each model's deltas.
 void per_tensor_thresholds(Backend &b, const KernelInputs &in, const smelter_merge_params &p, MergePlan &plan) {
     std::vector<uint64_t> hist;
@@ -131,25 +159,10 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     require(p->method == SMELTER_METHOD_LINEAR || p->method == SMELTER_METHOD_TASK_ARITHMETIC,
             "unknown method " + std::to_string(p->method));
     const bool linear = p->method == SMELTER_METHOD_LINEAR;
-    require(p->n_models >= 1 && p->n_models <= SMELTER_MAX_MODELS,
-            "n_models must be in 1.." + std::to_string(SMELTER_MAX_MODELS) + ", got " + std::to_string(p->n_models));
-    require(p->models != nullptr, "models is NULL");
+    check_same_tensors(ctx, "models", p->models, p->n_models);
     const int n = p->n_models;
-    for (int i = 0; i < n; ++i) check_tensor(ctx, &p->models[i], model_name(i));
     const smelter_tensor &first = p->models[0];
-    for (int i = 1; i < n; ++i) {
-        require(p->models[i].count == first.count, model_name(i) + " has " + std::to_string(p->models[i].count) +
-                                                        " elements, models[0] has " + std::to_string(first.count));
-        require(p->models[i].dtype == first.dtype, model_name(i) + " is " + dtype_name(p->models[i].dtype) +
-                                                        ", models[0] is " + dtype_name(first.dtype));
-    }
-    if (!linear) {
-        check_tensor(ctx, p->base, "base");
-        require(p->base->count == first.count, "base has " + std::to_string(p->base->count) +
-                                                   " elements, models[0] has " + std::to_string(first.count));
-        require(p->base->dtype == first.dtype,
-                std::string("base is ") + dtype_name(p->base->dtype) + ", models[0] is " + dtype_name(first.dtype));
-    }
+    if (!linear) check_base(ctx, p->base, "models", first);
     if (out != nullptr) {
         check_tensor(ctx, out, "out");
         require(out->count == first.count,
@@ -299,26 +312,10 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     require(ctx != nullptr, "context is NULL");
     require(p != nullptr, "params is NULL");
     check_struct_size(p->struct_size, sizeof(smelter_pair_stats_params), "smelter_pair_stats_params_init");
-    require(p->n_vectors >= 1 && p->n_vectors <= SMELTER_MAX_MODELS,
-            "n_vectors must be in 1.." + std::to_string(SMELTER_MAX_MODELS) + ", got " + std::to_string(p->n_vectors));
-    require(p->vectors != nullptr, "vectors is NULL");
+    check_same_tensors(ctx, "vectors", p->vectors, p->n_vectors);
     const int n = p->n_vectors;
-    auto name = [](int i) { return "vectors[" + std::to_string(i) + "]"; };
-    for (int i = 0; i < n; ++i) check_tensor(ctx, &p->vectors[i], name(i));
     const smelter_tensor &first = p->vectors[0];
-    for (int i = 1; i < n; ++i) {
-        require(p->vectors[i].count == first.count, name(i) + " has " + std::to_string(p->vectors[i].count) +
-                                                        " elements, vectors[0] has " + std::to_string(first.count));
-        require(p->vectors[i].dtype == first.dtype,
-                name(i) + " is " + dtype_name(p->vectors[i].dtype) + ", vectors[0] is " + dtype_name(first.dtype));
-    }
-    if (p->base != nullptr) {
-        check_tensor(ctx, p->base, "base");
-        require(p->base->count == first.count, "base has " + std::to_string(p->base->count) +
-                                                   " elements, vectors[0] has " + std::to_string(first.count));
-        require(p->base->dtype == first.dtype,
-                std::string("base is ") + dtype_name(p->base->dtype) + ", vectors[0] is " + dtype_name(first.dtype));
-    }
+    if (p->base != nullptr) check_base(ctx, p->base, "vectors", first);
     require(p->both_kept == nullptr || p->thresholds != nullptr, "both_kept needs thresholds");
     require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
     if (!p->dots && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
