@@ -192,8 +192,7 @@ public final class Context implements AutoCloseable {
         if (into.size() != n)
             throw new IllegalArgumentException(n + " vectors for statistics of " + into.size());
         checkLength(thresholds, n, "thresholds");
-        if (into.elements() > 0 && into.hasMasks() != (thresholds != null))
-            throw new IllegalArgumentException("thresholds must be given to every call on the same PairStats or to none");
+        into.requireConsistentMasks(thresholds != null);
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment p = smelter_pair_stats_params.allocate(arena);
             smelter_h.smelter_pair_stats_params_init(p);

@@ -34,10 +34,14 @@ public final class PairStats {
         return elements;
     }
 
-    void added(long count, boolean withMasks) {
-        if (hasKept == null) hasKept = withMasks;
-        else if (hasKept != withMasks)
+    /** Refuses a call that would mix calls with and without thresholds; checked before the arrays change. */
+    void requireConsistentMasks(boolean withMasks) {
+        if (hasKept != null && hasKept != withMasks)
             throw new IllegalArgumentException("thresholds must be given to every call on the same PairStats or to none");
+    }
+
+    void added(long count, boolean withMasks) {
+        hasKept = withMasks;
         elements += count;
     }
 

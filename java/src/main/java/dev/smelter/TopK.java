@@ -4,6 +4,7 @@ import dev.smelter.ffi.smelter_h;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
+import java.util.function.Consumer;
 
 /**
  * Exact k-th largest magnitude key over many tensors, streaming: the threshold of model-wide TIES
@@ -43,6 +44,19 @@ public final class TopK implements AutoCloseable {
             Native.check(smelter_h.smelter_topk_count(open(), n), "topk count");
             return n.get(ValueLayout.JAVA_LONG, 0);
         }
+    }
+
+    /**
+     * The whole protocol: {@code pass} adds every tensor once, and runs again while {@link #select} asks for
+     * another pass (f32 keys); returns the exact k-th largest key.
+     */
+    public int threshold(long k, Consumer<TopK> pass) {
+        Selection s;
+        do {
+            pass.accept(this);
+            s = select(k);
+        } while (s.morePasses());
+        return s.threshold();
     }
 
     public Selection select(long k) {

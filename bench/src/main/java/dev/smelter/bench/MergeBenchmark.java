@@ -131,13 +131,9 @@ public class MergeBenchmark {
     private int[] thresholds() {
         int[] th = new int[models];
         for (int i = 0; i < models; i++) {
+            Tensor model = inputs.get(i);
             try (TopK topK = ctx.topK(dt)) {
-                TopK.Selection s;
-                do {
-                    topK.add(base, inputs.get(i));
-                    s = topK.select(k);
-                } while (s.morePasses());
-                th[i] = s.threshold();
+                th[i] = topK.threshold(k, pass -> pass.add(base, model));
             }
         }
         return th;

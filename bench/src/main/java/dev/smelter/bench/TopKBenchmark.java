@@ -67,12 +67,7 @@ public class TopKBenchmark {
     @Benchmark
     public int threshold() {
         try (TopK topK = ctx.topK(dt)) {
-            TopK.Selection s;
-            do {
-                topK.add(null, x);
-                s = topK.select(k);
-            } while (s.morePasses());
-            return s.threshold();
+            return topK.threshold(k, pass -> pass.add(null, x));
         }
     }
 

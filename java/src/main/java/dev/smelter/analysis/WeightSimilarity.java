@@ -145,16 +145,11 @@ public final class WeightSimilarity {
     /** Per-tensor TIES thresholds: the k-th largest |delta| key of each model, k = floor(density * n). */
     static int[] thresholds(Context ctx, List<Tensor> models, Tensor base, double density) {
         int[] out = new int[models.size()];
-        DType key = base.dtype();
+        long k = (long) Math.floor(density * base.count());
         for (int i = 0; i < models.size(); i++) {
-            long k = (long) Math.floor(density * base.count());
-            try (TopK topK = ctx.topK(key)) {
-                TopK.Selection s;
-                do {
-                    topK.add(base, models.get(i));
-                    s = topK.select(k);
-                } while (s.morePasses());
-                out[i] = s.threshold();
+            Tensor model = models.get(i);
+            try (TopK topK = ctx.topK(base.dtype())) {
+                out[i] = topK.threshold(k, pass -> pass.add(base, model));
             }
         }
         return out;

@@ -304,18 +304,16 @@ public final class CheckpointMerger implements AutoCloseable {
         List<TensorPlan> merged = plan.tensors().stream().filter(t -> t.action() == Action.MERGE).toList();
         DType key = keyDType(plan.tensors());
         int[] thresholds = new int[models.size()];
+        long total = merged.stream().mapToLong(TensorPlan::mergedElements).sum();
         for (int i = 0; i < models.size(); i++) {
+            Checkpoint model = models.get(i);
+            long k = (long) Math.floor((double) modelDensity(merged, i) * total);
             try (TopK topK = ctx.topK(key)) {
-                long total = merged.stream().mapToLong(TensorPlan::mergedElements).sum();
-                long k = (long) Math.floor((double) modelDensity(merged, i) * total);
-                TopK.Selection s;
-                do {
+                thresholds[i] = topK.threshold(k, pass -> {
                     for (TensorPlan t : merged)
-                        topK.add(slice(base.tensor(t.name()), t.mergedElements()),
-                                slice(models.get(i).tensor(t.name()), t.mergedElements()));
-                    s = topK.select(k);
-                } while (s.morePasses());
-                thresholds[i] = s.threshold();
+                        pass.add(slice(base.tensor(t.name()), t.mergedElements()),
+                                slice(model.tensor(t.name()), t.mergedElements()));
+                });
             }
         }
         return thresholds;
