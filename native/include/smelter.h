@@ -123,7 +123,11 @@ typedef enum smelter_method {
     /** Generalised task arithmetic (Task Arithmetic, TIES, DARE-linear, DARE-TIES):
      *  delta_i = x_i - base, sparsified, weighted, optionally sign-elected, summed;
      *  out = base + lambda * merged. */
-    SMELTER_METHOD_TASK_ARITHMETIC = 1
+    SMELTER_METHOD_TASK_ARITHMETIC = 1,
+    /** out = population variance over the models of delta_i = x_i - base, in f32:
+     *  mean = (sum_i delta_i) / n, out = (sum_i (delta_i - mean)^2) / n, sums in model order.
+     *  The selection score of SCE (see smelter_merge_params.select). */
+    SMELTER_METHOD_VARIANCE = 2
 } smelter_method;
 
 typedef enum smelter_sparsify {
@@ -134,7 +138,20 @@ typedef enum smelter_sparsify {
     SMELTER_SPARSIFY_MAGNITUDE = 1,
     /** DARE: keep delta_i with probability density_i, drawn from Philox4x32-10 keyed by
      *  (seed, tensor_key) with counter (element index / 4, model index, stream 0). */
-    SMELTER_SPARSIFY_RANDOM = 2
+    SMELTER_SPARSIFY_RANDOM = 2,
+    /** Breadcrumbs (mergekit magnitude_outliers): drop the largest gamma_i and the smallest
+     *  |delta_i|, keeping density_i. With N elements, top = floor(gamma_i N), kept = floor(density_i N)
+     *  (top shrinks to N - kept when they overlap): keep thresholds[i] <= key <= upper_thresholds[i],
+     *  where the lower key is the (top + kept)-th largest and the upper the (top + 1)-th largest
+     *  (0xFFFFFFFF when top = 0). Elements tied with either key are kept. */
+    SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS = 3,
+    /** DELLA (mergekit della_magprune): within each row of row_length elements, |delta_i| is ranked
+     *  r = 0 (smallest) .. L-1 (ties by position), and the element is kept with probability
+     *  p = (density_i - epsilon_i) + 2 epsilon_i r / (L - 1) (density_i for L = 1): kept when its
+     *  24 Philox bits (as RANDOM, stream 1) are below lo + floor((hi - lo) r / (L - 1)), with
+     *  lo = ceil((density_i - epsilon_i) 2^24), hi = ceil((density_i + epsilon_i) 2^24), in integers.
+     *  INVERSE_DENSITY rescales each kept element by 2^24 / its keep limit (1/p, the DELLA paper). */
+    SMELTER_SPARSIFY_RANKED = 4
 } smelter_sparsify;
 
 typedef enum smelter_consensus {
@@ -142,7 +159,10 @@ typedef enum smelter_consensus {
     /** TIES sign election by mass: sign of sum_i w_i * delta_i (mergekit "sum"). */
     SMELTER_CONSENSUS_SUM = 1,
     /** Sign election by count: sign of sum_i sign(w_i * delta_i) (mergekit "count"). */
-    SMELTER_CONSENSUS_COUNT = 2
+    SMELTER_CONSENSUS_COUNT = 2,
+    /** Sign election by the unweighted sum of the kept deltas, sum_i delta_i (SCE's erase step);
+     *  the agreeing deltas are then weighted as with SUM. */
+    SMELTER_CONSENSUS_SUM_UNWEIGHTED = 3
 } smelter_consensus;
 
 /** What an elected sum of exactly zero elects. */
@@ -187,9 +207,36 @@ typedef struct smelter_merge_params {
     /** Optional out, host memory, 3 values: elected signs counted +, -, none (consensus only).
      *  Lets a caller resolve zero signs from the overall sign (TIES paper) in a second call. */
     int64_t *sign_counts;
+    /* Fields below were appended within ABI version 1; smelter_merge_params_init sets their defaults. */
+    /** MAGNITUDE_OUTLIERS: fraction of the largest |delta_i| dropped, n_models values in [0, 1],
+     *  host memory; NULL = 0.01 each (mergekit's default). */
+    const float *gammas;
+    /** MAGNITUDE_OUTLIERS: n_models upper keys (keep key <= upper) from smelter_topk_select, for
+     *  model-wide ranking together with thresholds; NULL = computed over this call's tensors. */
+    const uint32_t *upper_thresholds;
+    /** RANKED: n_models half-widths of the keep probabilities, host memory, with
+     *  0 < density_i - epsilon_i and density_i + epsilon_i <= 1 (density_i = 1 keeps everything,
+     *  whatever epsilon_i, as in mergekit); NULL = 0.15 each. */
+    const float *epsilons;
+    /** RANKED: elements per row ranked together (a matrix's last dimension); 0 = the whole view is
+     *  one row (mergekit's rule for 1-D tensors). The element count must be a multiple of it. */
+    int64_t row_length;
+    /** Optional position selection (SCE): where the f32 key of |select[e]| is below
+     *  select_threshold, no model's delta is kept at e. Same count as the models, any dtype. */
+    const smelter_tensor *select;
+    uint32_t select_threshold;
+    /** Consensus with normalize: the divisor is max(sum of the agreeing weights, min_divisor), and
+     *  1 when that is 0. Default 0: mergekit's TIES rule (a zero divisor becomes 1); SCE uses 1e-6. */
+    float min_divisor;
+    /** LINEAR only, optional: n_models per-element weight tensors (diagonal Fisher), same count as
+     *  the models, any dtype: element e of model i weighs weights[i] * max(element_weights[i][e],
+     *  element_weight_floors[i]); normalize divides by the sum of those weights at e. */
+    const smelter_tensor *element_weights;
+    const float *element_weight_floors; /* n_models, host memory; NULL = no floor (0) */
 } smelter_merge_params;
 
-/** Fills defaults: TASK_ARITHMETIC, no sparsify/consensus, lambda 1, key_dtype -1, rest 0/NULL. */
+/** Fills defaults: TASK_ARITHMETIC, no sparsify/consensus, lambda 1, key_dtype -1, rest 0/NULL
+ *  (gammas and epsilons NULL mean mergekit's defaults 0.01 and 0.15). */
 SMELTER_API void smelter_merge_params_init(smelter_merge_params *params);
 
 /** Merges into `out` (any dtype; f32 accumulation, round to nearest even). `out` may be NULL to
@@ -303,6 +350,11 @@ typedef struct smelter_pair_stats_params {
     int32_t key_dtype;             /* precision of the keys: -1 = the vectors' dtype, or a smelter_dtype */
     /** n: elements where d_i is NaN or infinite. */
     int64_t *nonfinite;
+    /* Appended within ABI version 1. */
+    /** Optional position selection, as in smelter_merge_params: elements where the f32 key of
+     *  |select[e]| is below select_threshold count as if every d_i were 0 there (dots, counts). */
+    const smelter_tensor *select;
+    uint32_t select_threshold;
 } smelter_pair_stats_params;
 
 /** Fills defaults: no base, no outputs, key_dtype -1. */

@@ -1,5 +1,6 @@
 // The exported C ABI: argument validation, plan resolution and error translation. Nothing thrown
 // inside the library crosses this file; every entry point returns a status.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -120,22 +121,37 @@ void check_base(const smelter_context *ctx, const smelter_tensor *base, const ch
             std::string("base is ") + dtype_name(base->dtype) + ", " + other + " is " + dtype_name(first.dtype));
 }
 
-// Thresholds for per-tensor trimming: exact k-th largest key of each model's deltas.
+// The exact k-th largest key of model i's deltas (1 <= k <= count), from one or two histograms.
+uint32_t kth_largest_key(Backend &b, const KernelInputs &in, int i, int32_t key_dtype, int64_t k) {
+    std::vector<uint64_t> hist(kLevel0Bins, 0);
+    b.key_histogram(in, i, key_dtype, 0, 0, hist.data());
+    uint64_t rank;
+    uint32_t bin = select_bin(hist.data(), kLevel0Bins, static_cast<uint64_t>(k), &rank);
+    if (key_dtype != KEY_F32) return bin;
+    hist.assign(kLevel1Bins, 0);
+    b.key_histogram(in, i, key_dtype, 1, bin, hist.data());
+    uint32_t low = select_bin(hist.data(), kLevel1Bins, rank, &rank);
+    return (bin << 16) | low;
+}
+
+// Thresholds for per-tensor trimming: exact k-th largest key of each model's deltas. Breadcrumbs
+// (MAGNITUDE_OUTLIERS) also gets the upper key: the (top + 1)-th largest.
 void per_tensor_thresholds(Backend &b, const KernelInputs &in, const smelter_merge_params &p, MergePlan &plan) {
-    std::vector<uint64_t> hist;
+    const bool outliers = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
     for (int i = 0; i < plan.n; ++i) {
         float density = p.densities ? p.densities[i] : 1.0f;
-        int64_t k = kept_count(density, in.count);
-        if (k == 0) { plan.thresholds[i] = 0xFFFFFFFFu; continue; }
-        hist.assign(kLevel0Bins, 0);
-        b.key_histogram(in, i, plan.key_dtype, 0, 0, hist.data());
-        uint64_t rank;
-        uint32_t bin = select_bin(hist.data(), kLevel0Bins, static_cast<uint64_t>(k), &rank);
-        if (plan.key_dtype != KEY_F32) { plan.thresholds[i] = bin; continue; }
-        hist.assign(kLevel1Bins, 0);
-        b.key_histogram(in, i, plan.key_dtype, 1, bin, hist.data());
-        uint32_t low = select_bin(hist.data(), kLevel1Bins, rank, &rank);
-        plan.thresholds[i] = (bin << 16) | low;
+        const int64_t k = kept_count(density, in.count);
+        if (k == 0) {  // keep nothing: an empty key range
+            plan.thresholds[i] = 0xFFFFFFFFu;
+            plan.upper[i] = 0;
+            continue;
+        }
+        int64_t top = 0;
+        if (outliers) {
+            top = std::min(kept_count(p.gammas ? p.gammas[i] : 0.01f, in.count), in.count - k);
+            plan.upper[i] = top == 0 ? 0xFFFFFFFFu : kth_largest_key(b, in, i, plan.key_dtype, top + 1);
+        }
+        plan.thresholds[i] = kth_largest_key(b, in, i, plan.key_dtype, top + k);
     }
 }
 
@@ -152,11 +168,8 @@ void l1_scales(Backend &b, const KernelInputs &in, MergePlan &plan) {
     }
 }
 
-void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelter_tensor *out) {
-    require(ctx != nullptr, "context is NULL");
-    require(p != nullptr, "params is NULL");
-    check_struct_size(p->struct_size, sizeof(smelter_merge_params), "smelter_merge_params_init");
-    require(p->method == SMELTER_METHOD_LINEAR || p->method == SMELTER_METHOD_TASK_ARITHMETIC,
+void check_params(const smelter_context *ctx, const smelter_merge_params *p, const smelter_tensor *out) {
+    require(p->method >= SMELTER_METHOD_LINEAR && p->method <= SMELTER_METHOD_VARIANCE,
             "unknown method " + std::to_string(p->method));
     const bool linear = p->method == SMELTER_METHOD_LINEAR;
     check_same_tensors(ctx, "models", p->models, p->n_models);
@@ -172,24 +185,75 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     } else {
         require(p->sign_counts != nullptr, "out is NULL and no sign_counts requested: nothing to do");
     }
-    require(p->sparsify >= SMELTER_SPARSIFY_NONE && p->sparsify <= SMELTER_SPARSIFY_RANDOM,
+    require(p->sparsify >= SMELTER_SPARSIFY_NONE && p->sparsify <= SMELTER_SPARSIFY_RANKED,
             "unknown sparsify " + std::to_string(p->sparsify));
-    require(p->consensus >= SMELTER_CONSENSUS_NONE && p->consensus <= SMELTER_CONSENSUS_COUNT,
+    require(p->consensus >= SMELTER_CONSENSUS_NONE && p->consensus <= SMELTER_CONSENSUS_SUM_UNWEIGHTED,
             "unknown consensus " + std::to_string(p->consensus));
     require(p->zero_sign >= SMELTER_ZERO_SIGN_POSITIVE && p->zero_sign <= SMELTER_ZERO_SIGN_NONE,
             "unknown zero_sign " + std::to_string(p->zero_sign));
     require(p->rescale >= SMELTER_RESCALE_NONE && p->rescale <= SMELTER_RESCALE_L1,
             "unknown rescale " + std::to_string(p->rescale));
     require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
-    if (linear) {
+    if (p->method != SMELTER_METHOD_TASK_ARITHMETIC) {
+        const char *name = linear ? "LINEAR" : "VARIANCE";
         require(p->sparsify == SMELTER_SPARSIFY_NONE && p->consensus == SMELTER_CONSENSUS_NONE,
-                "LINEAR takes no sparsify or consensus (they act on task vectors: use TASK_ARITHMETIC)");
+                std::string(name) + " takes no sparsify or consensus (they act on task vectors: use TASK_ARITHMETIC)");
+        require(p->select == nullptr, std::string(name) + " takes no select tensor (use TASK_ARITHMETIC)");
     }
+    require(p->element_weights == nullptr || linear, "element_weights are for LINEAR only");
     require(p->rescale == SMELTER_RESCALE_NONE || p->sparsify != SMELTER_SPARSIFY_NONE,
             "rescale needs a sparsify method");
-    require(p->thresholds == nullptr || p->sparsify == SMELTER_SPARSIFY_MAGNITUDE,
-            "thresholds are given but sparsify is not MAGNITUDE");
+    const bool magnitude = p->sparsify == SMELTER_SPARSIFY_MAGNITUDE || p->sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
+    require(p->thresholds == nullptr || magnitude, "thresholds are given but sparsify is not MAGNITUDE(_OUTLIERS)");
+    require(p->upper_thresholds == nullptr || p->sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS,
+            "upper_thresholds are given but sparsify is not MAGNITUDE_OUTLIERS");
+    require((p->thresholds == nullptr) == (p->upper_thresholds == nullptr) ||
+                p->sparsify != SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS,
+            "MAGNITUDE_OUTLIERS needs thresholds and upper_thresholds together (or neither: per tensor)");
     require(std::isfinite(p->lambda), "lambda must be finite");
+    require(std::isfinite(p->min_divisor) && p->min_divisor >= 0.0f, "min_divisor must be finite and >= 0");
+    require(p->element_offset >= 0, "element_offset must be >= 0");
+    for (int i = 0; i < n; ++i) {
+        const std::string at = "[" + std::to_string(i) + "]";
+        if (p->gammas) require(p->gammas[i] >= 0.0f && p->gammas[i] <= 1.0f,
+                               "gammas" + at + " must be in [0, 1], got " + std::to_string(p->gammas[i]));
+        if (p->element_weight_floors) require(std::isfinite(p->element_weight_floors[i]),
+                                              "element_weight_floors" + at + " is not finite");
+    }
+    if (p->sparsify == SMELTER_SPARSIFY_RANKED) {
+        const int64_t row = p->row_length == 0 ? first.count : p->row_length;
+        require(p->row_length >= 0, "row_length must be >= 0");
+        require(row < (int64_t{1} << 32), "a RANKED row has " + std::to_string(row) + " elements, at most 2^32 - 1 are supported");
+        require(row == 0 || first.count % row == 0, "the element count " + std::to_string(first.count) +
+                                                        " is not a multiple of row_length " + std::to_string(row));
+    }
+    if (p->select) {
+        check_tensor(ctx, p->select, "select");
+        require(p->select->count == first.count, "select has " + std::to_string(p->select->count) +
+                                                     " elements, models[0] has " + std::to_string(first.count));
+    }
+    if (p->element_weights) {
+        for (int i = 0; i < n; ++i) {
+            const std::string at = "element_weights[" + std::to_string(i) + "]";
+            check_tensor(ctx, &p->element_weights[i], at);
+            require(p->element_weights[i].count == first.count,
+                    at + " has " + std::to_string(p->element_weights[i].count) + " elements, models[0] has " +
+                        std::to_string(first.count));
+            require(p->element_weights[i].dtype == p->element_weights[0].dtype,
+                    at + " is " + dtype_name(p->element_weights[i].dtype) + ", element_weights[0] is " +
+                        dtype_name(p->element_weights[0].dtype));
+        }
+    }
+}
+
+void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelter_tensor *out) {
+    require(ctx != nullptr, "context is NULL");
+    require(p != nullptr, "params is NULL");
+    check_struct_size(p->struct_size, sizeof(smelter_merge_params), "smelter_merge_params_init");
+    check_params(ctx, p, out);
+    const bool linear = p->method == SMELTER_METHOD_LINEAR;
+    const int n = p->n_models;
+    const smelter_tensor &first = p->models[0];
 
     MergePlan plan{};
     plan.method = p->method;
@@ -200,23 +264,46 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     plan.normalize = p->normalize != 0;
     plan.key_dtype = p->key_dtype < 0 ? first.dtype : p->key_dtype;
     plan.lambda = p->lambda;
+    plan.min_divisor = p->min_divisor;
     plan.stream_key = random_stream_key(p->seed, p->tensor_key);
     plan.element_offset = p->element_offset;
-    require(p->element_offset >= 0, "element_offset must be >= 0");
+    plan.has_select = p->select != nullptr;
+    plan.select_threshold = p->select_threshold;
+    plan.has_element_weights = p->element_weights != nullptr;
+    const bool ranked = p->sparsify == SMELTER_SPARSIFY_RANKED;
+    plan.row_length = ranked ? (p->row_length == 0 ? std::max<int64_t>(first.count, 1) : p->row_length) : 1;
+    plan.ranked_inverse = ranked && p->rescale == SMELTER_RESCALE_INVERSE_DENSITY;
     float weight_sum = 0.0f;
     for (int i = 0; i < n; ++i) {
+        const std::string at = "[" + std::to_string(i) + "]";
         float w = p->weights ? p->weights[i] : 1.0f;
-        require(std::isfinite(w), "weights[" + std::to_string(i) + "] is not finite");
+        require(std::isfinite(w), "weights" + at + " is not finite");
         float d = p->densities ? p->densities[i] : 1.0f;
-        require(d > 0.0f && d <= 1.0f, "densities[" + std::to_string(i) + "] must be in (0, 1], got " + std::to_string(d));
+        require(d > 0.0f && d <= 1.0f, "densities" + at + " must be in (0, 1], got " + std::to_string(d));
         plan.weights[i] = w;
         weight_sum = weight_sum + w;
-        plan.scales[i] = p->rescale == SMELTER_RESCALE_INVERSE_DENSITY ? 1.0f / d : 1.0f;
+        plan.scales[i] = p->rescale == SMELTER_RESCALE_INVERSE_DENSITY && !ranked ? 1.0f / d : 1.0f;
         plan.keep24[i] = keep_threshold24(d);
         plan.thresholds[i] = p->thresholds ? p->thresholds[i] : 0u;
+        plan.upper[i] = p->upper_thresholds ? p->upper_thresholds[i] : 0xFFFFFFFFu;
+        plan.floors[i] = p->element_weight_floors ? p->element_weight_floors[i] : 0.0f;
+        if (ranked) {
+            const float e = p->epsilons ? p->epsilons[i] : 0.15f;
+            if (d < 1.0f) {
+                require(std::isfinite(e) && e >= 0.0f && d - e > 0.0f && d + e <= 1.0f,
+                        "epsilons" + at + " = " + std::to_string(e) + " with density " + std::to_string(d) +
+                            ": density +/- epsilon must lie in (0, 1]");
+                plan.keep24[i] = keep_threshold24(d - e);
+                plan.span24[i] = keep_threshold24(d + e) - plan.keep24[i];
+            } else {
+                plan.keep24[i] = 1u << 24;  // density 1 keeps everything (mergekit), whatever epsilon
+                plan.span24[i] = 0;
+            }
+        }
     }
     if (linear) {
-        require(!plan.normalize || weight_sum != 0.0f, "LINEAR with normalize needs weights that do not sum to 0");
+        require(!plan.normalize || weight_sum != 0.0f || plan.has_element_weights,
+                "LINEAR with normalize needs weights that do not sum to 0");
         plan.divisor = weight_sum;
     } else {
         // mergekit: a divisor of (almost) zero is replaced by 1.
@@ -225,8 +312,12 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
 
     Backend &b = *ctx->backend;
     auto staged = b.stage(linear ? nullptr : p->base, p->models, n);
+    b.stage_extra(*staged, p->select, p->element_weights, n);
+    if (ranked)
+        for (int i = 0; i < n; ++i) b.rank_rows(*staged, i, plan.key_dtype, plan.row_length);
     const KernelInputs &in = staged->inputs;
-    if (plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE && p->thresholds == nullptr) per_tensor_thresholds(b, in, *p, plan);
+    const bool magnitude = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE || plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
+    if (magnitude && p->thresholds == nullptr) per_tensor_thresholds(b, in, *p, plan);
     if (p->rescale == SMELTER_RESCALE_L1) l1_scales(b, in, plan);
     int64_t counts[3] = {0, 0, 0};
     b.merge(plan, in, out, counts);
@@ -317,6 +408,11 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     const smelter_tensor &first = p->vectors[0];
     if (p->base != nullptr) check_base(ctx, p->base, "vectors", first);
     require(p->both_kept == nullptr || p->thresholds != nullptr, "both_kept needs thresholds");
+    if (p->select) {
+        check_tensor(ctx, p->select, "select");
+        require(p->select->count == first.count, "select has " + std::to_string(p->select->count) +
+                                                     " elements, vectors[0] has " + std::to_string(first.count));
+    }
     require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
     if (!p->dots && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
     if (first.count == 0) return;
@@ -328,6 +424,8 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     j.n = n;
     j.key_dtype = p->key_dtype < 0 ? first.dtype : p->key_dtype;
     for (int i = 0; i < n; ++i) j.thresholds[i] = p->thresholds ? p->thresholds[i] : 0u;
+    j.has_select = p->select != nullptr;
+    j.select_threshold = p->select_threshold;
     j.dots = p->dots ? dots.data() : nullptr;
     j.conflicts = p->sign_conflicts ? conflicts.data() : nullptr;
     j.both_nonzero = p->both_nonzero ? nonzero.data() : nullptr;
@@ -335,6 +433,7 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     j.nonfinite = p->nonfinite ? nonfinite.data() : nullptr;
     Backend &b = *ctx->backend;
     auto staged = b.stage(p->base, p->vectors, n);
+    b.stage_extra(*staged, p->select, nullptr, n);
     b.pair_stats(j, staged->inputs);
     for (int i = 0; i < n; ++i) {
         if (p->nonfinite) p->nonfinite[i] += nonfinite[i];

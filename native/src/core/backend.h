@@ -24,6 +24,11 @@ struct KernelInputs {
     const void *models[SMELTER_MAX_MODELS] = {};
     int32_t dtype = SMELTER_F32;
     int64_t count = 0;
+    const void *select = nullptr;  // position-select scores (MergePlan::has_select), select_dtype
+    int32_t select_dtype = SMELTER_F32;
+    const void *element_weights[SMELTER_MAX_MODELS] = {};  // LINEAR per-element weights
+    int32_t element_weight_dtype = SMELTER_F32;
+    const uint32_t *ranks[SMELTER_MAX_MODELS] = {};  // RANKED: rank of |delta| within its row
 };
 
 // smelter_product in one form for both kinds: out[p][q] = sum_k A(k, p) B(k, q) over k < K, with
@@ -55,6 +60,8 @@ struct PairStatsJob {
     int n;
     int32_t key_dtype;
     uint32_t thresholds[SMELTER_MAX_MODELS];
+    bool has_select;               // KernelInputs::select masks positions out
+    uint32_t select_threshold;
     double *dots;
     int64_t *conflicts, *both_nonzero, *both_kept;  // both_kept only when thresholds were given
     int64_t *nonfinite;
@@ -77,6 +84,11 @@ public:
         virtual ~Staged() = default;
     };
     virtual std::unique_ptr<Staged> stage(const smelter_tensor *base, const smelter_tensor *models, int n) = 0;
+    // Adds the optional select tensor and n element-weight tensors (either may be null) to `s`.
+    virtual void stage_extra(Staged &s, const smelter_tensor *select, const smelter_tensor *element_weights, int n) = 0;
+    // Fills s.inputs.ranks[model] (buffers owned by `s`): the rank of each key of |model - base| within
+    // its row of row_length elements, 0 = smallest, ties by position.
+    virtual void rank_rows(Staged &s, int model, int32_t key_dtype, int64_t row_length) = 0;
 
     // Adds the keys of |model - base| (base may be null) to a host histogram of kLevel0Bins or
     // kLevel1Bins counters (see key_bin). `model` indexes inputs.models.

@@ -3,6 +3,7 @@
 // statistics are integer counts.
 #include <sched.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -43,13 +44,42 @@ public:
     }
     void synchronize() override {}
 
+    struct CpuStaged : Staged {
+        std::vector<uint32_t> ranks[SMELTER_MAX_MODELS];
+    };
+
     std::unique_ptr<Staged> stage(const smelter_tensor *base, const smelter_tensor *models, int n) override {
-        auto s = std::make_unique<Staged>();
+        auto s = std::make_unique<CpuStaged>();
         s->inputs.base = base ? base->data : nullptr;
         for (int i = 0; i < n; ++i) s->inputs.models[i] = models[i].data;
         s->inputs.dtype = models[0].dtype;
         s->inputs.count = models[0].count;
         return s;
+    }
+
+    void stage_extra(Staged &s, const smelter_tensor *select, const smelter_tensor *element_weights, int n) override {
+        if (select) {
+            s.inputs.select = select->data;
+            s.inputs.select_dtype = select->dtype;
+        }
+        if (element_weights) {
+            for (int i = 0; i < n; ++i) s.inputs.element_weights[i] = element_weights[i].data;
+            s.inputs.element_weight_dtype = element_weights[0].dtype;
+        }
+    }
+
+    void rank_rows(Staged &staged, int model, int32_t key_dtype, int64_t row_length) override {
+        auto &s = static_cast<CpuStaged &>(staged);
+        const int64_t count = s.inputs.count;
+        s.ranks[model].resize(static_cast<size_t>(count));
+        s.inputs.ranks[model] = s.ranks[model].data();
+        if (count == 0) return;
+        const int64_t rows = count / row_length;
+        const int64_t per_task = std::max<int64_t>(1, kChunk / row_length);
+        pool_.run((rows + per_task - 1) / per_task, [&](int64_t t, int) {
+            k_.rank_rows_range(s.inputs, model, key_dtype, row_length, t * per_task, std::min(rows, (t + 1) * per_task),
+                               s.ranks[model].data());
+        });
     }
 
     void key_histogram(const KernelInputs &in, int model, int32_t key_dtype, int level, uint32_t prefix,

@@ -24,6 +24,8 @@ struct PairScratch {
     alignas(64) float base[kPairLanes];
     alignas(64) int8_t sign[SMELTER_MAX_MODELS][kPairLanes];
     alignas(64) uint8_t keep[SMELTER_MAX_MODELS][kPairLanes];
+    alignas(64) float select[kPairLanes];
+    alignas(64) uint8_t selected[kPairLanes];
     std::vector<double> acc;  // pair_count(n) * kPairLanes
 };
 
@@ -42,6 +44,9 @@ struct CpuKernels {
     void (*product_tile)(const ProductJob &job, int64_t p0, int64_t q0, ProductScratch &scratch);
     // Adds the column statistics of columns [c0, c1).
     void (*column_stats_range)(const ColumnStatsJob &job, int64_t c0, int64_t c1);
+    // Ranks of model's |delta| keys within rows [r0, r1) of row_length elements (see Backend::rank_rows).
+    void (*rank_rows_range)(const KernelInputs &in, int model, int32_t key_dtype, int64_t row_length, int64_t r0,
+                            int64_t r1, uint32_t *ranks);
     // Pair statistics of one chunk of kPairChunk elements (see common/pair_stats.h).
     void (*pair_stats_chunk)(const PairStatsJob &job, const KernelInputs &in, int64_t chunk, PairScratch &scratch,
                              double *dots, int64_t *counts);

@@ -149,11 +149,16 @@ __global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInpu
 #pragma unroll
     for (int g = 0; g < kPairsPerBlock; ++g) { acc[g] = 0.0; conflicts[g] = nonzero[g] = kept[g] = bad[g] = 0; }
     for (int64_t e = begin + t; e < end; e += kPairLanes) {
+        // Unselected positions count as zero deltas.
+        const bool selected = !job.has_select ||
+                              magnitude_key(load_element(in.select, in.select_dtype, e), KEY_F32) >= job.select_threshold;
 #pragma unroll
         for (int g = 0; g < kPairsPerBlock; ++g) {
             if (g >= qn) break;
             const int i = pairs->i[q0 + g], k = pairs->k[q0 + g];
-            const float di = pair_delta<DT>(in, i, e), dk = i == k ? di : pair_delta<DT>(in, k, e);
+            float di = pair_delta<DT>(in, i, e), dk = i == k ? di : pair_delta<DT>(in, k, e);
+            di = selected ? di : 0.0f;
+            dk = selected ? dk : 0.0f;
             acc[g] += (double)di * (double)dk;
             const int prod = sign_of(di) * sign_of(dk);
             conflicts[g] += prod < 0;

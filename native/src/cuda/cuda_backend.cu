@@ -1,6 +1,8 @@
-// The CUDA backend: one device and one non-blocking stream per context. Kernels are hand-written
-// (no Thrust/CUB) and call the same element functions as the CPU backend. Every CUDA error is
+// The CUDA backend: one device and one non-blocking stream per context. Kernels are hand-written and
+// call the same element functions as the CPU backend; only DELLA's per-row ranking uses CUB's
+// segmented radix sort (a solved problem, shipped with the toolkit). Every CUDA error is
 // turned into a status with its name and place; nothing here aborts the process.
+#include <cub/device/device_segmented_radix_sort.cuh>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -60,16 +62,16 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const MergePlan p, cons
                                                          unsigned long long *sign_counts) {
     const int64_t first_quad = p.element_offset >> 2;
     const int64_t last_quad = (p.element_offset + in.count - 1) >> 2;
-    const bool random = p.sparsify == SMELTER_SPARSIFY_RANDOM;
+    const bool random = p.sparsify == SMELTER_SPARSIFY_RANDOM, ranked = p.sparsify == SMELTER_SPARSIFY_RANKED;
     unsigned long long pos = 0, neg = 0, none = 0;
     for (int64_t q = first_quad + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q <= last_quad;
          q += (int64_t)gridDim.x * blockDim.x) {
         uint32_t bits[MAXN][4];
-        if (random) {
+        if (random || ranked) {
 #pragma unroll
             for (int i = 0; i < MAXN; ++i) {
                 if (i >= p.n) break;
-                Philox4 r = random_block(p.stream_key, (uint64_t)q, (uint32_t)i, STREAM_DARE);
+                Philox4 r = random_block(p.stream_key, (uint64_t)q, (uint32_t)i, ranked ? STREAM_DELLA : STREAM_DARE);
 #pragma unroll
                 for (int w = 0; w < 4; ++w) bits[i][w] = r.v[w] >> 8;
             }
@@ -85,9 +87,13 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const MergePlan p, cons
                 xv[i] = load<IN>(in.models[i], j);
             }
             const float x0 = in.base ? load<IN>(in.base, j) : 0.0f;
+            const bool selected = p.has_select && select_keep(p, load_element(in.select, in.select_dtype, j));
             int e;
             float r = merge_element<MAXN, false>(
-                p, x0, [&](int i) { return xv[i]; }, [&](int i) { return bits[i][w]; }, &e);
+                p, x0, [&](int i) { return xv[i]; },
+                [&](int i) { return ranked ? ranked_keep(p, i, bits[i][w], in.ranks[i][j]) : bits[i][w]; },
+                [&](int i) { return p.has_element_weights ? load_element(in.element_weights[i], in.element_weight_dtype, j) : 1.0f; },
+                selected, &e);
             if (out) store<OUT>(out, j, r);
             pos += e > 0;
             neg += e < 0;
@@ -142,12 +148,15 @@ __global__ void __launch_bounds__(kThreads) l1_kernel(const MergePlan p, const K
     __shared__ unsigned long long local[2 * ExactSum::kBuckets];
     for (int b = threadIdx.x; b < 2 * ExactSum::kBuckets; b += blockDim.x) local[b] = 0;
     __syncthreads();
-    const bool random = p.sparsify == SMELTER_SPARSIFY_RANDOM;
+    const bool random = p.sparsify == SMELTER_SPARSIFY_RANDOM, ranked = p.sparsify == SMELTER_SPARSIFY_RANKED;
     for (int64_t j = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; j < in.count; j += (int64_t)gridDim.x * blockDim.x) {
         const float x0 = in.base ? load<DT>(in.base, j) : 0.0f;
-        const float d = load<DT>(in.models[model], j) - x0;
+        float d = load<DT>(in.models[model], j) - x0;
+        if (p.has_select && !select_keep(p, load_element(in.select, in.select_dtype, j))) d = 0.0f;  // as the merge sees it
         const uint64_t g = (uint64_t)(p.element_offset + j);
-        const uint32_t rnd = random ? random_block(p.stream_key, g >> 2, (uint32_t)model, STREAM_DARE).v[g & 3] >> 8 : 0u;
+        uint32_t rnd = (random || ranked)
+            ? random_block(p.stream_key, g >> 2, (uint32_t)model, ranked ? STREAM_DELLA : STREAM_DARE).v[g & 3] >> 8 : 0u;
+        if (ranked) rnd = ranked_keep(p, model, rnd, in.ranks[model][j]);
         uint32_t bucket, significand;
         exact_sum_split(d, &bucket, &significand);
         atomicAdd(local + bucket, (unsigned long long)significand);
@@ -156,6 +165,33 @@ __global__ void __launch_bounds__(kThreads) l1_kernel(const MergePlan p, const K
     __syncthreads();
     for (int b = threadIdx.x; b < 2 * ExactSum::kBuckets; b += blockDim.x)
         if (local[b]) atomicAdd(sums + b, local[b]);
+}
+
+// DELLA ranking: keys of |delta| and positions within the row, for CUB's segmented sort.
+template <int DT>
+__global__ void __launch_bounds__(kThreads) rank_keys_kernel(const KernelInputs in, int model, int32_t key_dtype,
+                                                             int64_t first, int64_t count, int64_t row_length,
+                                                             uint32_t *keys, uint32_t *positions) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < count; t += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t j = first + t;
+        const float x0 = in.base ? load<DT>(in.base, j) : 0.0f;
+        keys[t] = magnitude_key(load<DT>(in.models[model], j) - x0, key_dtype);
+        positions[t] = (uint32_t)(t % row_length);
+    }
+}
+
+__global__ void __launch_bounds__(kThreads) row_offsets_kernel(int64_t rows, int64_t row_length, int64_t *offsets) {
+    for (int64_t r = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; r <= rows; r += (int64_t)gridDim.x * blockDim.x)
+        offsets[r] = r * row_length;
+}
+
+// Sorted slot t of a row holds the position with rank t % row_length.
+__global__ void __launch_bounds__(kThreads) scatter_ranks_kernel(const uint32_t *sorted_positions, int64_t first,
+                                                                 int64_t count, int64_t row_length, uint32_t *ranks) {
+    for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < count; t += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t row0 = first + (t / row_length) * row_length;
+        ranks[row0 + sorted_positions[t]] = (uint32_t)(t % row_length);
+    }
 }
 
 #include "analysis_kernels.cuh"
@@ -231,6 +267,65 @@ public:
     struct CudaStaged : Staged {
         std::vector<std::unique_ptr<DeviceBuffer>> buffers;
     };
+
+    void stage_extra(Staged &staged, const smelter_tensor *select, const smelter_tensor *element_weights, int n) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        auto &s = static_cast<CudaStaged &>(staged);
+        if (select) {
+            s.inputs.select = readable(s.buffers, *select);
+            s.inputs.select_dtype = select->dtype;
+        }
+        if (element_weights) {
+            for (int i = 0; i < n; ++i) s.inputs.element_weights[i] = readable(s.buffers, element_weights[i]);
+            s.inputs.element_weight_dtype = element_weights[0].dtype;
+        }
+    }
+
+    // Rows are sorted by (key, position) with CUB's stable segmented radix sort, in slices of at most
+    // 2^30 elements (CUB counts items in int), then each position gets its slot in the row.
+    void rank_rows(Staged &staged, int model, int32_t key_dtype, int64_t row_length) override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        auto &s = static_cast<CudaStaged &>(staged);
+        const int64_t count = s.inputs.count;
+        s.buffers.push_back(std::make_unique<DeviceBuffer>(sizeof(uint32_t) * std::max<int64_t>(count, 1)));
+        auto *ranks = static_cast<uint32_t *>(s.buffers.back()->get());
+        s.inputs.ranks[model] = ranks;
+        if (count == 0) return;
+        const int64_t rows = count / row_length;
+        const int64_t rows_per_slice = std::max<int64_t>(1, (int64_t{1} << 30) / row_length);
+        const int64_t slice = std::min(rows, rows_per_slice) * row_length;
+        DeviceBuffer keys(sizeof(uint32_t) * slice), keys_out(sizeof(uint32_t) * slice),
+            positions(sizeof(uint32_t) * slice), positions_out(sizeof(uint32_t) * slice),
+            offsets(sizeof(int64_t) * (std::min(rows, rows_per_slice) + 1));
+        const int end_bit = key_dtype == KEY_F32 ? 31 : 15;
+        size_t temp_bytes = 0;
+        CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairs(
+            nullptr, temp_bytes, static_cast<const uint32_t *>(keys.get()), static_cast<uint32_t *>(keys_out.get()),
+            static_cast<const uint32_t *>(positions.get()), static_cast<uint32_t *>(positions_out.get()),
+            static_cast<int>(slice), static_cast<int>(slice / row_length), static_cast<const int64_t *>(offsets.get()),
+            static_cast<const int64_t *>(offsets.get()) + 1, 0, end_bit, stream_));
+        DeviceBuffer temp(std::max<size_t>(temp_bytes, 1));
+        for (int64_t r0 = 0; r0 < rows; r0 += rows_per_slice) {
+            const int64_t n_rows = std::min(rows_per_slice, rows - r0), first = r0 * row_length, n = n_rows * row_length;
+            const int blocks = grid(n, kThreads, sms_ * 16);
+            switch (s.inputs.dtype) {
+                case SMELTER_F32: rank_keys_kernel<SMELTER_F32><<<blocks, kThreads, 0, stream_>>>(s.inputs, model, key_dtype, first, n, row_length, static_cast<uint32_t *>(keys.get()), static_cast<uint32_t *>(positions.get())); break;
+                case SMELTER_F16: rank_keys_kernel<SMELTER_F16><<<blocks, kThreads, 0, stream_>>>(s.inputs, model, key_dtype, first, n, row_length, static_cast<uint32_t *>(keys.get()), static_cast<uint32_t *>(positions.get())); break;
+                default: rank_keys_kernel<SMELTER_BF16><<<blocks, kThreads, 0, stream_>>>(s.inputs, model, key_dtype, first, n, row_length, static_cast<uint32_t *>(keys.get()), static_cast<uint32_t *>(positions.get())); break;
+            }
+            row_offsets_kernel<<<grid(n_rows + 1, kThreads, sms_ * 4), kThreads, 0, stream_>>>(n_rows, row_length, static_cast<int64_t *>(offsets.get()));
+            CUDA_CHECK(cudaGetLastError());
+            size_t bytes = temp_bytes;
+            CUDA_CHECK(cub::DeviceSegmentedRadixSort::SortPairs(
+                temp.get(), bytes, static_cast<const uint32_t *>(keys.get()), static_cast<uint32_t *>(keys_out.get()),
+                static_cast<const uint32_t *>(positions.get()), static_cast<uint32_t *>(positions_out.get()),
+                static_cast<int>(n), static_cast<int>(n_rows), static_cast<const int64_t *>(offsets.get()),
+                static_cast<const int64_t *>(offsets.get()) + 1, 0, end_bit, stream_));
+            scatter_ranks_kernel<<<blocks, kThreads, 0, stream_>>>(static_cast<const uint32_t *>(positions_out.get()), first, n, row_length, ranks);
+            CUDA_CHECK(cudaGetLastError());
+        }
+        CUDA_CHECK(cudaStreamSynchronize(stream_));  // the slice buffers are freed on return
+    }
 
     std::unique_ptr<Staged> stage(const smelter_tensor *base, const smelter_tensor *models, int n) override {
         CUDA_CHECK(cudaSetDevice(device_));

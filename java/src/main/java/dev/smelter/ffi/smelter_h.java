@@ -916,6 +916,15 @@ public class smelter_h extends smelter_h$shared {
     public static int SMELTER_METHOD_TASK_ARITHMETIC() {
         return SMELTER_METHOD_TASK_ARITHMETIC;
     }
+    private static final int SMELTER_METHOD_VARIANCE = (int)2L;
+    /**
+     * {@snippet lang=c :
+     * enum smelter_method.SMELTER_METHOD_VARIANCE = 2
+     * }
+     */
+    public static int SMELTER_METHOD_VARIANCE() {
+        return SMELTER_METHOD_VARIANCE;
+    }
     private static final int SMELTER_SPARSIFY_NONE = (int)0L;
     /**
      * {@snippet lang=c :
@@ -943,6 +952,24 @@ public class smelter_h extends smelter_h$shared {
     public static int SMELTER_SPARSIFY_RANDOM() {
         return SMELTER_SPARSIFY_RANDOM;
     }
+    private static final int SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS = (int)3L;
+    /**
+     * {@snippet lang=c :
+     * enum smelter_sparsify.SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS = 3
+     * }
+     */
+    public static int SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS() {
+        return SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
+    }
+    private static final int SMELTER_SPARSIFY_RANKED = (int)4L;
+    /**
+     * {@snippet lang=c :
+     * enum smelter_sparsify.SMELTER_SPARSIFY_RANKED = 4
+     * }
+     */
+    public static int SMELTER_SPARSIFY_RANKED() {
+        return SMELTER_SPARSIFY_RANKED;
+    }
     private static final int SMELTER_CONSENSUS_NONE = (int)0L;
     /**
      * {@snippet lang=c :
@@ -969,6 +996,15 @@ public class smelter_h extends smelter_h$shared {
      */
     public static int SMELTER_CONSENSUS_COUNT() {
         return SMELTER_CONSENSUS_COUNT;
+    }
+    private static final int SMELTER_CONSENSUS_SUM_UNWEIGHTED = (int)3L;
+    /**
+     * {@snippet lang=c :
+     * enum smelter_consensus.SMELTER_CONSENSUS_SUM_UNWEIGHTED = 3
+     * }
+     */
+    public static int SMELTER_CONSENSUS_SUM_UNWEIGHTED() {
+        return SMELTER_CONSENSUS_SUM_UNWEIGHTED;
     }
     private static final int SMELTER_ZERO_SIGN_POSITIVE = (int)0L;
     /**

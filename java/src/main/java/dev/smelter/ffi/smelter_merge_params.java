@@ -34,6 +34,15 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     uint64_t tensor_key;
  *     int64_t element_offset;
  *     int64_t *sign_counts;
+ *     const float *gammas;
+ *     const uint32_t *upper_thresholds;
+ *     const float *epsilons;
+ *     int64_t row_length;
+ *     const smelter_tensor *select;
+ *     uint32_t select_threshold;
+ *     float min_divisor;
+ *     const smelter_tensor *element_weights;
+ *     const float *element_weight_floors;
  * }
  * }
  */
@@ -64,7 +73,16 @@ public class smelter_merge_params {
         smelter_h.C_LONG.withName("seed"),
         smelter_h.C_LONG.withName("tensor_key"),
         smelter_h.C_LONG.withName("element_offset"),
-        smelter_h.C_POINTER.withName("sign_counts")
+        smelter_h.C_POINTER.withName("sign_counts"),
+        smelter_h.C_POINTER.withName("gammas"),
+        smelter_h.C_POINTER.withName("upper_thresholds"),
+        smelter_h.C_POINTER.withName("epsilons"),
+        smelter_h.C_LONG.withName("row_length"),
+        smelter_h.C_POINTER.withName("select"),
+        smelter_h.C_INT.withName("select_threshold"),
+        smelter_h.C_FLOAT.withName("min_divisor"),
+        smelter_h.C_POINTER.withName("element_weights"),
+        smelter_h.C_POINTER.withName("element_weight_floors")
     ).withName("smelter_merge_params");
 
     /**
@@ -908,6 +926,402 @@ public class smelter_merge_params {
      */
     public static void sign_counts(MemorySegment struct, MemorySegment fieldValue) {
         struct.set(sign_counts$LAYOUT, sign_counts$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout gammas$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("gammas"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const float *gammas
+     * }
+     */
+    public static final AddressLayout gammas$layout() {
+        return gammas$LAYOUT;
+    }
+
+    private static final long gammas$OFFSET = $LAYOUT.byteOffset(groupElement("gammas"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const float *gammas
+     * }
+     */
+    public static final long gammas$offset() {
+        return gammas$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const float *gammas
+     * }
+     */
+    public static MemorySegment gammas(MemorySegment struct) {
+        return struct.get(gammas$LAYOUT, gammas$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const float *gammas
+     * }
+     */
+    public static void gammas(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(gammas$LAYOUT, gammas$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout upper_thresholds$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("upper_thresholds"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const uint32_t *upper_thresholds
+     * }
+     */
+    public static final AddressLayout upper_thresholds$layout() {
+        return upper_thresholds$LAYOUT;
+    }
+
+    private static final long upper_thresholds$OFFSET = $LAYOUT.byteOffset(groupElement("upper_thresholds"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const uint32_t *upper_thresholds
+     * }
+     */
+    public static final long upper_thresholds$offset() {
+        return upper_thresholds$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const uint32_t *upper_thresholds
+     * }
+     */
+    public static MemorySegment upper_thresholds(MemorySegment struct) {
+        return struct.get(upper_thresholds$LAYOUT, upper_thresholds$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const uint32_t *upper_thresholds
+     * }
+     */
+    public static void upper_thresholds(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(upper_thresholds$LAYOUT, upper_thresholds$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout epsilons$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("epsilons"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const float *epsilons
+     * }
+     */
+    public static final AddressLayout epsilons$layout() {
+        return epsilons$LAYOUT;
+    }
+
+    private static final long epsilons$OFFSET = $LAYOUT.byteOffset(groupElement("epsilons"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const float *epsilons
+     * }
+     */
+    public static final long epsilons$offset() {
+        return epsilons$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const float *epsilons
+     * }
+     */
+    public static MemorySegment epsilons(MemorySegment struct) {
+        return struct.get(epsilons$LAYOUT, epsilons$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const float *epsilons
+     * }
+     */
+    public static void epsilons(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(epsilons$LAYOUT, epsilons$OFFSET, fieldValue);
+    }
+
+    private static final OfLong row_length$LAYOUT = (OfLong)$LAYOUT.select(groupElement("row_length"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t row_length
+     * }
+     */
+    public static final OfLong row_length$layout() {
+        return row_length$LAYOUT;
+    }
+
+    private static final long row_length$OFFSET = $LAYOUT.byteOffset(groupElement("row_length"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t row_length
+     * }
+     */
+    public static final long row_length$offset() {
+        return row_length$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t row_length
+     * }
+     */
+    public static long row_length(MemorySegment struct) {
+        return struct.get(row_length$LAYOUT, row_length$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t row_length
+     * }
+     */
+    public static void row_length(MemorySegment struct, long fieldValue) {
+        struct.set(row_length$LAYOUT, row_length$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout select$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("select"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static final AddressLayout select$layout() {
+        return select$LAYOUT;
+    }
+
+    private static final long select$OFFSET = $LAYOUT.byteOffset(groupElement("select"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static final long select$offset() {
+        return select$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static MemorySegment select(MemorySegment struct) {
+        return struct.get(select$LAYOUT, select$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static void select(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(select$LAYOUT, select$OFFSET, fieldValue);
+    }
+
+    private static final OfInt select_threshold$LAYOUT = (OfInt)$LAYOUT.select(groupElement("select_threshold"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static final OfInt select_threshold$layout() {
+        return select_threshold$LAYOUT;
+    }
+
+    private static final long select_threshold$OFFSET = $LAYOUT.byteOffset(groupElement("select_threshold"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static final long select_threshold$offset() {
+        return select_threshold$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static int select_threshold(MemorySegment struct) {
+        return struct.get(select_threshold$LAYOUT, select_threshold$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static void select_threshold(MemorySegment struct, int fieldValue) {
+        struct.set(select_threshold$LAYOUT, select_threshold$OFFSET, fieldValue);
+    }
+
+    private static final OfFloat min_divisor$LAYOUT = (OfFloat)$LAYOUT.select(groupElement("min_divisor"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * float min_divisor
+     * }
+     */
+    public static final OfFloat min_divisor$layout() {
+        return min_divisor$LAYOUT;
+    }
+
+    private static final long min_divisor$OFFSET = $LAYOUT.byteOffset(groupElement("min_divisor"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * float min_divisor
+     * }
+     */
+    public static final long min_divisor$offset() {
+        return min_divisor$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * float min_divisor
+     * }
+     */
+    public static float min_divisor(MemorySegment struct) {
+        return struct.get(min_divisor$LAYOUT, min_divisor$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * float min_divisor
+     * }
+     */
+    public static void min_divisor(MemorySegment struct, float fieldValue) {
+        struct.set(min_divisor$LAYOUT, min_divisor$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout element_weights$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("element_weights"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *element_weights
+     * }
+     */
+    public static final AddressLayout element_weights$layout() {
+        return element_weights$LAYOUT;
+    }
+
+    private static final long element_weights$OFFSET = $LAYOUT.byteOffset(groupElement("element_weights"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *element_weights
+     * }
+     */
+    public static final long element_weights$offset() {
+        return element_weights$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *element_weights
+     * }
+     */
+    public static MemorySegment element_weights(MemorySegment struct) {
+        return struct.get(element_weights$LAYOUT, element_weights$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *element_weights
+     * }
+     */
+    public static void element_weights(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(element_weights$LAYOUT, element_weights$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout element_weight_floors$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("element_weight_floors"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const float *element_weight_floors
+     * }
+     */
+    public static final AddressLayout element_weight_floors$layout() {
+        return element_weight_floors$LAYOUT;
+    }
+
+    private static final long element_weight_floors$OFFSET = $LAYOUT.byteOffset(groupElement("element_weight_floors"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const float *element_weight_floors
+     * }
+     */
+    public static final long element_weight_floors$offset() {
+        return element_weight_floors$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const float *element_weight_floors
+     * }
+     */
+    public static MemorySegment element_weight_floors(MemorySegment struct) {
+        return struct.get(element_weight_floors$LAYOUT, element_weight_floors$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const float *element_weight_floors
+     * }
+     */
+    public static void element_weight_floors(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(element_weight_floors$LAYOUT, element_weight_floors$OFFSET, fieldValue);
     }
 
     /**

@@ -26,6 +26,8 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     const uint32_t *thresholds;
  *     int32_t key_dtype;
  *     int64_t *nonfinite;
+ *     const smelter_tensor *select;
+ *     uint32_t select_threshold;
  * }
  * }
  */
@@ -47,7 +49,10 @@ public class smelter_pair_stats_params {
         smelter_h.C_POINTER.withName("thresholds"),
         smelter_h.C_INT.withName("key_dtype"),
         MemoryLayout.paddingLayout(4),
-        smelter_h.C_POINTER.withName("nonfinite")
+        smelter_h.C_POINTER.withName("nonfinite"),
+        smelter_h.C_POINTER.withName("select"),
+        smelter_h.C_INT.withName("select_threshold"),
+        MemoryLayout.paddingLayout(4)
     ).withName("smelter_pair_stats_params");
 
     /**
@@ -539,6 +544,94 @@ public class smelter_pair_stats_params {
      */
     public static void nonfinite(MemorySegment struct, MemorySegment fieldValue) {
         struct.set(nonfinite$LAYOUT, nonfinite$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout select$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("select"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static final AddressLayout select$layout() {
+        return select$LAYOUT;
+    }
+
+    private static final long select$OFFSET = $LAYOUT.byteOffset(groupElement("select"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static final long select$offset() {
+        return select$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static MemorySegment select(MemorySegment struct) {
+        return struct.get(select$LAYOUT, select$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const smelter_tensor *select
+     * }
+     */
+    public static void select(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(select$LAYOUT, select$OFFSET, fieldValue);
+    }
+
+    private static final OfInt select_threshold$LAYOUT = (OfInt)$LAYOUT.select(groupElement("select_threshold"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static final OfInt select_threshold$layout() {
+        return select_threshold$LAYOUT;
+    }
+
+    private static final long select_threshold$OFFSET = $LAYOUT.byteOffset(groupElement("select_threshold"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static final long select_threshold$offset() {
+        return select_threshold$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static int select_threshold(MemorySegment struct) {
+        return struct.get(select_threshold$LAYOUT, select_threshold$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * uint32_t select_threshold
+     * }
+     */
+    public static void select_threshold(MemorySegment struct, int fieldValue) {
+        struct.set(select_threshold$LAYOUT, select_threshold$OFFSET, fieldValue);
     }
 
     /**
