@@ -44,13 +44,30 @@ public final class Context implements AutoCloseable {
      * LINEAR) into {@code out}. Synchronous: when it returns, {@code out} holds the result.
      */
     public synchronized SignCounts merge(MergeSpec spec, Tensor base, List<Tensor> models, Tensor out) {
+        return merge(spec, base, models, null, null, out);
+    }
+
+    /**
+     * A position selection: where the f32 magnitude key of {@code scores} is below {@code threshold}, no model's
+     * delta is kept (SCE: scores are the variance of the task vectors, the threshold its top-k key from
+     * {@link TopK}).
+     */
+    public record Selection(Tensor scores, int threshold) {}
+
+    /**
+     * {@link #merge(MergeSpec, Tensor, List, Tensor)} with the tensor-valued inputs: {@code select} (may be null)
+     * masks positions for every model; {@code elementWeights} (LINEAR, may be null) weigh each model's elements,
+     * e.g. by their diagonal Fisher.
+     */
+    public synchronized SignCounts merge(MergeSpec spec, Tensor base, List<Tensor> models, Selection select,
+            List<Tensor> elementWeights, Tensor out) {
         if (out == null) throw new IllegalArgumentException("out is null (use signCounts() for statistics only)");
-        return run(spec, base, models, out);
+        return run(spec, base, models, select, elementWeights, out);
     }
 
     /** Runs a merge's sign election without writing an output (for the TIES paper's zero-sign rule). */
     public synchronized SignCounts signCounts(MergeSpec spec, Tensor base, List<Tensor> models) {
-        return run(spec, base, models, null);
+        return run(spec, base, models, null, null, null);
     }
 
     /**
@@ -60,19 +77,23 @@ public final class Context implements AutoCloseable {
      * tensors yourself).
      */
     public synchronized MergeSpec withMajorityZeroSign(MergeSpec spec, Tensor base, List<Tensor> models) {
-        SignCounts c = run(spec.toBuilder().zeroSign(MergeSpec.ZeroSign.NONE).build(), base, models, null);
+        SignCounts c = run(spec.toBuilder().zeroSign(MergeSpec.ZeroSign.NONE).build(), base, models, null, null, null);
         return spec.toBuilder()
                 .zeroSign(c.negative() > c.positive() ? MergeSpec.ZeroSign.NEGATIVE : MergeSpec.ZeroSign.POSITIVE)
                 .build();
     }
 
-    private SignCounts run(MergeSpec spec, Tensor base, List<Tensor> models, Tensor out) {
+    private SignCounts run(MergeSpec spec, Tensor base, List<Tensor> models, Selection select,
+            List<Tensor> elementWeights, Tensor out) {
         ensureOpen();
         if (models.size() != spec.modelCount())
             throw new IllegalArgumentException(models.size() + " model tensors for a spec with " + spec.modelCount()
                     + " weights");
-        if (spec.method() == MergeSpec.Method.TASK_ARITHMETIC && base == null)
+        if (spec.method() != MergeSpec.Method.LINEAR && base == null)
             throw new IllegalArgumentException(spec.method() + " needs a base tensor");
+        if (elementWeights != null && elementWeights.size() != models.size())
+            throw new IllegalArgumentException(elementWeights.size() + " element-weight tensors for " + models.size()
+                    + " models");
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment p = smelter_merge_params.allocate(arena);
             smelter_h.smelter_merge_params_init(p);
@@ -98,6 +119,23 @@ public final class Context implements AutoCloseable {
             smelter_merge_params.seed(p, spec.seed());
             smelter_merge_params.tensor_key(p, spec.tensorKey());
             smelter_merge_params.element_offset(p, spec.elementOffset());
+            if (spec.gammas() != null) smelter_merge_params.gammas(p, floats(arena, spec.gammas()));
+            if (spec.upperThresholds() != null)
+                smelter_merge_params.upper_thresholds(p, arena.allocateFrom(ValueLayout.JAVA_INT, spec.upperThresholds()));
+            if (spec.epsilons() != null) smelter_merge_params.epsilons(p, floats(arena, spec.epsilons()));
+            smelter_merge_params.row_length(p, spec.rowLength());
+            smelter_merge_params.min_divisor(p, spec.minDivisor());
+            if (spec.elementWeightFloors() != null)
+                smelter_merge_params.element_weight_floors(p, floats(arena, spec.elementWeightFloors()));
+            if (select != null) {
+                smelter_merge_params.select(p, struct(arena, select.scores()));
+                smelter_merge_params.select_threshold(p, select.threshold());
+            }
+            if (elementWeights != null) {
+                MemorySegment ew = smelter_tensor.allocateArray(models.size(), arena);
+                for (int i = 0; i < models.size(); i++) fill(smelter_tensor.asSlice(ew, i), elementWeights.get(i));
+                smelter_merge_params.element_weights(p, ew);
+            }
             MemorySegment counts = arena.allocate(ValueLayout.JAVA_LONG, 3);
             smelter_merge_params.sign_counts(p, counts);
             MemorySegment outStruct = out == null ? MemorySegment.NULL : struct(arena, out);
@@ -187,6 +225,12 @@ public final class Context implements AutoCloseable {
      */
     public synchronized void pairStats(List<Tensor> vectors, Tensor base, int[] thresholds, DType keyDType,
             PairStats into) {
+        pairStats(vectors, base, thresholds, keyDType, null, into);
+    }
+
+    /** {@link #pairStats(List, Tensor, int[], DType, PairStats)} over the positions {@code select} keeps (may be null). */
+    public synchronized void pairStats(List<Tensor> vectors, Tensor base, int[] thresholds, DType keyDType,
+            Selection select, PairStats into) {
         ensureOpen();
         int n = vectors.size();
         if (into.size() != n)
@@ -215,6 +259,10 @@ public final class Context implements AutoCloseable {
             if (thresholds != null)
                 smelter_pair_stats_params.thresholds(p, arena.allocateFrom(ValueLayout.JAVA_INT, thresholds));
             smelter_pair_stats_params.key_dtype(p, keyDType == null ? -1 : keyDType.code());
+            if (select != null) {
+                smelter_pair_stats_params.select(p, struct(arena, select.scores()));
+                smelter_pair_stats_params.select_threshold(p, select.threshold());
+            }
             Native.check(smelter_h.smelter_pair_stats(handle, p), "pair statistics on " + device);
             MemorySegment.copy(dots, ValueLayout.JAVA_DOUBLE, 0, into.dots, 0, into.dots.length);
             MemorySegment.copy(conflicts, ValueLayout.JAVA_LONG, 0, into.conflicts, 0, into.conflicts.length);

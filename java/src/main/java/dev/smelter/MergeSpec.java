@@ -9,9 +9,11 @@ import java.util.Objects;
  * build with the factory methods, adjust with {@link #toBuilder()}.
  *
  * <p>The methods follow mergekit's "generalized task arithmetic": {@code delta_i = x_i - base},
- * sparsified (TIES magnitude trim or DARE random drop), weighted, optionally sign-elected, summed
- * (optionally normalized), and {@code out = base + lambda * merged}. See smelter.h for the exact
- * definitions.
+ * sparsified (TIES magnitude trim, breadcrumbs, DARE random drop, DELLA ranked drop), weighted,
+ * optionally sign-elected, summed (optionally normalized), and {@code out = base + lambda * merged}.
+ * See smelter.h for the exact definitions. Tensor-valued inputs (SCE's position selection, Fisher
+ * weights) are arguments of {@link Context#merge(MergeSpec, Tensor, java.util.List, Context.Selection,
+ * java.util.List, Tensor)}.
  */
 public record MergeSpec(
         Method method,
@@ -27,13 +29,22 @@ public record MergeSpec(
         int[] thresholds,
         long seed,
         long tensorKey,
-        long elementOffset) {
+        long elementOffset,
+        float[] gammas,
+        int[] upperThresholds,
+        float[] epsilons,
+        long rowLength,
+        float minDivisor,
+        float[] elementWeightFloors) {
 
-    public enum Method { LINEAR, TASK_ARITHMETIC }
+    /** VARIANCE: the population variance of the task vectors per position (SCE's selection score). */
+    public enum Method { LINEAR, TASK_ARITHMETIC, VARIANCE }
 
-    public enum Sparsify { NONE, MAGNITUDE, RANDOM }
+    /** MAGNITUDE_OUTLIERS: breadcrumbs (drop the largest gamma and the smallest); RANKED: DELLA. */
+    public enum Sparsify { NONE, MAGNITUDE, RANDOM, MAGNITUDE_OUTLIERS, RANKED }
 
-    public enum Consensus { NONE, SUM, COUNT }
+    /** SUM_UNWEIGHTED: elect by the sum of the kept, unweighted deltas (SCE). */
+    public enum Consensus { NONE, SUM, COUNT, SUM_UNWEIGHTED }
 
     public enum ZeroSign { POSITIVE, NEGATIVE, NONE }
 
@@ -49,14 +60,28 @@ public record MergeSpec(
         weights = weights.clone();
         densities = densities == null ? null : densities.clone();
         thresholds = thresholds == null ? null : thresholds.clone();
-        if (densities != null && densities.length != weights.length)
-            throw new IllegalArgumentException(densities.length + " densities for " + weights.length + " models");
-        if (thresholds != null && thresholds.length != weights.length)
-            throw new IllegalArgumentException(thresholds.length + " thresholds for " + weights.length + " models");
+        gammas = gammas == null ? null : gammas.clone();
+        upperThresholds = upperThresholds == null ? null : upperThresholds.clone();
+        epsilons = epsilons == null ? null : epsilons.clone();
+        elementWeightFloors = elementWeightFloors == null ? null : elementWeightFloors.clone();
+        requireLength(densities, weights.length, "densities");
+        requireLength(thresholds, weights.length, "thresholds");
+        requireLength(gammas, weights.length, "gammas");
+        requireLength(upperThresholds, weights.length, "upperThresholds");
+        requireLength(epsilons, weights.length, "epsilons");
+        requireLength(elementWeightFloors, weights.length, "elementWeightFloors");
+        if (rowLength < 0) throw new IllegalArgumentException("rowLength must be >= 0, got " + rowLength);
+    }
+
+    private static void requireLength(Object array, int models, String what) {
+        if (array != null && java.lang.reflect.Array.getLength(array) != models)
+            throw new IllegalArgumentException(java.lang.reflect.Array.getLength(array) + " " + what + " for " + models
+                    + " models");
     }
 
     private static MergeSpec of(Method m, float[] w, float[] d, Sparsify s, Consensus c, Rescale r, boolean normalize) {
-        return new MergeSpec(m, w, d, s, c, ZeroSign.POSITIVE, r, normalize, 1.0f, null, null, 0, 0, 0);
+        return new MergeSpec(m, w, d, s, c, ZeroSign.POSITIVE, r, normalize, 1.0f, null, null, 0, 0, 0, null, null,
+                null, 0, 0.0f, null);
     }
 
     /** Weighted average of the models, {@code sum w_i x_i / sum w_i} (mergekit {@code linear}). */
@@ -86,6 +111,41 @@ public record MergeSpec(
                 .toBuilder().seed(seed).build();
     }
 
+    /**
+     * Breadcrumbs (mergekit {@code breadcrumbs}, or {@code breadcrumbs_ties} with {@code ties}): per tensor, drop
+     * the largest {@code gammas} and the smallest magnitudes, keeping {@code densities}; weighted sum.
+     */
+    public static MergeSpec breadcrumbs(float[] weights, float[] densities, float[] gammas, boolean ties) {
+        return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.MAGNITUDE_OUTLIERS,
+                ties ? Consensus.SUM : Consensus.NONE, Rescale.NONE, ties).toBuilder().gammas(gammas).build();
+    }
+
+    /**
+     * DELLA (mergekit {@code della}, or {@code della_linear} without {@code ties}): per row of {@code rowLength}
+     * elements, keep probabilities from {@code density - epsilon} (smallest magnitude) to {@code density +
+     * epsilon} (largest), kept deltas rescaled by 1/p (the paper's rule).
+     */
+    public static MergeSpec della(float[] weights, float[] densities, float[] epsilons, long rowLength, long seed,
+            boolean ties) {
+        return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.RANKED, ties ? Consensus.SUM : Consensus.NONE,
+                Rescale.INVERSE_DENSITY, ties).toBuilder().epsilons(epsilons).rowLength(rowLength).seed(seed).build();
+    }
+
+    /**
+     * Fisher-weighted averaging (Matena and Raffel 2022): {@code sum_i c_i F_i x_i / sum_i c_i F_i}, with the
+     * diagonal Fishers {@code F_i} passed as element weights and raised to at least {@code floors[i]}.
+     */
+    public static MergeSpec fisher(float[] coefficients, float[] floors) {
+        return linear(coefficients).toBuilder().elementWeightFloors(floors).build();
+    }
+
+    /** The per-position variance of the task vectors (SCE's selection score); write it to an f32 tensor. */
+    public static MergeSpec variance(int models) {
+        float[] ones = new float[models];
+        Arrays.fill(ones, 1.0f);
+        return of(Method.VARIANCE, ones, null, Sparsify.NONE, Consensus.NONE, Rescale.NONE, false);
+    }
+
     public int modelCount() {
         return weights.length;
     }
@@ -105,8 +165,10 @@ public record MergeSpec(
         private boolean normalize;
         private float lambda;
         private DType keyDType;
-        private int[] thresholds;
-        private long seed, tensorKey, elementOffset;
+        private int[] thresholds, upperThresholds;
+        private long seed, tensorKey, elementOffset, rowLength;
+        private float[] gammas, epsilons, elementWeightFloors;
+        private float minDivisor;
 
         private Builder(MergeSpec s) {
             method = s.method;
@@ -123,6 +185,12 @@ public record MergeSpec(
             seed = s.seed;
             tensorKey = s.tensorKey;
             elementOffset = s.elementOffset;
+            gammas = s.gammas;
+            upperThresholds = s.upperThresholds;
+            epsilons = s.epsilons;
+            rowLength = s.rowLength;
+            minDivisor = s.minDivisor;
+            elementWeightFloors = s.elementWeightFloors;
         }
 
         public Builder weights(float... v) { weights = v; return this; }
@@ -143,10 +211,23 @@ public record MergeSpec(
         public Builder tensorKey(long v) { tensorKey = v; return this; }
         /** Index of the views' first element in the whole tensor, for chunked calls. */
         public Builder elementOffset(long v) { elementOffset = v; return this; }
+        /** Breadcrumbs: fraction of the largest magnitudes dropped per model (null: 0.01). */
+        public Builder gammas(float... v) { gammas = v; return this; }
+        /** Breadcrumbs with model-wide ranking: per-model upper keys from {@link TopK} (with {@link #thresholds}). */
+        public Builder upperThresholds(int[] v) { upperThresholds = v; return this; }
+        /** DELLA: half-width of the keep probabilities per model (null: 0.15). */
+        public Builder epsilons(float... v) { epsilons = v; return this; }
+        /** DELLA: elements ranked together (a matrix's last dimension); 0: the whole tensor. */
+        public Builder rowLength(long v) { rowLength = v; return this; }
+        /** Consensus normalization: the divisor is at least this (SCE: 1e-6); 0: mergekit's TIES rule. */
+        public Builder minDivisor(float v) { minDivisor = v; return this; }
+        /** Fisher: per-model floors of the element weights (null: none). */
+        public Builder elementWeightFloors(float... v) { elementWeightFloors = v; return this; }
 
         public MergeSpec build() {
             return new MergeSpec(method, weights, densities, sparsify, consensus, zeroSign, rescale, normalize, lambda,
-                    keyDType, thresholds, seed, tensorKey, elementOffset);
+                    keyDType, thresholds, seed, tensorKey, elementOffset, gammas, upperThresholds, epsilons, rowLength,
+                    minDivisor, elementWeightFloors);
         }
     }
 
@@ -167,14 +248,18 @@ public record MergeSpec(
                 && zeroSign == m.zeroSign && rescale == m.rescale && normalize == m.normalize
                 && Float.compare(lambda, m.lambda) == 0 && keyDType == m.keyDType
                 && Arrays.equals(thresholds, m.thresholds) && seed == m.seed && tensorKey == m.tensorKey
-                && elementOffset == m.elementOffset;
+                && elementOffset == m.elementOffset && Arrays.equals(gammas, m.gammas)
+                && Arrays.equals(upperThresholds, m.upperThresholds) && Arrays.equals(epsilons, m.epsilons)
+                && rowLength == m.rowLength && Float.compare(minDivisor, m.minDivisor) == 0
+                && Arrays.equals(elementWeightFloors, m.elementWeightFloors);
     }
 
     @Override
     public int hashCode() {
         return Objects.hash(method, Arrays.hashCode(weights), Arrays.hashCode(densities), sparsify, consensus,
                 zeroSign, rescale, normalize, lambda, keyDType, Arrays.hashCode(thresholds), seed, tensorKey,
-                elementOffset);
+                elementOffset, Arrays.hashCode(gammas), Arrays.hashCode(upperThresholds), Arrays.hashCode(epsilons),
+                rowLength, minDivisor, Arrays.hashCode(elementWeightFloors));
     }
 
     @Override
@@ -182,6 +267,10 @@ public record MergeSpec(
         return "MergeSpec[" + method + ", weights=" + Arrays.toString(weights) + ", densities="
                 + Arrays.toString(densities) + ", sparsify=" + sparsify + ", consensus=" + consensus + ", zeroSign="
                 + zeroSign + ", rescale=" + rescale + ", normalize=" + normalize + ", lambda=" + lambda + ", seed="
-                + seed + "]";
+                + seed + (gammas != null ? ", gammas=" + Arrays.toString(gammas) : "")
+                + (epsilons != null ? ", epsilons=" + Arrays.toString(epsilons) : "")
+                + (rowLength != 0 ? ", rowLength=" + rowLength : "") + (minDivisor != 0 ? ", minDivisor=" + minDivisor : "")
+                + (elementWeightFloors != null ? ", elementWeightFloors=" + Arrays.toString(elementWeightFloors) : "")
+                + "]";
     }
 }

@@ -18,6 +18,15 @@ final class Float64Reference {
     record Result(double[] values, double[] tolerance, boolean[] ambiguous, long[] signCounts) {}
 
     static Result merge(MergeSpec spec, float[] base, float[][] models, DType inDType) {
+        return merge(spec, base, models, inDType, null, null);
+    }
+
+    /**
+     * With the tensor-valued inputs: {@code selected} (may be null) masks positions for every model;
+     * {@code elementWeights} (LINEAR, may be null) are per-element weights, raised to the spec's floors.
+     */
+    static Result merge(MergeSpec spec, float[] base, float[][] models, DType inDType, boolean[] selected,
+            float[][] elementWeights) {
         int n = models.length, len = models[0].length;
         double[] out = new double[len], tol = new double[len];
         boolean[] ambiguous = new boolean[len];
@@ -32,17 +41,44 @@ final class Float64Reference {
             double sw = 0;
             for (float x : w) sw += x;
             for (int j = 0; j < len; j++) {
-                double acc = 0, mag = 0;
+                double acc = 0, mag = 0, ew = 0, ewMag = 0;
                 boolean nan = false;
                 for (int i = 0; i < n; i++) {
-                    acc += (double) w[i] * models[i][j];
-                    mag += Math.abs((double) w[i] * models[i][j]);
+                    double wi = w[i];
+                    if (elementWeights != null) {
+                        double floor = spec.elementWeightFloors() == null ? 0 : spec.elementWeightFloors()[i];
+                        wi *= Math.max(elementWeights[i][j], floor);
+                        ew += wi;
+                        ewMag += Math.abs(wi);
+                    }
+                    acc += wi * models[i][j];
+                    mag += Math.abs(wi * models[i][j]);
                     nan |= Float.isNaN(models[i][j]);
                 }
-                double div = spec.normalize() ? sw : 1;
+                double div = spec.normalize() ? (elementWeights != null ? ew : sw) : 1;
                 out[j] = nan ? Double.NaN : acc / div;
-                tol[j] = (n + 3) * eps * mag / Math.abs(div);
+                tol[j] = (n + 3) * eps * mag / Math.abs(div)
+                        + (elementWeights != null && spec.normalize() ? (n + 3) * eps * ewMag * Math.abs(acc) / (div * div) : 0);
                 counts[2]++;  // no consensus: every position elects nothing
+            }
+            return new Result(out, tol, ambiguous, counts);
+        }
+        if (spec.method() == MergeSpec.Method.VARIANCE) {
+            for (int j = 0; j < len; j++) {
+                double mean = 0, sq = 0, mag = 0;
+                boolean nan = Float.isNaN(base[j]);
+                for (int i = 0; i < n; i++) {
+                    mean += (double) (models[i][j] - base[j]) / n;  // the f32 delta, as the kernel forms it
+                    nan |= Float.isNaN(models[i][j]);
+                }
+                for (int i = 0; i < n; i++) {
+                    double c = (double) (models[i][j] - base[j]) - mean;
+                    sq += c * c;
+                    mag += (double) (models[i][j] - base[j]) * (models[i][j] - base[j]);
+                }
+                out[j] = nan ? Double.NaN : sq / n;
+                tol[j] = (4 * n + 8) * eps * mag / n;
+                counts[2]++;
             }
             return new Result(out, tol, ambiguous, counts);
         }
@@ -50,6 +86,7 @@ final class Float64Reference {
         // Keep decisions per model and element.
         boolean[][] keep = new boolean[n][len];
         double[] scale = new double[n];
+        double[][] elementScale = new double[n][];  // RANKED with INVERSE_DENSITY: 1/p per element
         DType keyDType = spec.keyDType() != null ? spec.keyDType() : inDType;
         for (int i = 0; i < n; i++) {
             long[] keys = new long[len];
@@ -65,16 +102,53 @@ final class Float64Reference {
                     for (int j = 0; j < len; j++)
                         keep[i][j] = Philox.keep(spec.seed(), spec.tensorKey(), spec.elementOffset() + j, i, d[i]);
                 }
+                case MAGNITUDE_OUTLIERS -> {
+                    long k = (long) Math.floor((double) d[i] * len);
+                    float gamma = spec.gammas() == null ? 0.01f : spec.gammas()[i];
+                    long top = Math.min((long) Math.floor((double) gamma * len), len - k);
+                    long lower, upper;
+                    if (spec.thresholds() != null) {
+                        lower = spec.thresholds()[i] & 0xFFFFFFFFL;
+                        upper = spec.upperThresholds()[i] & 0xFFFFFFFFL;
+                    } else {
+                        lower = k == 0 ? 0xFFFFFFFFL : kthLargest(keys, top + k);
+                        upper = k == 0 ? 0 : top == 0 ? 0xFFFFFFFFL : kthLargest(keys, top + 1);
+                    }
+                    for (int j = 0; j < len; j++) keep[i][j] = keys[j] >= lower && keys[j] <= upper;
+                }
+                case RANKED -> {
+                    int rowLength = spec.rowLength() == 0 ? len : (int) spec.rowLength();
+                    float e = spec.epsilons() == null ? 0.15f : spec.epsilons()[i];
+                    long lo = d[i] >= 1 ? 1L << 24 : (long) Math.ceil((double) (d[i] - e) * 16777216.0);
+                    long span = d[i] >= 1 ? 0 : (long) Math.ceil((double) (d[i] + e) * 16777216.0) - lo;
+                    elementScale[i] = new double[len];
+                    for (int r0 = 0; r0 < len; r0 += rowLength) {
+                        final int start = r0;
+                        Integer[] order = new Integer[rowLength];
+                        for (int t = 0; t < rowLength; t++) order[t] = t;
+                        Arrays.sort(order, (a, b) -> keys[start + a] != keys[start + b]
+                                ? Long.compare(keys[start + a], keys[start + b]) : Integer.compare(a, b));
+                        for (int rank = 0; rank < rowLength; rank++) {
+                            int j = start + order[rank];
+                            long limit = lo + (rowLength == 1 ? span / 2 : span * rank / (rowLength - 1));
+                            keep[i][j] = Philox.draw24(spec.seed(), spec.tensorKey(), spec.elementOffset() + j, i, 1) < limit;
+                            elementScale[i][j] = 16777216.0 / limit;
+                        }
+                    }
+                }
             }
+            if (selected != null)
+                for (int j = 0; j < len; j++) keep[i][j] &= selected[j];
             scale[i] = switch (spec.rescale()) {
                 case NONE -> 1.0;
-                case INVERSE_DENSITY -> 1.0 / d[i];
+                case INVERSE_DENSITY -> spec.sparsify() == MergeSpec.Sparsify.RANKED ? 1.0 : 1.0 / d[i];
                 case L1 -> {
                     double all = 0, kept = 0;
                     for (int j = 0; j < len; j++) {
                         double delta = Math.abs((double) models[i][j] - base[j]);
                         all += delta;
                         if (keep[i][j]) kept += delta;
+                        else if (selected != null && !selected[j]) all -= delta;  // unselected count as zero
                     }
                     yield all >= 1e-7 && kept >= 1e-7 ? all / kept : 1.0;  // mergekit's eps
                 }
@@ -84,13 +158,16 @@ final class Float64Reference {
         double sw = 0;
         for (float x : w) sw += x;
         for (int j = 0; j < len; j++) {
-            double[] wd = new double[n];
+            double[] wd = new double[n], dk = new double[n];
             double mag = Math.abs(base[j]);
             boolean nan = Float.isNaN(base[j]);
             for (int i = 0; i < n; i++) {
                 nan |= Float.isNaN(models[i][j]);
                 double delta = (double) models[i][j] - base[j];
-                wd[i] = keep[i][j] ? delta * scale[i] * w[i] : 0.0;
+                double s = spec.rescale() == MergeSpec.Rescale.INVERSE_DENSITY && elementScale[i] != null
+                        ? elementScale[i][j] : scale[i];
+                dk[i] = keep[i][j] ? delta * s : 0.0;
+                wd[i] = dk[i] * w[i];
             }
             double mixed = 0, div;
             int elected = 0;
@@ -100,14 +177,19 @@ final class Float64Reference {
                 counts[2]++;
             } else {
                 double vote = 0, voteMag = 0;
-                for (double v : wd) {
-                    double term = spec.consensus() == MergeSpec.Consensus.SUM ? v : Math.signum(v);
+                for (int i = 0; i < n; i++) {
+                    double v = wd[i];
+                    double term = switch (spec.consensus()) {
+                        case SUM -> v;
+                        case SUM_UNWEIGHTED -> dk[i];
+                        default -> Math.signum(v);
+                    };
                     vote += term;
                     voteMag += Math.abs(term);
                 }
                 // f32 may round a vote near zero (even an exact zero in double) to either sign; a
                 // count vote is an exact integer.
-                ambiguous[j] = spec.consensus() == MergeSpec.Consensus.SUM && voteMag > 0
+                ambiguous[j] = spec.consensus() != MergeSpec.Consensus.COUNT && voteMag > 0
                         && Math.abs(vote) <= (n + 2) * 4 * eps * voteMag;
                 elected = (int) Math.signum(vote);
                 if (elected == 0)
@@ -123,6 +205,7 @@ final class Float64Reference {
                         div += w[i];
                     }
                 }
+                if (spec.minDivisor() > 0 && div < spec.minDivisor()) div = spec.minDivisor();
                 if (div == 0) div = 1;
                 counts[elected > 0 ? 0 : elected < 0 ? 1 : 2]++;
             }

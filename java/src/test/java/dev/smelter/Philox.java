@@ -33,9 +33,14 @@ final class Philox {
 
     /** The 24 random bits of element {@code index} of model {@code model} (DARE stream 0). */
     static int draw24(long seed, long tensorKey, long index, int model) {
+        return draw24(seed, tensorKey, index, model, 0);
+    }
+
+    /** The 24 random bits in a stream (0: DARE, 1: DELLA). */
+    static int draw24(long seed, long tensorKey, long index, int model, int stream) {
         long key = splitmix64(splitmix64(tensorKey) ^ seed);
         long blk = index >>> 2;
-        int[] r = block(new int[] {(int) blk, (int) (blk >>> 32), model, 0}, (int) key, (int) (key >>> 32));
+        int[] r = block(new int[] {(int) blk, (int) (blk >>> 32), model, stream}, (int) key, (int) (key >>> 32));
         return r[(int) (index & 3)] >>> 8;
     }
 

@@ -4,6 +4,8 @@ import dev.smelter.Context;
 import dev.smelter.MergeSpec;
 import dev.smelter.Tensor;
 import dev.smelter.PairStats;
+import dev.smelter.DType;
+import dev.smelter.SceMerge;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
@@ -40,6 +42,8 @@ public final class MergeMethods {
     private static final Parameter WEIGHT = Parameter.perModel("weight", null);
     private static final Parameter DENSITY = Parameter.perModel("density", "1.0");
     private static final Parameter LAMBDA = Parameter.global("lambda", "1.0");
+    private static final Parameter GAMMA = Parameter.perModel("gamma", "0.01");
+    private static final Parameter EPSILON = Parameter.perModel("epsilon", "0.15");
 
     /**
      * The methods, with mergekit's names, parameters and defaults. Generalized task arithmetic runs as one merge
@@ -65,6 +69,25 @@ public final class MergeMethods {
         DARE_TIES("dare_ties", true, MergeSpec.Sparsify.RANDOM, MergeSpec.Consensus.SUM,
                 "DARE drop and rescale, then TIES sign election and mean of the agreeing deltas",
                 WEIGHT, DENSITY, Parameter.global("normalize", "false"), LAMBDA, Parameter.global("rescale", "true")),
+        BREADCRUMBS("breadcrumbs", true, MergeSpec.Sparsify.MAGNITUDE_OUTLIERS, MergeSpec.Consensus.NONE,
+                "task vectors with the largest gamma and the smallest magnitudes dropped per tensor, keeping "
+                        + "density; weighted sum",
+                WEIGHT, DENSITY, GAMMA, Parameter.global("normalize", "false"), LAMBDA,
+                Parameter.global("rescale", "false")),
+        BREADCRUMBS_TIES("breadcrumbs_ties", true, MergeSpec.Sparsify.MAGNITUDE_OUTLIERS, MergeSpec.Consensus.SUM,
+                "breadcrumbs trimming, then TIES sign election and sum of the agreeing deltas",
+                WEIGHT, DENSITY, GAMMA, Parameter.global("normalize", "false"), LAMBDA,
+                Parameter.global("rescale", "false")),
+        DELLA("della", true, MergeSpec.Sparsify.RANKED, MergeSpec.Consensus.SUM,
+                "entries dropped at random with keep probabilities ranked by magnitude within each row, from "
+                        + "density - epsilon to density + epsilon; rescaled (rescale); TIES election, mean of the "
+                        + "agreeing deltas",
+                WEIGHT, DENSITY, EPSILON, Parameter.global("normalize", "true"), LAMBDA,
+                Parameter.global("rescale", "true")),
+        DELLA_LINEAR("della_linear", true, MergeSpec.Sparsify.RANKED, MergeSpec.Consensus.NONE,
+                "DELLA's ranked random drop and rescale, weighted sum without sign election",
+                WEIGHT, DENSITY, EPSILON, Parameter.global("normalize", "false"), LAMBDA,
+                Parameter.global("rescale", "true")),
         SLERP("slerp", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
                 "spherical interpolation by the angle between base_model (t=0) and the one other model (t=1); "
                         + "linear when they are nearly parallel",
@@ -80,7 +103,16 @@ public final class MergeMethods {
         MULTISLERP("multislerp", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
                 "weighted spherical interpolation of the models (task vectors about base_model if given) through "
                         + "the tangent space at their weighted mean direction, scaled by their weighted mean norm",
-                WEIGHT, Parameter.global("normalize_weights", "true"), Parameter.global("eps", "1e-8"));
+                WEIGHT, Parameter.global("normalize_weights", "true"), Parameter.global("eps", "1e-8")),
+        SCE("sce", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.SUM_UNWEIGHTED,
+                "positions with the top select_topk variance of the task vectors across models kept, per-model "
+                        + "weights from the mean squared kept delta, sign elected by the kept deltas' sum, weighted "
+                        + "mean of the agreeing deltas (mergekit's variant: the mask also masks the task vectors)",
+                Parameter.global("select_topk", "1.0")),
+        SCE_FUSECHAT("sce_fusechat", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.SUM_UNWEIGHTED,
+                "SCE as in the FuseChat code: the variance mask only feeds the weights; sign election and the "
+                        + "weighted mean of the agreeing deltas use the whole task vectors (Smelter's name)",
+                Parameter.global("select_topk", "1.0"));
 
         private final String mergekitName, description;
         private final boolean needsBase;
@@ -169,8 +201,19 @@ public final class MergeMethods {
      * when there is one) with the LINEAR, unnormalized spec that {@code resolver} computes from the pairwise
      * statistics of {@code statsOf}: the task vectors {@code models[i] - base}, or the points themselves.
      */
-    public record TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver) {
+    public record TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver,
+            Runner runner) {
         public enum StatsOf { TASK_VECTORS, POINTS }
+
+        /** A method that runs its own sequence of native calls per tensor (SCE). */
+        @FunctionalInterface
+        public interface Runner {
+            void merge(Context ctx, Tensor base, List<Tensor> models, Tensor out);
+        }
+
+        TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver) {
+            this(spec, statsOf, resolver, null);
+        }
 
         public boolean composed() {
             return resolver != null;
@@ -223,6 +266,18 @@ public final class MergeMethods {
                 yield new TensorMerge(null, TensorMerge.StatsOf.POINTS,
                         s -> linear.apply(ComposedMethods.karcher(s, (int) maxIter, tol)));
             }
+            case SCE, SCE_FUSECHAT -> {
+                double topk = global.applyAsDouble("select_topk");
+                SceMerge.Variant variant = m == Method.SCE ? SceMerge.Variant.MERGEKIT : SceMerge.Variant.FUSECHAT;
+                yield new TensorMerge(null, null, null, (ctx, base, models, out) -> {
+                    Tensor scratch = topk < 1 ? ctx.allocate(DType.F32, base.count(), base.memory()) : null;
+                    try {
+                        SceMerge.merge(ctx, base, models, topk, variant, tensorName, scratch, out);
+                    } finally {
+                        if (scratch != null) ctx.free(scratch);
+                    }
+                });
+            }
             case MULTISLERP -> {
                 double[] w = new double[config.models().size()];
                 for (int i = 0; i < w.length; i++)
@@ -257,11 +312,15 @@ public final class MergeMethods {
         List<MergeConfig.ModelEntry> models = config.models();
         float[] weights = new float[models.size()];
         float[] densities = new float[models.size()];
+        float[] gammas = new float[models.size()], epsilons = new float[models.size()];
         for (int i = 0; i < weights.length; i++) {
             Map<String, ParameterValue> p = models.get(i).parameters();
             weights[i] = (float) p.get("weight").resolve(tensorName, layer, layerCount);
             ParameterValue d = p.get("density");
             densities[i] = d == null ? 1.0f : (float) d.resolve(tensorName, layer, layerCount);
+            ParameterValue g = p.get("gamma"), e = p.get("epsilon");
+            gammas[i] = g == null ? 0.01f : (float) g.resolve(tensorName, layer, layerCount);
+            epsilons[i] = e == null ? 0.15f : (float) e.resolve(tensorName, layer, layerCount);
         }
         Map<String, ParameterValue> g = config.parameters();
         boolean normalize = flag(g, "normalize", m.defaultNormalize(), tensorName, layer, layerCount);
@@ -278,6 +337,8 @@ public final class MergeMethods {
                         : MergeSpec.Rescale.NONE)
                 .normalize(normalize)
                 .lambda(lambda)
+                .gammas(m.sparsify == MergeSpec.Sparsify.MAGNITUDE_OUTLIERS ? gammas : null)
+                .epsilons(m.sparsify == MergeSpec.Sparsify.RANKED ? epsilons : null)
                 .seed(config.seed())
                 .tensorName(tensorName)
                 .build();

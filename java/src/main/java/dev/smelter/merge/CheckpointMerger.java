@@ -280,12 +280,19 @@ public final class CheckpointMerger implements AutoCloseable {
         for (Checkpoint m : models) inputs.add(slice(m.tensor(name), n));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
         MergeMethods.TensorMerge how = MergeMethods.tensorMerge(config, name, layer, layerCount);
-        MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
-        if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
-        inputs = how.inputs(baseTensor, inputs);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
-        ctx.merge(spec, baseTensor, inputs, out.slice(0, n));
+        if (how.runner() != null) {
+            how.runner().merge(ctx, baseTensor, inputs, out.slice(0, n));
+        } else {
+            MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
+            if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
+            // DELLA ranks within rows: the last dimensions of the tensor (the whole tensor when it is 1-D).
+            if (spec.sparsify() == MergeSpec.Sparsify.RANKED)
+                spec = spec.toBuilder().rowLength(t.info().shape().length >= 2 ? rowElements(t.info().shape()) : n).build();
+            inputs = how.inputs(baseTensor, inputs);
+            ctx.merge(spec, baseTensor, inputs, out.slice(0, n));
+        }
         if (n < t.info().elementCount()) {
             // Rows only the reference has (vocabulary mismatch): take them from the base unchanged.
             Tensor rest = base.tensor(name).slice(n, t.info().elementCount() - n);
