@@ -213,34 +213,42 @@ class MethodsReferenceTest {
     /** SCE in float64. Positions whose variance is within rounding of the selection threshold are ambiguous. */
     static Float64Reference.Result sceReference(float[] base, float[][] xs, double topk, SceMerge.Variant variant) {
         int n = xs.length, len = base.length;
-        double eps = Math.scalb(1.0, -24);
         double[][] tv = new double[n][len];
-        double[] var = new double[len];
+        for (int j = 0; j < len; j++)
+            for (int i = 0; i < n; i++) tv[i][j] = (double) xs[i][j] - base[j];
+        // The selection follows the documented f32 variance (smelter.h, SMELTER_METHOD_VARIANCE), replayed
+        // here in Java's strict f32 arithmetic; the VARIANCE values themselves are checked against float64 in
+        // everyMethodDtypeAndOddSize.
+        long[] keys = new long[len];
         for (int j = 0; j < len; j++) {
-            double mean = 0;
+            float sum = 0f;
+            for (int i = 0; i < n; i++) sum = sum + (xs[i][j] - base[j]);
+            float mean = sum / n, sq = 0f;
             for (int i = 0; i < n; i++) {
-                tv[i][j] = (double) xs[i][j] - base[j];
-                mean += tv[i][j] / n;
+                float c = (xs[i][j] - base[j]) - mean;
+                sq = sq + c * c;
             }
-            for (int i = 0; i < n; i++) var[j] += (tv[i][j] - mean) * (tv[i][j] - mean) / n;
+            keys[j] = Float64Reference.key(sq / n, DType.F32);
         }
         boolean[] mask = new boolean[len];
         boolean[] ambiguous = new boolean[len];
         if (topk >= 1) {
             Arrays.fill(mask, true);
         } else {
-            long nonzero = Arrays.stream(var).filter(v -> v != 0).count();
+            long nonzero = Arrays.stream(keys).filter(v -> v != 0).count();
             long k = (long) Math.floor(topk * nonzero);
-            if (k > 0) {
-                double[] sorted = var.clone();
-                Arrays.sort(sorted);
-                double threshold = sorted[len - (int) k];
-                for (int j = 0; j < len; j++) {
-                    mask[j] = var[j] >= threshold;
-                    ambiguous[j] = Math.abs(var[j] - threshold) <= 64 * eps * threshold;
-                }
-            }
+            long threshold = Float64Reference.kthLargest(keys, k);
+            for (int j = 0; j < len; j++) mask[j] = keys[j] >= threshold;
         }
+        double[] r = sceMerge(base, tv, mask, variant, ambiguous);
+        return new Float64Reference.Result(Arrays.copyOf(r, len), Arrays.copyOfRange(r, len, 2 * len), ambiguous,
+                new long[3]);
+    }
+
+    /** Values (first len) and tolerances (next len) of SCE with this mask; marks ambiguous elections. */
+    static double[] sceMerge(float[] base, double[][] tv, boolean[] mask, SceMerge.Variant variant, boolean[] ambiguous) {
+        int n = tv.length, len = base.length;
+        double eps = Math.scalb(1.0, -24);
         double[] w = new double[n];
         double sum = 0;
         for (int i = 0; i < n; i++) {
@@ -250,7 +258,7 @@ class MethodsReferenceTest {
         }
         boolean uniform = variant == SceMerge.Variant.MERGEKIT ? Math.abs(sum) < 1e-6 : sum == 0;
         for (int i = 0; i < n; i++) w[i] = uniform ? 1.0 / n : w[i] / sum;
-        double[] out = new double[len], tol = new double[len];
+        double[] result = new double[2 * len];
         for (int j = 0; j < len; j++) {
             double[] t = new double[n];
             double vote = 0, voteMag = 0;
@@ -270,10 +278,10 @@ class MethodsReferenceTest {
                 mag += Math.abs(t[i] * w[i]);
             }
             div = variant == SceMerge.Variant.MERGEKIT ? Math.max(div, 1e-6) : (div == 0 ? 1 : div);
-            out[j] = base[j] + num / div;
-            tol[j] = (2 * n + 10) * eps * (Math.abs(base[j]) + mag / div) + 8 * eps * Math.abs(num / div);
+            result[j] = base[j] + num / div;
+            result[len + j] = (2 * n + 10) * eps * (Math.abs(base[j]) + mag / div) + 8 * eps * Math.abs(num / div);
         }
-        return new Float64Reference.Result(out, tol, ambiguous, new long[3]);
+        return result;
     }
 
     @TestFactory
