@@ -44,6 +44,42 @@ class CudaAgreementTest {
     }
 
     @Test
+    void newerMethodsGiveIdenticalBytes() {
+        // Breadcrumbs, DELLA (CUB row sort vs the CPU's radix sort), the position select, the unweighted
+        // election, Fisher weights, the variance, and whole SCE merges.
+        try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu()); Context gpu = Smelter.open(Device.cuda(0))) {
+            for (DType in : DType.values())
+                for (int size : new int[] {1, 91, 4095, 1_000_090}) {
+                    TestData.Models data = TestData.experts(arena, in, size, 3, size + 5L * in.ordinal());
+                    for (Map.Entry<String, MergeSpec> e : MethodsReferenceTest.specs(3, size).entrySet()) {
+                        MergeSpec s = e.getValue();
+                        Tensor base = s.method() == MergeSpec.Method.LINEAR ? null : data.base();
+                        DType out = s.method() == MergeSpec.Method.VARIANCE ? DType.F32 : in;
+                        Context.Selection select = null;
+                        List<Tensor> ew = null;
+                        if (e.getKey().startsWith("sum-unweighted")) {
+                            MethodsReferenceTest.Select r = MethodsReferenceTest.Select.random(arena, size, size);
+                            select = new Context.Selection(r.scores(), r.threshold());
+                        }
+                        if (e.getKey().startsWith("fisher")) ew = data.models();  // any non-negative-ish weights do
+                        Tensor a = Tensor.allocate(arena, out, size), b = Tensor.allocate(arena, out, size);
+                        cpu.merge(s, base, data.models(), select, ew, a);
+                        gpu.merge(s, base, data.models(), select, ew, b);
+                        long at = a.data().mismatch(b.data());
+                        assertEquals(-1, at, e.getKey() + " " + in + " n=" + size + ": CPU and CUDA differ at byte " + at);
+                    }
+                    for (SceMerge.Variant v : SceMerge.Variant.values()) {
+                        Tensor a = Tensor.allocate(arena, in, size), b = Tensor.allocate(arena, in, size);
+                        Tensor scratch = Tensor.allocate(arena, DType.F32, size);
+                        SceMerge.merge(cpu, data.base(), data.models(), 0.3, v, "t", scratch, a);
+                        SceMerge.merge(gpu, data.base(), data.models(), 0.3, v, "t", scratch, b);
+                        assertEquals(-1, a.data().mismatch(b.data()), "SCE " + v + " " + in + " n=" + size);
+                    }
+                }
+        }
+    }
+
+    @Test
     void deviceTensorsAndManyModels() {
         try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu()); Context gpu = Smelter.open(Device.cuda(0))) {
             for (int n : new int[] {1, 2, 5, 9, 17, 64}) {
