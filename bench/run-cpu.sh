@@ -53,7 +53,7 @@ jmh() {  # jmh NAME JMH-ARGS...: one JMH run, results in $OUT/NAME.json, log in 
 jmh copy CopyBenchmark -p copy=java,native -p bytes=256Mi
 jmh merge-8Mi MergeBenchmark -p backend=cpu -p method=linear,ta,ties,ties_global,dare -p models=2,4,8 \
   -p dtype=BF16,F32 -p elements=8Mi
-jmh merge-64Mi MergeBenchmark -p backend=cpu -p method=linear,ta,ties,ties_global,dare,dare_l1 -p models=4 \
+jmh merge-64Mi MergeBenchmark -p backend=cpu -p method=linear,ta,ties,ties_global,dare,dare_l1,breadcrumbs,della,sce -p models=4 \
   -p dtype=BF16,F32 -p elements=64Mi
 jmh topk TopKBenchmark -p backend=cpu -p dtype=BF16,F32 -p elements=8Mi,64Mi
 jmh cka CkaBenchmark -p backend=cpu -p dtype=F32,BF16 -p rows=8Ki -p cols=256

@@ -61,7 +61,7 @@ copy_floor() {
 }
 
 targets() {
-  jmh merge-cuda-256Mi MergeBenchmark -p backend=cuda -p method=linear,ta,ties,ties_global,dare,dare_l1 \
+  jmh merge-cuda-256Mi MergeBenchmark -p backend=cuda -p method=linear,ta,ties,ties_global,dare,dare_l1,breadcrumbs,della,sce \
     -p models=4 -p dtype=BF16,F32 -p elements=256Mi
   jmh topk-cuda TopKBenchmark -p backend=cuda -p dtype=BF16,F32 -p elements=2Mi,256Mi
   jmh cka-cuda CkaBenchmark -p backend=cuda -p dtype=F32,BF16 -p rows=64Ki -p cols=1024

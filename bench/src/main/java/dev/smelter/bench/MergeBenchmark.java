@@ -3,6 +3,7 @@ package dev.smelter.bench;
 import dev.smelter.Context;
 import dev.smelter.DType;
 import dev.smelter.MergeSpec;
+import dev.smelter.SceMerge;
 import dev.smelter.Tensor;
 import dev.smelter.TopK;
 import java.lang.foreign.Arena;
@@ -45,6 +46,12 @@ import org.openjdk.jmh.annotations.Warmup;
  *       for {@code rescale: true}), sign election by sum, no normalize.
  *   <li>{@code dare_l1}: the same with L1 rescaling ({@code ||delta||_1 / ||kept||_1}, one more pass per
  *       model), which is what mergekit computes for {@code rescale: true} since early 2025.
+ *   <li>{@code breadcrumbs}: mergekit's {@code breadcrumbs_ties} (gamma 0.01): two exact thresholds per model
+ *       (lower and upper key), sign election, sum.
+ *   <li>{@code della}: mergekit's {@code della} with rows of 4096 (epsilon 0.15, L1 rescale): a per-row sort of
+ *       every model's magnitudes, the L1 pass, then the merge.
+ *   <li>{@code sce}: mergekit's {@code sce} with {@code select_topk} 0.5: the variance pass, its exact f32
+ *       top-k (two passes over the variance), the masked sums of squares, then the merge.
  * </ul>
  *
  * <p>Tensors live where the backend reads them fastest: host memory on CPU, device memory on CUDA
@@ -80,7 +87,7 @@ public class MergeBenchmark {
     private Arena arena;
     private Context ctx;
     private final List<Tensor> owned = new ArrayList<>();
-    private Tensor base, out;
+    private Tensor base, out, scratch;
     private List<Tensor> inputs;
     private MergeSpec spec;
     private DType dt;
@@ -100,6 +107,10 @@ public class MergeBenchmark {
         inputs = List.of(Arrays.copyOfRange(t, 1, models + 1));
         out = t[models + 1];
         spec = spec(method, models, density);
+        if (method.equals("sce")) {
+            scratch = ctx.allocate(DType.F32, n, base.memory());
+            owned.add(scratch);
+        }
         k = (long) Math.floor((double) density * n);
     }
 
@@ -115,8 +126,12 @@ public class MergeBenchmark {
             case "dare" -> MergeSpec.dareTies(w, d, 42).toBuilder().normalize(false).tensorName("bench").build();
             case "dare_l1" -> MergeSpec.dareTies(w, d, 42).toBuilder().normalize(false)
                     .rescale(MergeSpec.Rescale.L1).tensorName("bench").build();
+            case "breadcrumbs" -> MergeSpec.breadcrumbs(w, d, null, true);
+            case "della" -> MergeSpec.della(w, d, null, 4096, 42, true).toBuilder().rescale(MergeSpec.Rescale.L1)
+                    .tensorName("bench").build();
+            case "sce" -> MergeSpec.taskArithmetic(w);  // resolved per call by SceMerge
             default -> throw new IllegalArgumentException("unknown method " + method
-                    + " (linear, ta, ties, ties_global, dare, dare_l1)");
+                    + " (linear, ta, ties, ties_global, dare, dare_l1, breadcrumbs, della, sce)");
         };
     }
 
@@ -124,6 +139,10 @@ public class MergeBenchmark {
     public Object merge() {
         MergeSpec s = spec;
         if (method.equals("ties_global")) s = spec.toBuilder().thresholds(thresholds()).keyDType(dt).build();
+        if (method.equals("sce")) {
+            SceMerge.merge(ctx, base, inputs, 0.5, SceMerge.Variant.MERGEKIT, "bench", scratch, out);
+            return out;
+        }
         return ctx.merge(s, base, inputs, out);
     }
 
