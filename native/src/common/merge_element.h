@@ -43,10 +43,16 @@ enum RandomStream : uint32_t { STREAM_DARE = 0, STREAM_DELLA = 1 };
 
 // RANKED: the keep limit of rank r (0 = smallest |delta|) in a row of p.row_length elements, in
 // integers so both backends agree: keep24 + floor(span24 * r / (L - 1)), the midpoint for L = 1.
+// The quotient comes from a double division (a 64-bit integer division costs tens of cycles on a CPU
+// and far more on a GPU), corrected in integers to the exact floor: the double is off by at most one.
 SMELTER_HD uint32_t ranked_limit(const MergePlan &p, int i, uint32_t rank) {
     const uint64_t last = static_cast<uint64_t>(p.row_length) - 1;
-    const uint64_t step = last == 0 ? p.span24[i] / 2 : (static_cast<uint64_t>(p.span24[i]) * rank) / last;
-    return p.keep24[i] + static_cast<uint32_t>(step);
+    if (last == 0) return p.keep24[i] + p.span24[i] / 2;
+    const uint64_t num = static_cast<uint64_t>(p.span24[i]) * rank;
+    uint64_t q = static_cast<uint64_t>(static_cast<double>(num) / static_cast<double>(last));
+    if (q * last > num) --q;
+    else if ((q + 1) * last <= num) ++q;
+    return p.keep24[i] + static_cast<uint32_t>(q);
 }
 
 // RANKED: what the merge reads for model i at one element: its keep limit when its 24 random bits

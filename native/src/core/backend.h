@@ -29,6 +29,7 @@ struct KernelInputs {
     const void *element_weights[SMELTER_MAX_MODELS] = {};  // LINEAR per-element weights
     int32_t element_weight_dtype = SMELTER_F32;
     const uint32_t *ranks[SMELTER_MAX_MODELS] = {};  // RANKED: rank of |delta| within its row
+    const uint32_t *rank_limits[SMELTER_MAX_MODELS] = {};  // RANKED, CPU: ranked_limit() of every rank
 };
 
 // smelter_product in one form for both kinds: out[p][q] = sum_k A(k, p) B(k, q) over k < K, with

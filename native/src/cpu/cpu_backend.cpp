@@ -94,7 +94,24 @@ public:
             for (int b = 0; b < static_cast<int>(l.size()); ++b) hist[b] += l[b];
     }
 
-    void l1_norms(const MergePlan &plan, const KernelInputs &in, int model, ExactSum *total, ExactSum *kept) override {
+    // RANKED: the keep limit of every rank, once per call (the kernels look them up per element).
+    struct RankLimits {
+        KernelInputs in;
+        std::vector<uint32_t> table[SMELTER_MAX_MODELS];
+        RankLimits(const MergePlan &plan, const KernelInputs &inputs) : in(inputs) {
+            if (plan.sparsify != SMELTER_SPARSIFY_RANKED) return;
+            for (int i = 0; i < plan.n; ++i) {
+                table[i].resize(static_cast<size_t>(plan.row_length));
+                for (int64_t r = 0; r < plan.row_length; ++r)
+                    table[i][r] = ranked_limit(plan, i, static_cast<uint32_t>(r));
+                in.rank_limits[i] = table[i].data();
+            }
+        }
+    };
+
+    void l1_norms(const MergePlan &plan, const KernelInputs &inputs, int model, ExactSum *total, ExactSum *kept) override {
+        const RankLimits limits(plan, inputs);
+        const KernelInputs &in = limits.in;
         std::vector<ExactSum> t(pool_.size()), k(pool_.size());
         std::memset(t.data(), 0, sizeof(ExactSum) * t.size());
         std::memset(k.data(), 0, sizeof(ExactSum) * k.size());
@@ -108,7 +125,9 @@ public:
             }
     }
 
-    void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out, int64_t counts[3]) override {
+    void merge(const MergePlan &plan, const KernelInputs &inputs, const smelter_tensor *out, int64_t counts[3]) override {
+        const RankLimits limits(plan, inputs);
+        const KernelInputs &in = limits.in;
         std::vector<int64_t> local(3 * pool_.size(), 0);
         pool_.run(chunks(in.count), [&](int64_t c, int w) {
             k_.merge_range(plan, in, out, c * kChunk, end(c, in.count), &local[3 * w]);
