@@ -21,8 +21,8 @@ import java.util.regex.Pattern;
  * The parameter grid of a sweep: axes, each a method parameter and its values; the configurations are their
  * cartesian product (the first axis varies slowest).
  *
- * <p>An axis is written {@code name=start:stop:step} (stop included when the steps reach it, within 1e-9 of a
- * step) or {@code name=v1,v2,...}; values are decimal numbers, or {@code true}/{@code false} for flags. The name
+ * <p>An axis is written {@code name=start:stop:step} (stop included when the steps reach it; a last step within
+ * 1e-9 steps of it gives the stop itself) or {@code name=v1,v2,...}; values are decimal numbers, or {@code true}/{@code false} for flags. The name
  * is a parameter of the merge method: a global one ({@code lambda}, {@code normalize}, {@code t}, ...), a
  * per-model one ({@code density}, {@code weight}) set for every model, or {@code name@i} for {@code models[i]}
  * only (counted without the base model); {@code seed} sweeps the DARE seed. In a config the grid is
@@ -186,9 +186,13 @@ public record SweepGrid(List<Axis> axes) {
         BigDecimal whole = steps.add(BigDecimal.valueOf(RANGE_TOLERANCE)).setScale(0, RoundingMode.FLOOR);
         if (whole.compareTo(BigDecimal.valueOf(MAX_VALUES)) >= 0)
             throw new ConfigException(where + ": the range " + written + " has more than " + MAX_VALUES + " values");
+        boolean nearlyReached = whole.compareTo(steps.setScale(0, RoundingMode.FLOOR)) > 0;
         List<Value> out = new ArrayList<>();
-        for (int i = 0; i <= whole.intValue(); i++)
-            out.add(number(start.add(step.multiply(BigDecimal.valueOf(i))), where));
+        for (int i = 0; i <= whole.intValue(); i++) {
+            // The last step that only reaches the stop within the tolerance gives the stop itself.
+            boolean last = i == whole.intValue() && nearlyReached;
+            out.add(number(last ? stop : start.add(step.multiply(BigDecimal.valueOf(i))), where));
+        }
         return out;
     }
 
