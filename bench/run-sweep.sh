@@ -34,30 +34,34 @@ cli sweep "$OUT/demo/ties.yml" "${GRID[@]}" -o "$OUT/stats" --device "$DEVICE" -
 
 echo "==> 30 smelter merge processes"
 mkdir -p "$OUT/single"
-t0=$(date +%s.%N)
-for d in 0.4 0.5 0.6 0.7 0.8 0.9; do
-  for l in 0.1 0.2 0.3 0.4 0.5; do
-    cfg="$OUT/demo/single-d$d-l$l.yml"
-    sed -E "s/density: [0-9.]+/density: $d/g; s/normalize: true/normalize: true, lambda: $l/" "$OUT/demo/ties.yml" >"$cfg"
-    cli merge "$cfg" -o "$OUT/single/d$d-l$l" --device "$DEVICE" -q 2>/dev/null
+one_by_one() {
+  for d in 0.4 0.5 0.6 0.7 0.8 0.9; do
+    for l in 0.1 0.2 0.3 0.4 0.5; do
+      cfg="$OUT/demo/single-d$d-l$l.yml"
+      sed -E "s/density: [0-9.]+/density: $d/g; s/normalize: true/normalize: true, lambda: $l/" "$OUT/demo/ties.yml" >"$cfg"
+      cli merge "$cfg" -o "$OUT/single/d$d-l$l" --device "$DEVICE" -q 2>/dev/null
+    done
   done
-done
-t1=$(date +%s.%N)
-python3 - "$OUT" "$t0" "$t1" <<'EOF'
+}
+TIMEFORMAT='%R %U %S'
+{ time one_by_one; } 2>"$OUT/processes.time"
+python3 - "$OUT" $(cat "$OUT/processes.time") <<'EOF'
 import json, sys
-out, t0, t1 = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+out, wall, user, sys_ = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+t0, t1 = 0.0, wall
 s = json.load(open(f"{out}/sweep/sweep.json"))
 q = json.load(open(f"{out}/stats/sweep.json"))
 t, n = s["timing"], s["timing"]["configurations"]
 print(f"configurations: {n}; bytes written by the sweep: {s['bytes_written']}")
-print(f"sweep, checkpoints:      {t['seconds']:.2f} s, {t['seconds_per_configuration']:.3f} s per configuration "
-      f"(shared {t['shared_seconds']:.2f} s)")
+print(f"sweep, checkpoints:      {t['seconds']:.2f} s (CPU {t['cpu_seconds']:.2f} s), "
+      f"{t['seconds_per_configuration']:.3f} s per configuration (shared {t['shared_seconds']:.2f} s)")
 seq = t["sequential"]
-print(f"one by one, in process:  {seq['seconds']:.2f} s, {seq['seconds_per_configuration']:.3f} s per configuration; "
-      f"sweep speedup {seq['speedup']:.2f}x; identical: {seq['identical']}")
-print(f"one by one, processes:   {t1 - t0:.2f} s, {(t1 - t0) / n:.3f} s per configuration; "
-      f"sweep speedup {(t1 - t0) / t['seconds']:.2f}x")
+print(f"one by one, in process:  {seq['seconds']:.2f} s (CPU {seq['cpu_seconds']:.2f} s), "
+      f"{seq['seconds_per_configuration']:.3f} s per configuration; sweep speedup {seq['speedup']:.2f}x "
+      f"(CPU time {seq['cpu_seconds'] / t['cpu_seconds']:.2f}x); identical: {seq['identical']}")
+print(f"one by one, processes:   {t1 - t0:.2f} s (CPU {user + sys_:.2f} s), {(t1 - t0) / n:.3f} s per configuration; "
+      f"sweep speedup {(t1 - t0) / t['seconds']:.2f}x (CPU time {(user + sys_) / t['cpu_seconds']:.2f}x)")
 qt = q["timing"]
-print(f"sweep, statistics only:  {qt['seconds']:.2f} s, {qt['seconds_per_configuration']:.3f} s per configuration "
-      f"(shared {qt['shared_seconds']:.2f} s; {q['statistics']})")
+print(f"sweep, statistics only:  {qt['seconds']:.2f} s (CPU {qt['cpu_seconds']:.2f} s), "
+      f"{qt['seconds_per_configuration']:.3f} s per configuration (shared {qt['shared_seconds']:.2f} s; {q['statistics']})")
 EOF

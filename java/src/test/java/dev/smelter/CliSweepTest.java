@@ -149,6 +149,8 @@ class CliSweepTest {
         JsonNode timing = json.get("timing");
         assertTrue(timing.get("seconds").asDouble() > 0 && timing.get("seconds_per_configuration").asDouble() > 0);
         assertTrue(timing.get("sequential").get("identical").asBoolean(), json.toString());
+        assertTrue(timing.get("cpu_seconds").asDouble() > 0 && timing.get("sequential").get("cpu_seconds").asDouble() > 0);
+        assertEquals(timing.get("seconds").asDouble() / 6, timing.get("seconds_per_configuration").asDouble(), 1e-12);
         assertEquals(6, Files.readAllLines(out.resolve("configs.csv")).stream().skip(1)
                 .filter(l -> !l.split(",", -1)[5].isEmpty()).count(), "a sequential time per configuration");
         assertTrue(r.err().contains("one by one (measured") && r.err().contains("outputs identical"), r.err());

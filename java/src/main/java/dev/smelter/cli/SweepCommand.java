@@ -133,15 +133,16 @@ final class SweepCommand implements Callable<Integer> {
             print(s, System.out);
             for (SweepRunner.ConfigResult r : s.results())
                 for (String w : r.warnings()) err.println("warning: " + w);
-            err.printf(Locale.ROOT, "sweep: %d configurations in %.3f s, %.3f s per configuration (%.3f s shared: "
+            err.printf(Locale.ROOT, "sweep: %d configurations in %.3f s%s, %.3f s per configuration (%.3f s shared: "
                     + "reading%s, thresholds, statistics of the inputs); peak anonymous memory %s%n", n, s.seconds(),
-                    s.secondsPerConfiguration(), s.sharedSeconds(), plan.deviceCopies() ? " and device copies" : "",
+                    cpu(s.cpuSeconds()), s.secondsPerConfiguration(), s.sharedSeconds(),
+                    plan.deviceCopies() ? " and device copies" : "",
                     s.peakAnonymousBytes() < 0 ? "unknown" : Sizes.format(s.peakAnonymousBytes()));
             if (s.sequential() != null) {
                 SweepRunner.Sequential q = s.sequential();
                 err.printf(Locale.ROOT, "one by one (measured, each configuration merged on its own, writing its "
-                        + "checkpoint): %.3f s, %.3f s per configuration; the sweep took %.2fx that time (%.2fx faster)%s%n",
-                        q.seconds(), q.seconds() / n, s.seconds() / q.seconds(), q.seconds() / s.seconds(),
+                        + "checkpoint): %.3f s%s, %.3f s per configuration; the sweep took %.2fx that time (%.2fx faster)%s%n",
+                        q.seconds(), cpu(q.cpuSeconds()), q.seconds() / n, s.seconds() / q.seconds(), q.seconds() / s.seconds(),
                         q.identical() == null ? "" : q.identical() ? "; outputs identical"
                                 : "; OUTPUTS DIFFER: " + String.join(", ", q.differences()));
                 if (Boolean.FALSE.equals(q.identical())) return SmelterCli.EXIT_FAILURE;
@@ -150,6 +151,10 @@ final class SweepCommand implements Callable<Integer> {
                     SweepReport.CONFIGS_CSV + (s.statsMethod() != null ? ", " + SweepReport.STATS_CSV : ""), SweepReport.JSON);
             return 0;
         }
+    }
+
+    private static String cpu(double seconds) {
+        return seconds < 0 ? "" : String.format(Locale.ROOT, " (CPU %.3f s)", seconds);
     }
 
     private static boolean nonEmpty(Path dir) throws IOException {

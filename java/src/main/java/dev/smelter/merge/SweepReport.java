@@ -75,6 +75,7 @@ public final class SweepReport {
         int n = s.results().size();
         timing.put("configurations", n);
         timing.put("seconds", s.seconds());
+        if (s.cpuSeconds() >= 0) timing.put("cpu_seconds", s.cpuSeconds());
         timing.put("seconds_per_configuration", s.secondsPerConfiguration());
         timing.put("shared_seconds", s.sharedSeconds());
         timing.put("configuration_seconds", s.results().stream().mapToDouble(SweepRunner.ConfigResult::seconds).sum());
@@ -83,6 +84,7 @@ public final class SweepReport {
             q.put("what", "each configuration merged on its own (CheckpointMerger, as smelter merge, in this process), "
                     + "writing its checkpoint, after the sweep");
             q.put("seconds", s.sequential().seconds());
+            if (s.sequential().cpuSeconds() >= 0) q.put("cpu_seconds", s.sequential().cpuSeconds());
             q.put("seconds_per_configuration", s.sequential().seconds() / n);
             q.put("speedup", s.sequential().seconds() / s.seconds());
             if (s.sequential().identical() != null) q.put("identical", s.sequential().identical());

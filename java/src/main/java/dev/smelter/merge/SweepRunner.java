@@ -126,7 +126,8 @@ public final class SweepRunner implements AutoCloseable {
     }
 
     /** The same configurations merged one by one with {@link CheckpointMerger}, each writing its checkpoint. */
-    public record Sequential(double seconds, List<Double> perConfiguration, Boolean identical, List<String> differences) {}
+    public record Sequential(double seconds, double cpuSeconds, List<Double> perConfiguration, Boolean identical,
+            List<String> differences) {}
 
     /**
      * What the sweep reads and writes. Inputs are read once ({@code bytesRead}: every input tensor once, plus the
@@ -147,10 +148,12 @@ public final class SweepRunner implements AutoCloseable {
 
     /**
      * @param seconds the whole sweep (without the sequential comparison)
+     * @param cpuSeconds CPU time of the process (every thread, native ones included) over the sweep; -1 if unknown.
+     *     Less disturbed than wall time by other processes on a shared machine
      * @param sharedSeconds the work done once for all configurations: device copies, thresholds, statistics
      * @param statsMethod how the statistics were computed, or null without them
      */
-    public record Summary(SweepPlan plan, List<ConfigResult> results, double seconds, double sharedSeconds,
+    public record Summary(SweepPlan plan, List<ConfigResult> results, double seconds, double cpuSeconds, double sharedSeconds,
             long peakAnonymousBytes, String device, String statsMethod, Sequential sequential) {
         public double secondsPerConfiguration() {
             return seconds / results.size();
@@ -286,7 +289,7 @@ public final class SweepRunner implements AutoCloseable {
     }
 
     private Summary sweep(SweepPlan plan, Path temp, Consumer<Long> progress) throws IOException {
-        long t0 = System.nanoTime();
+        long t0 = System.nanoTime(), cpu0 = processCpuNanos();
         int n = configurations.size();
         long[] own = new long[n];
         List<CheckpointWriter> writers = new ArrayList<>();
@@ -306,7 +309,7 @@ public final class SweepRunner implements AutoCloseable {
                 }
             }
             try {
-                return sweepTensors(ctx, arena, plan, temp, progress, t0, own, writers, deviceBuffers);
+                return sweepTensors(ctx, arena, plan, temp, progress, t0, cpu0, own, writers, deviceBuffers);
             } finally {
                 for (Tensor b : deviceBuffers) {
                     try {
@@ -330,7 +333,7 @@ public final class SweepRunner implements AutoCloseable {
     }
 
     private Summary sweepTensors(Context ctx, Arena arena, SweepPlan plan, Path temp, Consumer<Long> progress, long t0,
-            long[] own, List<CheckpointWriter> writers, List<Tensor> deviceBuffers) throws IOException {
+            long cpu0, long[] own, List<CheckpointWriter> writers, List<Tensor> deviceBuffers) throws IOException {
         int n = configurations.size();
         long shared = 0;
         long peakAnon = CheckpointMerger.anonymousResidentBytes();
@@ -497,7 +500,7 @@ public final class SweepRunner implements AutoCloseable {
             }
             double seconds = (System.nanoTime() - t0) / 1e9;
             String device = ctx.device() + " (" + Smelter.deviceName(ctx.device()) + ")";
-            return new Summary(plan, results, seconds, shared / 1e9, peakAnon, device, statsMethod, null);
+            return new Summary(plan, results, seconds, cpuSeconds(cpu0), shared / 1e9, peakAnon, device, statsMethod, null);
         }
     }
 
@@ -715,9 +718,10 @@ public final class SweepRunner implements AutoCloseable {
         List<Double> seconds = new ArrayList<>();
         List<String> differences = new ArrayList<>();
         double total = 0;
+        long cpu = 0;
         for (ConfigResult r : s.results()) {
             Path out = scratch.resolve(r.configuration().name());
-            long t0 = System.nanoTime();
+            long t0 = System.nanoTime(), cpu0 = processCpuNanos();
             try (CheckpointMerger m = new CheckpointMerger(r.configuration().config(), new CheckpointMerger.Options(
                     options.device(), out, options.maxShardBytes(), false, options.allowVocabMismatch(),
                     CheckpointMerger.NonFinite.IGNORE))) {
@@ -726,13 +730,15 @@ public final class SweepRunner implements AutoCloseable {
             double sec = (System.nanoTime() - t0) / 1e9;
             seconds.add(sec);
             total += sec;
+            cpu = cpu < 0 || cpu0 < 0 ? -1 : cpu + processCpuNanos() - cpu0;
             if (r.output() != null) differences.addAll(compare(r.configuration().name(), r.output(), out));
             deleteTree(out);
         }
         deleteTree(scratch);
         Boolean identical = options.writeCheckpoints() ? differences.isEmpty() : null;
-        return new Summary(s.plan(), s.results(), s.seconds(), s.sharedSeconds(), s.peakAnonymousBytes(), s.device(),
-                s.statsMethod(), new Sequential(total, List.copyOf(seconds), identical, List.copyOf(differences)));
+        return new Summary(s.plan(), s.results(), s.seconds(), s.cpuSeconds(), s.sharedSeconds(), s.peakAnonymousBytes(),
+                s.device(), s.statsMethod(), new Sequential(total, cpu < 0 ? -1 : cpu / 1e9, List.copyOf(seconds), identical,
+                        List.copyOf(differences)));
     }
 
     /** Tensors that differ between two checkpoints (names, dtypes, shapes, bytes). */
@@ -758,8 +764,19 @@ public final class SweepRunner implements AutoCloseable {
         for (ConfigResult r : s.results())
             results.add(new ConfigResult(r.configuration(), r.seconds(),
                     r.output() == null ? null : target.resolve(temp.relativize(r.output())), r.layers(), r.warnings()));
-        return new Summary(s.plan(), List.copyOf(results), s.seconds(), s.sharedSeconds(), s.peakAnonymousBytes(),
-                s.device(), s.statsMethod(), s.sequential());
+        return new Summary(s.plan(), List.copyOf(results), s.seconds(), s.cpuSeconds(), s.sharedSeconds(),
+                s.peakAnonymousBytes(), s.device(), s.statsMethod(), s.sequential());
+    }
+
+    /** CPU time of the whole process so far, or -1 where the JVM does not tell. */
+    private static long processCpuNanos() {
+        return java.lang.management.ManagementFactory.getOperatingSystemMXBean()
+                instanceof com.sun.management.OperatingSystemMXBean os ? os.getProcessCpuTime() : -1;
+    }
+
+    private static double cpuSeconds(long start) {
+        long now = processCpuNanos();
+        return start < 0 || now < 0 ? -1 : (now - start) / 1e9;
     }
 
     private void moveIntoPlace(Path temp, Path target) throws IOException {
