@@ -407,6 +407,32 @@ class CliSweepTest {
         assertTrue(warned.err().contains("warning: configuration lambda=1: tensor " + tensor), warned.err());
     }
 
+    /** On CUDA the inputs stay on the device for every configuration; outputs and statistics equal the CPU's. */
+    @Test
+    void cudaSweepEqualsTheCpuSweep() throws Exception {
+        TestData.assumeCuda();
+        for (String[] grid : new String[][] {
+                {"ties.yml", "density@0=0.3,0.7", "lambda=0.5,1"},
+                {"dare_ties.yml", "seed=1,2", "density=0.3,0.9"}}) {
+            Path cpu = dir.resolve("cpu-" + grid[0]), cuda = dir.resolve("cuda-" + grid[0]);
+            String yaml = bf16.resolve(grid[0]).toString();
+            ok(CliRun.cli("sweep", "--device", "cpu", "-q", yaml, "--grid", grid[1], "--grid", grid[2], "-o", cpu.toString()));
+            ok(CliRun.cli("sweep", "--device", "cuda", "-q", yaml, "--grid", grid[1], "--grid", grid[2], "-o", cuda.toString()));
+            for (String line : Files.readAllLines(cpu.resolve("configs.csv")).subList(1, 5)) {
+                String name = line.substring(0, line.indexOf(','));
+                assertSameCheckpoint(cpu.resolve(name), cuda.resolve(name));
+            }
+            assertEquals(Files.readAllLines(cpu.resolve("sweep.csv")), Files.readAllLines(cuda.resolve("sweep.csv")),
+                    "statistics bit-identical across backends");
+        }
+        // Statistics only: the merged tensors never leave the device.
+        Path cpuStats = dir.resolve("cpu-stats"), cudaStats = dir.resolve("cuda-stats");
+        for (String[] run : new String[][] {{"cpu", cpuStats.toString()}, {"cuda", cudaStats.toString()}})
+            ok(CliRun.cli("sweep", "--device", run[0], "-q", bf16.resolve("ties.yml").toString(), "--grid",
+                    "density=0.2,0.6", "--grid", "lambda=0.5,1", "--stats-only", "-o", run[1]));
+        assertEquals(Files.readAllLines(cpuStats.resolve("sweep.csv")), Files.readAllLines(cudaStats.resolve("sweep.csv")));
+    }
+
     @Test
     void dryRunListsTheConfigurationsAndWritesNothing() {
         Path out = dir.resolve("dry");

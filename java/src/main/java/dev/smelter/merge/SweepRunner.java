@@ -258,13 +258,14 @@ public final class SweepRunner implements AutoCloseable {
         Path existing = target.getParent();
         while (existing != null && !Files.exists(existing)) existing = existing.getParent();
         if (existing == null) return;
-        long need = plan.bytesWritten() + (options.compareSequential() ? plan.bytesWritten() / plan.configurations() : 0);
+        long one = plan.workBytes() / plan.configurations();  // one checkpoint
+        long need = plan.bytesWritten() + (options.compareSequential() ? one : 0);
         long free = Files.getFileStore(existing).getUsableSpace();
         if (need > free)
-            throw new IOException("the sweep writes " + need + " bytes (" + plan.configurations() + " checkpoints of "
-                    + plan.bytesWritten() / plan.configurations() + " bytes" + (options.compareSequential()
-                            ? ", plus one for the sequential comparison" : "") + ") but " + existing + " has " + free
-                    + " bytes free");
+            throw new IOException("the sweep writes " + need + " bytes (" + (plan.bytesWritten() > 0
+                    ? plan.configurations() + " checkpoints of " + one + " bytes" : "no checkpoints")
+                    + (options.compareSequential() ? ", plus one at a time for the sequential comparison" : "")
+                    + ") but " + existing + " has " + free + " bytes free");
     }
 
     /** Runs the sweep; {@code progress} receives the merged bytes done (over all configurations). */
