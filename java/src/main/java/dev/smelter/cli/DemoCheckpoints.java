@@ -20,7 +20,7 @@ import picocli.CommandLine.Parameters;
 
 /**
  * {@code smelter demo-checkpoints DIR}: writes a small random Llama-style base model and three
- * "language experts" (base + small task vectors) as sharded bf16 safetensors checkpoints with a
+ * "language experts" (base + small task vectors) as sharded bf16 (or f16, f32) safetensors checkpoints with a
  * transformers-compatible config.json, plus mergekit configs that merge them.
  */
 @Command(name = "demo-checkpoints", mixinStandardHelpOptions = true,
@@ -41,10 +41,20 @@ final class DemoCheckpoints implements Callable<Integer> {
     @Option(names = "--seed", defaultValue = "1", description = "random seed")
     long seed;
 
+    @Option(names = "--dtype", defaultValue = "bf16", paramLabel = "DTYPE", description = "bf16 (default), f16 or f32")
+    String dtype;
+
     record Shape(String name, long[] shape) {}
 
     @Override
     public Integer call() throws IOException {
+        SafetensorsDType type = switch (dtype.toLowerCase(Locale.ROOT)) {
+            case "bf16", "bfloat16" -> SafetensorsDType.BF16;
+            case "f16", "fp16", "float16" -> SafetensorsDType.F16;
+            case "f32", "fp32", "float32" -> SafetensorsDType.F32;
+            default -> throw new IllegalArgumentException("--dtype is bf16, f16 or f32, not '" + dtype + "'");
+        };
+        String yamlType = torchDType(type);
         int inter = hidden * 11 / 4;
         List<Shape> shapes = new ArrayList<>();
         shapes.add(new Shape("model.embed_tokens.weight", new long[] {vocab, hidden}));
@@ -63,9 +73,9 @@ final class DemoCheckpoints implements Callable<Integer> {
 
         SplittableRandom rnd = new SplittableRandom(seed);
         long[] baseSeeds = shapes.stream().mapToLong(s -> rnd.nextLong()).toArray();
-        write(dir.resolve("base"), shapes, baseSeeds, 0L, inter);
+        write(dir.resolve("base"), shapes, baseSeeds, 0L, inter, type);
         for (String expert : List.of("expert-de", "expert-fr", "expert-sw"))
-            write(dir.resolve(expert), shapes, baseSeeds, rnd.nextLong(), inter);
+            write(dir.resolve(expert), shapes, baseSeeds, rnd.nextLong(), inter, type);
         Files.writeString(dir.resolve("ties.yml"), """
                 # TIES merge of three language experts (mergekit format; paths relative to this file)
                 merge_method: ties
@@ -79,7 +89,7 @@ final class DemoCheckpoints implements Callable<Integer> {
                     parameters: {weight: [0.2, 0.4], density: 0.5}   # a gradient over the layers
                 parameters: {normalize: true}
                 dtype: bfloat16
-                """);
+                """.replace("bfloat16", yamlType));
         Files.writeString(dir.resolve("dare_ties.yml"), """
                 merge_method: dare_ties
                 base_model: base
@@ -90,15 +100,16 @@ final class DemoCheckpoints implements Callable<Integer> {
                     parameters: {weight: 0.5, density: 0.3}
                 dtype: bfloat16
                 smelter: {seed: 42}
-                """);
+                """.replace("bfloat16", yamlType));
         System.out.printf(Locale.ROOT, "wrote base, expert-de, expert-fr, expert-sw, ties.yml and dare_ties.yml to %s%n", dir);
         return 0;
     }
 
     /** One checkpoint: base weights from baseSeeds, plus a task vector from deltaSeed (0 = none). */
-    private void write(Path out, List<Shape> shapes, long[] baseSeeds, long deltaSeed, int inter) throws IOException {
+    private void write(Path out, List<Shape> shapes, long[] baseSeeds, long deltaSeed, int inter, SafetensorsDType type)
+            throws IOException {
         List<CheckpointWriter.TensorSpec> specs = shapes.stream()
-                .map(s -> new CheckpointWriter.TensorSpec(s.name(), SafetensorsDType.BF16, s.shape()))
+                .map(s -> new CheckpointWriter.TensorSpec(s.name(), type, s.shape()))
                 .toList();
         SplittableRandom deltas = new SplittableRandom(deltaSeed);
         try (Arena arena = Arena.ofConfined();
@@ -109,11 +120,15 @@ final class DemoCheckpoints implements Callable<Integer> {
                 for (long d : s.shape()) n *= d;
                 boolean norm = s.shape().length == 1;
                 SplittableRandom r = new SplittableRandom(baseSeeds[t]);
-                MemorySegment data = arena.allocate(n * 2, 8);
+                MemorySegment data = arena.allocate(n * type.byteSize(), 8);
                 for (long i = 0; i < n; i++) {
                     double v = norm ? 1.0 + 0.05 * gaussian(r) : 0.02 * gaussian(r);
                     if (deltaSeed != 0) v += (norm ? 0.002 : 0.001) * gaussian(deltas);
-                    data.setAtIndex(ValueLayout.JAVA_SHORT, i, bf16((float) v));
+                    switch (type) {
+                        case F32 -> data.setAtIndex(ValueLayout.JAVA_FLOAT, i, (float) v);
+                        case F16 -> data.setAtIndex(ValueLayout.JAVA_SHORT, i, Float.floatToFloat16((float) v));
+                        default -> data.setAtIndex(ValueLayout.JAVA_SHORT, i, bf16((float) v));
+                    }
                 }
                 w.write(s.name(), data);
             }
@@ -134,10 +149,10 @@ final class DemoCheckpoints implements Callable<Integer> {
                           "rms_norm_eps": 1e-5,
                           "rope_theta": 10000.0,
                           "tie_word_embeddings": false,
-                          "torch_dtype": "bfloat16",
+                          "torch_dtype": "%s",
                           "hidden_act": "silu"
                         }
-                        """, hidden, inter, layers, Math.max(1, hidden / 64), Math.max(1, hidden / 64), vocab));
+                        """, hidden, inter, layers, Math.max(1, hidden / 64), Math.max(1, hidden / 64), vocab, torchDType(type)));
                 w.copyFile(config);
             } finally {
                 Files.deleteIfExists(config);
@@ -145,6 +160,10 @@ final class DemoCheckpoints implements Callable<Integer> {
             }
             w.commit();
         }
+    }
+
+    private static String torchDType(SafetensorsDType type) {
+        return type == SafetensorsDType.BF16 ? "bfloat16" : type == SafetensorsDType.F16 ? "float16" : "float32";
     }
 
     private static short bf16(float f) {

@@ -24,5 +24,9 @@ final class MethodsCommand implements Callable<Integer> {
                 out.printf(Locale.ROOT, "    %-18s %-9s %s%n", p.name(), p.perModel() ? "per model" : "global",
                         p.required() ? "required" : "default " + p.defaultValue());
         }
+        out.println();
+        out.println("Every parameter above can be an axis of smelter sweep (--grid NAME=START:STOP:STEP or NAME=V1,V2,...):");
+        out.println("a per-model one is set for every model, or for models[I] alone as NAME@I; seed is an axis too for");
+        out.println("dare_linear and dare_ties.");
     }
 }

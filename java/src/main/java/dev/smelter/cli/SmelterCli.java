@@ -19,10 +19,10 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-/** The {@code smelter} command line: merge, cka, neurons, compare, info, doctor, demo-checkpoints, methods. */
+/** The {@code smelter} command line: merge, sweep, cka, neurons, compare, info, doctor, demo-checkpoints, methods. */
 @Command(name = "smelter", mixinStandardHelpOptions = true, versionProvider = SmelterCli.Version.class,
         description = "Fast, exact merging of LLM checkpoints (mergekit configs) on CUDA or CPU.",
-        subcommands = {SmelterCli.Merge.class, CkaCommand.class, NeuronsCommand.class, CompareCommand.class, SmelterCli.Info.class,
+        subcommands = {SmelterCli.Merge.class, SweepCommand.class, CkaCommand.class, NeuronsCommand.class, CompareCommand.class, SmelterCli.Info.class,
                 SmelterCli.Doctor.class, DemoCheckpoints.class, MethodsCommand.class})
 public final class SmelterCli {
     /** Exit codes: 0 ok, 1 merge/IO failure, 2 usage or config error (picocli's convention). */
@@ -94,6 +94,9 @@ public final class SmelterCli {
         @Override
         public Integer call() throws IOException, ConfigException {
             MergeConfig cfg = MergeConfig.load(config);
+            if (cfg.grid() != null)
+                throw new ConfigException(config + " has a smelter.grid (" + cfg.grid().size() + " configurations): run "
+                        + "it with smelter sweep, or remove the grid to merge one configuration");
             if (trimScope != null || seed != null)
                 cfg = new MergeConfig(cfg.method(), cfg.baseModel(), cfg.models(), cfg.parameters(), cfg.outDType(),
                         trimScope != null ? MergeConfig.trimScope(trimScope) : cfg.trimScope(),

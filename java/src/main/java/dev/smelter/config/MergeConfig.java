@@ -34,6 +34,9 @@ import java.util.function.Consumer;
  * out_dtype: bfloat16
  * smelter: {trim_scope: model, seed: 42}
  * </pre>
+ *
+ * <p>{@code smelter: {grid: {...}}} makes the config a sweep ({@link SweepGrid}, {@code grid} not null): it runs
+ * with {@code smelter sweep}, one merge per point of the grid.
  */
 public record MergeConfig(
         MergeMethods.Method method,
@@ -43,7 +46,15 @@ public record MergeConfig(
         DType outDType,
         TrimScope trimScope,
         long seed,
-        List<String> warnings) {
+        List<String> warnings,
+        SweepGrid grid) {
+
+    /** A config without a sweep grid. */
+    public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
+            Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
+            List<String> warnings) {
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null);
+    }
 
     /** One input model and its per-tensor parameters (weight, density, ...). */
     public record ModelEntry(Path path, Map<String, ParameterValue> parameters) {}
@@ -129,14 +140,19 @@ public record MergeConfig(
         JsonNode s = root.get("smelter");
         if (s != null) {
             if (!s.isObject()) throw new ConfigException("'smelter' must be a mapping");
-            checkKeys(s, Set.of("trim_scope", "seed"), "smelter");
+            checkKeys(s, Set.of("trim_scope", "seed", "grid"), "smelter");
             if (s.has("trim_scope")) scope = trimScope(text(s, "trim_scope", "smelter"));
             if (s.has("seed")) {
                 if (!s.get("seed").canConvertToLong()) throw new ConfigException("smelter.seed must be an integer");
                 seed = s.get("seed").asLong();
             }
         }
-        return new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed, List.copyOf(warnings));
+        MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
+                List.copyOf(warnings), null);
+        if (s == null || !s.has("grid")) return config;
+        SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
+        grid.validate(config);
+        return new MergeConfig(method, base, config.models(), global, out, scope, seed, config.warnings(), grid);
     }
 
     private static void checkModelCount(MergeMethods.Method method, int others) throws ConfigException {

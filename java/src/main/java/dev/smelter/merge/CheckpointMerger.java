@@ -114,8 +114,22 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** The checkpoint that defines the output's tensors: the base, or the first model for LINEAR. */
-    private Checkpoint reference() {
+    Checkpoint reference() {
         return base != null ? base : models.get(0);
+    }
+
+    /** The base model, or null. */
+    Checkpoint baseCheckpoint() {
+        return base;
+    }
+
+    List<Checkpoint> modelCheckpoints() {
+        return models;
+    }
+
+    /** Layers of the reference checkpoint (1 + the largest layer index in its tensor names). */
+    int layerCount() {
+        return layerCount;
     }
 
     public Plan plan() throws CheckpointFormatException {
@@ -183,7 +197,7 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** One ranking precision for the whole model: f32 if any merged tensor is f32, else the 16-bit type. */
-    private static DType keyDType(List<TensorPlan> tensors) {
+    static DType keyDType(List<TensorPlan> tensors) {
         DType key = null;
         for (TensorPlan t : tensors) {
             if (t.action() != Action.MERGE) continue;
@@ -302,7 +316,7 @@ public final class CheckpointMerger implements AutoCloseable {
         return out;
     }
 
-    private static Tensor slice(Tensor t, long n) {
+    static Tensor slice(Tensor t, long n) {
         return n == t.count() ? t : t.slice(0, n);
     }
 
@@ -314,7 +328,7 @@ public final class CheckpointMerger implements AutoCloseable {
         long total = merged.stream().mapToLong(TensorPlan::mergedElements).sum();
         for (int i = 0; i < models.size(); i++) {
             Checkpoint model = models.get(i);
-            long k = (long) Math.floor((double) modelDensity(merged, i) * total);
+            long k = (long) Math.floor((double) modelDensity(config, merged, i, layerCount) * total);
             try (TopK topK = ctx.topK(key)) {
                 thresholds[i] = topK.threshold(k, pass -> {
                     for (TensorPlan t : merged)
@@ -327,7 +341,7 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** The one density of model i; model-wide trimming has no meaning for per-tensor densities. */
-    private float modelDensity(List<TensorPlan> merged, int model) {
+    static float modelDensity(MergeConfig config, List<TensorPlan> merged, int model, int layerCount) {
         float density = Float.NaN;
         for (TensorPlan t : merged) {
             float d = MergeMethods.spec(config, t.name(), TensorNames.layerIndex(t.name()), layerCount).densities()[model];

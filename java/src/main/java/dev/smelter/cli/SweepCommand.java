@@ -1,0 +1,206 @@
+package dev.smelter.cli;
+
+import dev.smelter.Device;
+import dev.smelter.Smelter;
+import dev.smelter.config.ConfigException;
+import dev.smelter.config.MergeConfig;
+import dev.smelter.config.SweepGrid;
+import dev.smelter.merge.CheckpointMerger;
+import dev.smelter.merge.SweepReport;
+import dev.smelter.merge.SweepRunner;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
+import java.util.concurrent.Callable;
+import java.util.stream.Stream;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/**
+ * {@code smelter sweep CONFIG --grid density=0.4:0.9:0.1 --grid lambda=0.5,1 -o OUTDIR}: every configuration of a
+ * parameter grid from one pass over the inputs ({@link SweepRunner}).
+ */
+@Command(name = "sweep", mixinStandardHelpOptions = true,
+        description = {"Merge every configuration of a parameter grid, reading each input tensor once: a checkpoint "
+                + "per configuration in OUTDIR/<name>/, or with --stats-only per-layer statistics of the merged task "
+                + "vectors; configs.csv, sweep.csv and sweep.json list the configurations, timings and statistics.",
+                "Axes: NAME=START:STOP:STEP (stop included) or NAME=V1,V2,...; NAME is a parameter of the method "
+                        + "(smelter methods), per-model ones set for every model or NAME@I for models[I] only, "
+                        + "or seed (dare methods). Without --grid, the config's smelter.grid is used."})
+final class SweepCommand implements Callable<Integer> {
+    @Parameters(index = "0", paramLabel = "CONFIG", description = "mergekit-style YAML config (the values the grid does not set)")
+    Path config;
+
+    @Option(names = "--grid", paramLabel = "AXIS", description = "a grid axis, e.g. density=0.4:0.9:0.1 or lambda=0.5,1 "
+            + "(repeatable; replaces the config's smelter.grid)")
+    List<String> grid = new ArrayList<>();
+
+    @Option(names = {"-o", "--output"}, required = true, paramLabel = "OUTDIR", description = "output directory")
+    Path output;
+
+    @Option(names = "--stats-only", description = "write no weights: per-layer statistics of each configuration's "
+            + "merged task vector (norms, kept fraction, sign agreement)")
+    boolean statsOnly;
+
+    @Option(names = "--no-stats", description = "with checkpoints: skip the statistics")
+    boolean noStats;
+
+    @Option(names = "--compare-sequential", description = "afterwards, merge every configuration on its own (as smelter "
+            + "merge does), time it and check the outputs are identical; reports both times")
+    boolean compareSequential;
+
+    @Option(names = "--device", defaultValue = "auto", paramLabel = "DEV", description = "cpu, cuda, cuda:N or auto (default)")
+    String device;
+
+    @Option(names = "--dry-run", description = "print the configurations and the plan; write nothing")
+    boolean dryRun;
+
+    @Option(names = "--max-shard-size", defaultValue = "5GB", paramLabel = "SIZE", description = "shard size limit (e.g. 2GB, 500MB)")
+    String maxShardSize;
+
+    @Option(names = "--overwrite", description = "replace an existing output directory (only once the whole sweep is complete)")
+    boolean overwrite;
+
+    @Option(names = "--allow-vocab-mismatch", description = "merge the shared rows of embeddings/lm_head whose vocabulary sizes differ")
+    boolean allowVocabMismatch;
+
+    @Option(names = "--trim-scope", paramLabel = "SCOPE", description = "TIES trimming per 'tensor' or per 'model'; overrides the config")
+    String trimScope;
+
+    @Option(names = "--seed", paramLabel = "N", description = "seed of DARE's random masks; overrides the config")
+    Long seed;
+
+    @Option(names = {"-q", "--quiet"}, description = "no progress bar")
+    boolean quiet;
+
+    @Option(names = "--on-nonfinite", defaultValue = "warn", paramLabel = "ACTION",
+            description = "merged values that are NaN or infinite: warn (default), fail (write nothing) or ignore")
+    String onNonFinite;
+
+    @Override
+    public Integer call() throws IOException, ConfigException {
+        MergeConfig cfg = MergeConfig.load(config);
+        SweepGrid sweep = cfg.grid();
+        if (!grid.isEmpty()) {
+            List<SweepGrid.Axis> axes = new ArrayList<>();
+            for (String a : grid) axes.add(SweepGrid.parseAxis(a));
+            sweep = SweepGrid.of(axes);
+        }
+        if (sweep == null)
+            throw new ConfigException("no grid: give --grid NAME=START:STOP:STEP (or NAME=V1,V2,...), or a smelter.grid "
+                    + "in " + config);
+        if (statsOnly && noStats) throw new ConfigException("--stats-only and --no-stats leave nothing to do");
+        if (trimScope != null || seed != null)
+            cfg = new MergeConfig(cfg.method(), cfg.baseModel(), cfg.models(), cfg.parameters(), cfg.outDType(),
+                    trimScope != null ? MergeConfig.trimScope(trimScope) : cfg.trimScope(),
+                    seed != null ? seed : cfg.seed(), cfg.warnings(), cfg.grid());
+        PrintStream err = System.err;
+        for (String w : cfg.warnings()) err.println("warning: " + w);
+        if (!grid.isEmpty() && cfg.grid() != null) err.println("note: --grid replaces the config's smelter.grid");
+        Device dev = Device.parse(device);
+        CheckpointMerger.NonFinite nonFinite = switch (onNonFinite) {
+            case "warn" -> CheckpointMerger.NonFinite.WARN;
+            case "fail" -> CheckpointMerger.NonFinite.FAIL;
+            case "ignore" -> CheckpointMerger.NonFinite.IGNORE;
+            default -> throw new IllegalArgumentException("--on-nonfinite is warn, fail or ignore, not '" + onNonFinite + "'");
+        };
+        if (!overwrite && !dryRun && nonEmpty(output))
+            throw new ConfigException(output + " exists and is not empty (use --overwrite to replace it)");
+        var options = new SweepRunner.Options(dev, output, Sizes.parse(maxShardSize), overwrite, allowVocabMismatch,
+                nonFinite, !statsOnly, !noStats, compareSequential);
+        try (SweepRunner runner = new SweepRunner(cfg, sweep, options)) {
+            SweepRunner.SweepPlan plan = runner.plan();
+            int n = plan.configurations();
+            if (dryRun) {
+                printPlan(runner, plan, cfg, dev, System.out);
+                return 0;
+            }
+            if (!noStats && !runner.statsEnabled())
+                err.println("note: no statistics (they measure task vectors against base_model, and the config has none)");
+            err.printf(Locale.ROOT, "sweeping %d configurations of %s (%s) over %d tensors on %s (%s)%s%n", n,
+                    cfg.method().mergekitName(), describe(sweep), plan.merge().tensors().size(), dev,
+                    Smelter.deviceName(dev), statsOnly ? ", statistics only" : ", " + Sizes.format(plan.bytesWritten())
+                            + " of checkpoints");
+            SweepRunner.Summary s;
+            try (Progress progress = Progress.start(plan.workBytes(), quiet)) {
+                s = runner.run(plan, progress::update);
+            }
+            print(s, System.out);
+            for (SweepRunner.ConfigResult r : s.results())
+                for (String w : r.warnings()) err.println("warning: " + w);
+            err.printf(Locale.ROOT, "sweep: %d configurations in %.3f s%s, %.3f s per configuration (%.3f s shared: "
+                    + "reading%s, thresholds, statistics of the inputs); peak anonymous memory %s%n", n, s.seconds(),
+                    cpu(s.cpuSeconds()), s.secondsPerConfiguration(), s.sharedSeconds(),
+                    plan.deviceCopies() ? " and device copies" : "",
+                    s.peakAnonymousBytes() < 0 ? "unknown" : Sizes.format(s.peakAnonymousBytes()));
+            if (s.sequential() != null) {
+                SweepRunner.Sequential q = s.sequential();
+                err.printf(Locale.ROOT, "one by one (measured, each configuration merged on its own, writing its "
+                        + "checkpoint): %.3f s%s, %.3f s per configuration; the sweep took %.2fx that time (%.2fx faster)%s%n",
+                        q.seconds(), cpu(q.cpuSeconds()), q.seconds() / n, s.seconds() / q.seconds(), q.seconds() / s.seconds(),
+                        q.identical() == null ? "" : q.identical() ? "; outputs identical"
+                                : "; OUTPUTS DIFFER: " + String.join(", ", q.differences()));
+                if (Boolean.FALSE.equals(q.identical())) return SmelterCli.EXIT_FAILURE;
+            }
+            err.printf(Locale.ROOT, "wrote %s (%s%s, %s)%n", output, statsOnly ? "" : n + " checkpoints, ",
+                    SweepReport.CONFIGS_CSV + (s.statsMethod() != null ? ", " + SweepReport.STATS_CSV : ""), SweepReport.JSON);
+            return 0;
+        }
+    }
+
+    private static String cpu(double seconds) {
+        return seconds < 0 ? "" : String.format(Locale.ROOT, " (CPU %.3f s)", seconds);
+    }
+
+    private static boolean nonEmpty(Path dir) throws IOException {
+        if (!Files.isDirectory(dir)) return Files.exists(dir);
+        try (Stream<Path> s = Files.list(dir)) {
+            return s.findAny().isPresent();
+        }
+    }
+
+    private static String describe(SweepGrid grid) {
+        List<String> parts = new ArrayList<>();
+        for (SweepGrid.Axis a : grid.axes()) parts.add(a.name() + " x" + a.values().size());
+        return String.join(", ", parts);
+    }
+
+    /** One line per configuration: its time and whole-model statistics. */
+    static void print(SweepRunner.Summary s, PrintStream out) {
+        int width = s.results().stream().mapToInt(r -> r.configuration().name().length()).max().orElse(6);
+        boolean stats = s.statsMethod() != null;
+        out.printf(Locale.ROOT, "%-" + width + "s %9s%s%s%n", "config", "seconds",
+                s.sequential() != null ? String.format(Locale.ROOT, " %11s", "sequential") : "",
+                stats ? String.format(Locale.ROOT, " %12s %10s %8s %10s", "delta_norm", "rel_delta", "kept", "sign_agree") : "");
+        for (int c = 0; c < s.results().size(); c++) {
+            SweepRunner.ConfigResult r = s.results().get(c);
+            SweepRunner.LayerStats m = r.model();
+            out.printf(Locale.ROOT, "%-" + width + "s %9.4f%s%s%n", r.configuration().name(), r.seconds(),
+                    s.sequential() != null ? String.format(Locale.ROOT, " %11.4f", s.sequential().perConfiguration().get(c)) : "",
+                    stats && m != null ? String.format(Locale.ROOT, " %12.6g %10.6f %8.5f %10.5f", m.deltaNorm(),
+                            m.relativeDeltaNorm(), m.keptFraction(), m.signAgreement()) : "");
+        }
+    }
+
+    private static void printPlan(SweepRunner runner, SweepRunner.SweepPlan plan, MergeConfig cfg, Device dev, PrintStream out) {
+        out.printf(Locale.ROOT, "sweep of %d configurations (%s), method %s, %d models%s, trim scope %s, device %s%n",
+                plan.configurations(), describe(runner.grid()), cfg.method().mergekitName(), cfg.models().size(),
+                cfg.baseModel() != null ? " + base " + cfg.baseModel() : "",
+                cfg.trimScope().name().toLowerCase(Locale.ROOT), dev);
+        for (SweepRunner.Configuration c : runner.configurations()) out.println("  " + c.name());
+        out.printf(Locale.ROOT, "%d tensors; read %s once, write %s%n", plan.merge().tensors().size(),
+                Sizes.format(plan.bytesRead()), plan.bytesWritten() == 0 ? "statistics only"
+                        : plan.configurations() + " x " + Sizes.format(plan.bytesWritten() / plan.configurations()) + " = "
+                                + Sizes.format(plan.bytesWritten()));
+        out.printf(Locale.ROOT, "peak host memory %s (one output buffer; inputs are memory-mapped)%n",
+                Sizes.format(plan.peakHostBytes()));
+        if (dev.kind() == Device.Kind.CUDA)
+            out.printf(Locale.ROOT, "peak device memory %s (inputs and output of the largest tensor)%n",
+                    Sizes.format(plan.peakDeviceBytes()));
+    }
+}
