@@ -189,6 +189,41 @@ class CliSweepTest {
     }
 
     @Test
+    void dellaAndSceGridsEqualMergingEachConfiguration() throws Exception {
+        Path della = bf16.resolve("della-grid.yml");
+        Files.writeString(della, """
+                merge_method: della
+                base_model: base
+                models:
+                  - model: expert-de
+                    parameters: {weight: 0.6, density: 0.5, epsilon: 0.1}
+                  - model: expert-fr
+                    parameters: {weight: 0.4, density: 0.5, epsilon: 0.1}
+                smelter: {seed: 3}
+                """);
+        Path out = dir.resolve("della-sweep");
+        ok(sweep(della.toString(), "-o", out.toString(), "--grid", "density=0.4,0.6", "--no-stats"));
+        Map<String, Map<String, Object>> points = new LinkedHashMap<>();
+        for (String d : List.of("0.4", "0.6")) points.put("density=" + d, values("density", Double.parseDouble(d)));
+        assertEveryConfigurationMatchesMerge(della, out, points);
+
+        Path sce = bf16.resolve("sce-grid.yml");
+        Files.writeString(sce, """
+                merge_method: sce
+                base_model: base
+                models:
+                  - model: expert-de
+                  - model: expert-fr
+                  - model: expert-sw
+                """);
+        Path sceOut = dir.resolve("sce-sweep");
+        ok(sweep(sce.toString(), "-o", sceOut.toString(), "--grid", "select_topk=0.3,1.0"));
+        Map<String, Map<String, Object>> scePoints = new LinkedHashMap<>();
+        for (String k : List.of("0.3", "1")) scePoints.put("select_topk=" + k, values("select_topk", Double.parseDouble(k)));
+        assertEveryConfigurationMatchesMerge(sce, sceOut, scePoints);
+    }
+
+    @Test
     void linearSlerpF32TiesAndModelWideTrimEqualMergingEachConfiguration() throws Exception {
         Path linear = bf16.resolve("linear.yml");
         Files.writeString(linear, """

@@ -301,9 +301,7 @@ public final class CheckpointMerger implements AutoCloseable {
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
             if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
-            // DELLA ranks within rows: the last dimensions of the tensor (the whole tensor when it is 1-D).
-            if (spec.sparsify() == MergeSpec.Sparsify.RANKED)
-                spec = spec.toBuilder().rowLength(t.info().shape().length >= 2 ? rowElements(t.info().shape()) : n).build();
+            spec = withRows(spec, t.info().shape(), n);
             inputs = how.inputs(baseTensor, inputs);
             ctx.merge(spec, baseTensor, inputs, out.slice(0, n));
         }
@@ -314,6 +312,12 @@ public final class CheckpointMerger implements AutoCloseable {
             ctx.merge(copy, null, List.of(rest), out.slice(n, t.info().elementCount() - n));
         }
         return out;
+    }
+
+    /** DELLA ranks within rows: the trailing dimensions of the tensor (the whole tensor when it is 1-D). */
+    static MergeSpec withRows(MergeSpec spec, long[] shape, long merged) {
+        if (spec.sparsify() != MergeSpec.Sparsify.RANKED) return spec;
+        return spec.toBuilder().rowLength(shape.length >= 2 ? rowElements(shape) : merged).build();
     }
 
     static Tensor slice(Tensor t, long n) {

@@ -443,10 +443,15 @@ public final class SweepRunner implements AutoCloseable {
                     s = System.nanoTime();
                     Configuration cf = configurations.get(c);
                     MergeMethods.TensorMerge how = hows.get(c);
-                    MergeSpec spec = how.composed() ? how.resolver().apply(pairStats.get(how.statsOf())) : specs[c];
                     Tensor hostView = new Tensor(hostOut.asSlice(0, full * outType.byteSize()), full, outType, Tensor.Memory.HOST);
                     Tensor out = cuda ? view(devOut, 0, full, outType) : hostView;
-                    ctx.merge(spec, inBase, how.inputs(inBase, inModels), count == full ? out : prefix(out, count));
+                    if (how.runner() != null) {  // SCE: its own sequence of calls per configuration
+                        how.runner().merge(ctx, inBase, inModels, count == full ? out : prefix(out, count));
+                    } else {
+                        MergeSpec spec = how.composed() ? how.resolver().apply(pairStats.get(how.statsOf())) : specs[c];
+                        spec = CheckpointMerger.withRows(spec, t.info().shape(), count);
+                        ctx.merge(spec, inBase, how.inputs(inBase, inModels), count == full ? out : prefix(out, count));
+                    }
                     if (count < full) {
                         // Rows only the reference has (vocabulary mismatch): the base's, unchanged.
                         Tensor rest = base.tensor(name).slice(count, full - count);
