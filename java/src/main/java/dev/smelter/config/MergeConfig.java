@@ -56,8 +56,15 @@ public record MergeConfig(
         this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null);
     }
 
-    /** One input model and its per-tensor parameters (weight, density, ...). */
-    public record ModelEntry(Path path, Map<String, ParameterValue> parameters) {}
+    /**
+     * One input model and its per-tensor parameters (weight, density, ...); {@code fisher}: its diagonal Fisher
+     * checkpoint (same tensor names) for {@code merge_method: fisher}, else null.
+     */
+    public record ModelEntry(Path path, Map<String, ParameterValue> parameters, Path fisher) {
+        public ModelEntry(Path path, Map<String, ParameterValue> parameters) {
+            this(path, parameters, null);
+        }
+    }
 
     /** Where TIES trimming ranks magnitudes: within each tensor (mergekit) or the whole model (TIES paper). */
     public enum TrimScope { TENSOR, MODEL }
@@ -100,8 +107,13 @@ public record MergeConfig(
             String at = "models[" + i + "]";
             JsonNode m = modelsNode.get(i);
             if (!m.isObject()) throw new ConfigException(at + " must be a mapping with 'model'");
-            checkKeys(m, Set.of("model", "parameters"), at);
+            checkKeys(m, method == MergeMethods.Method.FISHER ? Set.of("model", "parameters", "fisher")
+                    : Set.of("model", "parameters"), at);
             Path path = resolve(baseDir, text(m, "model", at));
+            Path fisher = m.has("fisher") ? resolve(baseDir, text(m, "fisher", at)) : null;
+            if (method == MergeMethods.Method.FISHER && fisher == null)
+                throw new ConfigException(at + ".fisher is required for merge_method fisher: the model's diagonal "
+                        + "Fisher as a safetensors checkpoint with the model's tensor names");
             Map<String, ParameterValue> params = parameters(m.get("parameters"), at + ".parameters",
                     method.tensorParameters(), warnings::add);
             if (base != null && path.equals(base)) {
@@ -111,7 +123,7 @@ public record MergeConfig(
             }
             for (String required : method.requiredTensorParameters())
                 if (!params.containsKey(required)) throw new ConfigException(at + ".parameters." + required + " is required for " + methodName);
-            models.add(new ModelEntry(path, params));
+            models.add(new ModelEntry(path, params, fisher));
         }
         if (models.isEmpty()) throw new ConfigException("no models to merge besides the base model");
 

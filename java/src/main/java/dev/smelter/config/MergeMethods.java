@@ -104,6 +104,13 @@ public final class MergeMethods {
                 "weighted spherical interpolation of the models (task vectors about base_model if given) through "
                         + "the tangent space at their weighted mean direction, scaled by their weighted mean norm",
                 WEIGHT, Parameter.global("normalize_weights", "true"), Parameter.global("eps", "1e-8")),
+        FISHER("fisher", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "Fisher-weighted average (Matena and Raffel 2022): sum_i c_i F_i x_i / sum_i c_i F_i, F_i the diagonal "
+                        + "Fisher from models[i].fisher, c_i = weight / (the L2 norm of the model's whole Fisher when "
+                        + "normalize_fishers), F_i raised to fisher_floor (the first model's only when "
+                        + "favor_target_model) (Smelter's name)",
+                WEIGHT, Parameter.global("fisher_floor", "1e-6"), Parameter.global("favor_target_model", "true"),
+                Parameter.global("normalize_fishers", "true")),
         SCE("sce", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.SUM_UNWEIGHTED,
                 "positions with the top select_topk variance of the task vectors across models kept, per-model "
                         + "weights from the mean squared kept delta, sign elected by the kept deltas' sum, weighted "
@@ -265,6 +272,18 @@ public final class MergeMethods {
                 double tol = global.applyAsDouble("tol");
                 yield new TensorMerge(null, TensorMerge.StatsOf.POINTS,
                         s -> linear.apply(ComposedMethods.karcher(s, (int) maxIter, tol)));
+            }
+            case FISHER -> {
+                // Coefficients before the normalization by each Fisher's norm, which needs the whole model:
+                // CheckpointMerger applies it and passes the Fisher tensors as element weights.
+                float[] w = new float[config.models().size()], floors = new float[w.length];
+                double floor = global.applyAsDouble("fisher_floor");
+                boolean favorTarget = global.applyAsDouble("favor_target_model") != 0;
+                for (int i = 0; i < w.length; i++) {
+                    w[i] = (float) config.models().get(i).parameters().get("weight").resolve(tensorName, layer, layerCount);
+                    floors[i] = !favorTarget || i == 0 ? (float) floor : 0f;
+                }
+                yield new TensorMerge(MergeSpec.fisher(w, floors).toBuilder().tensorName(tensorName).build(), null, null);
             }
             case SCE, SCE_FUSECHAT -> {
                 double topk = global.applyAsDouble("select_topk");

@@ -328,7 +328,8 @@ public record SweepGrid(List<Axis> axes) {
                 if (a.model() < 0 || a.model() == m) models.get(m).put(a.parameter(), new ParameterValue.Constant(v));
         }
         List<MergeConfig.ModelEntry> entries = new ArrayList<>();
-        for (int m = 0; m < models.size(); m++) entries.add(new MergeConfig.ModelEntry(config.models().get(m).path(), models.get(m)));
+        for (int m = 0; m < models.size(); m++) entries.add(new MergeConfig.ModelEntry(config.models().get(m).path(), models.get(m),
+                config.models().get(m).fisher()));
         return new MergeConfig(config.method(), config.baseModel(), List.copyOf(entries), global, config.outDType(),
                 config.trimScope(), seed, config.warnings(), null);
     }

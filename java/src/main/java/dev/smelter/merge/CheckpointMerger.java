@@ -4,6 +4,7 @@ import dev.smelter.Context;
 import dev.smelter.DType;
 import dev.smelter.Device;
 import dev.smelter.MergeSpec;
+import dev.smelter.PairStats;
 import dev.smelter.Smelter;
 import dev.smelter.Tensor;
 import dev.smelter.TopK;
@@ -89,6 +90,7 @@ public final class CheckpointMerger implements AutoCloseable {
     private final Options options;
     private final Checkpoint base;
     private final List<Checkpoint> models = new ArrayList<>();
+    private final List<Checkpoint> fishers = new ArrayList<>();  // merge_method fisher: one per model
     private final int layerCount;
 
     public CheckpointMerger(MergeConfig config, Options options) throws IOException {
@@ -102,6 +104,11 @@ public final class CheckpointMerger implements AutoCloseable {
                 Checkpoint c = Checkpoint.open(m.path());
                 opened.add(c);
                 models.add(c);
+                if (m.fisher() != null) {
+                    Checkpoint f = Checkpoint.open(m.fisher());
+                    opened.add(f);
+                    fishers.add(f);
+                }
             }
             base = b;
         } catch (IOException | RuntimeException e) {
@@ -157,6 +164,16 @@ public final class CheckpointMerger implements AutoCloseable {
                 }
             }
             boolean mergeable = mergeDType.isPresent() && (base != null || merged == info.elementCount());
+            if (mergeable)
+                for (Checkpoint f : fishers) {  // merge_method fisher: each model's Fisher, tensor by tensor
+                    if (!f.tensorNames().contains(name))
+                        throw new CheckpointFormatException(f.directory() + ": Fisher tensor " + name + " is missing");
+                    TensorInfo fi = f.info(name);
+                    if (!Arrays.equals(fi.shape(), info.shape()) || fi.dtype().toMergeDType().isEmpty())
+                        throw new CheckpointFormatException(f.directory() + ": Fisher tensor " + name + " is "
+                                + fi.dtype() + " " + Arrays.toString(fi.shape()) + ", the model's is " + info.dtype() + " "
+                                + Arrays.toString(info.shape()) + " (a float tensor of the same shape is needed)");
+                }
             DType out = mergeable ? (config.outDType() != null ? config.outDType() : mergeDType.get()) : null;
             TensorPlan tp = new TensorPlan(name, info, mergeable ? Action.MERGE : Action.COPY, out, merged,
                     mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName());
@@ -223,6 +240,7 @@ public final class CheckpointMerger implements AutoCloseable {
                         metadata, options.overwrite())) {
             int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
                     ? modelThresholds(ctx, plan) : null;
+            fisherNorms = fishers.isEmpty() ? null : fisherNorms(ctx, plan);
             DType key = thresholds != null ? keyDType(plan.tensors()) : null;
             MemorySegment outBuffer = arena.allocate(Math.max(plan.largestOutputBytes(), 1), 64);
             for (TensorPlan t : plan.tensors()) {
@@ -296,7 +314,16 @@ public final class CheckpointMerger implements AutoCloseable {
         MergeMethods.TensorMerge how = MergeMethods.tensorMerge(config, name, layer, layerCount);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
-        if (how.runner() != null) {
+        if (!fishers.isEmpty()) {
+            MergeSpec spec = how.spec();
+            float[] c = spec.weights().clone();
+            boolean normalize = config.parameters().containsKey("normalize_fishers")
+                    ? config.parameters().get("normalize_fishers").resolve(name, layer, layerCount) != 0 : true;
+            for (int i = 0; i < c.length; i++) c[i] = normalize ? (float) (c[i] / fisherNorms[i]) : c[i];
+            List<Tensor> weights = new ArrayList<>();
+            for (Checkpoint f : fishers) weights.add(slice(f.tensor(name), n));
+            ctx.merge(spec.toBuilder().weights(c).build(), null, inputs, null, weights, out.slice(0, n));
+        } else if (how.runner() != null) {
             how.runner().merge(ctx, baseTensor, inputs, out.slice(0, n));
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
@@ -322,6 +349,24 @@ public final class CheckpointMerger implements AutoCloseable {
 
     static Tensor slice(Tensor t, long n) {
         return n == t.count() ? t : t.slice(0, n);
+    }
+
+    private double[] fisherNorms;
+
+    /** The L2 norm of each model's whole Fisher (its merged tensors), Matena and Raffel's normalization. */
+    private double[] fisherNorms(Context ctx, Plan plan) {
+        double[] norms = new double[fishers.size()];
+        for (int i = 0; i < fishers.size(); i++) {
+            PairStats s = new PairStats(1);
+            for (TensorPlan t : plan.tensors())
+                if (t.action() == Action.MERGE) ctx.pairStats(List.of(slice(fishers.get(i).tensor(t.name()), t.mergedElements())),
+                        null, null, null, s);
+            norms[i] = Math.sqrt(s.dot(0, 0));
+            if (!(norms[i] > 0) || !Double.isFinite(norms[i]))
+                throw new IllegalArgumentException(fishers.get(i).directory() + ": the Fisher's L2 norm is " + norms[i]
+                        + "; it cannot normalize (set normalize_fishers: false)");
+        }
+        return norms;
     }
 
     /** Model-wide TIES thresholds: one exact k-th largest |delta| per model over all merged tensors. */
@@ -361,5 +406,6 @@ public final class CheckpointMerger implements AutoCloseable {
     public void close() {
         if (base != null) base.close();
         for (Checkpoint c : models) c.close();
+        for (Checkpoint c : fishers) c.close();
     }
 }
