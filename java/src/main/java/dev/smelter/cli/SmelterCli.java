@@ -16,6 +16,7 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -62,34 +63,11 @@ public final class SmelterCli {
         @Option(names = {"-o", "--output"}, required = true, paramLabel = "DIR", description = "output checkpoint directory")
         Path output;
 
-        @Option(names = "--device", defaultValue = "auto", paramLabel = "DEV", description = "cpu, cuda, cuda:N or auto (default)")
-        String device;
-
         @Option(names = "--dry-run", description = "print the plan (tensors, bytes, peak memory) and write nothing")
         boolean dryRun;
 
-        @Option(names = "--max-shard-size", defaultValue = "5GB", paramLabel = "SIZE", description = "shard size limit (e.g. 2GB, 500MB)")
-        String maxShardSize;
-
-        @Option(names = "--overwrite", description = "replace an existing output directory (only once the new one is complete)")
-        boolean overwrite;
-
-        @Option(names = "--allow-vocab-mismatch", description = "merge the shared rows of embeddings/lm_head whose vocabulary sizes differ")
-        boolean allowVocabMismatch;
-
-        @Option(names = "--trim-scope", paramLabel = "SCOPE", description = "TIES trimming per 'tensor' (mergekit) or per 'model' (TIES paper); overrides the config")
-        String trimScope;
-
-        @Option(names = "--seed", paramLabel = "N", description = "seed of DARE's random masks; overrides the config")
-        Long seed;
-
-        @Option(names = {"-q", "--quiet"}, description = "no progress bar")
-        boolean quiet;
-
-        @Option(names = "--on-nonfinite", defaultValue = "warn", paramLabel = "ACTION",
-                description = "merged values that are NaN or infinite (from such inputs, or overflowing a 16-bit out_dtype): "
-                        + "warn (default), fail (write nothing) or ignore")
-        String onNonFinite;
+        @Mixin
+        MergeOptions options;
 
         @Override
         public Integer call() throws IOException, ConfigException {
@@ -97,22 +75,13 @@ public final class SmelterCli {
             if (cfg.grid() != null)
                 throw new ConfigException(config + " has a smelter.grid (" + cfg.grid().size() + " configurations): run "
                         + "it with smelter sweep, or remove the grid to merge one configuration");
-            if (trimScope != null || seed != null)
-                cfg = new MergeConfig(cfg.method(), cfg.baseModel(), cfg.models(), cfg.parameters(), cfg.outDType(),
-                        trimScope != null ? MergeConfig.trimScope(trimScope) : cfg.trimScope(),
-                        seed != null ? seed : cfg.seed(), cfg.warnings());
+            cfg = options.apply(cfg);
             PrintStream err = System.err;
             for (String w : cfg.warnings()) err.println("warning: " + w);
-            Device dev = Device.parse(device);
-            CheckpointMerger.NonFinite nonFinite = switch (onNonFinite) {
-                case "warn" -> CheckpointMerger.NonFinite.WARN;
-                case "fail" -> CheckpointMerger.NonFinite.FAIL;
-                case "ignore" -> CheckpointMerger.NonFinite.IGNORE;
-                default -> throw new IllegalArgumentException("--on-nonfinite is warn, fail or ignore, not '" + onNonFinite + "'");
-            };
-            var options = new CheckpointMerger.Options(dev, output, Sizes.parse(maxShardSize), overwrite, allowVocabMismatch,
-                    nonFinite);
-            try (CheckpointMerger merger = new CheckpointMerger(cfg, options)) {
+            Device dev = options.device();
+            var mergeOptions = new CheckpointMerger.Options(dev, output, options.maxShardBytes(), options.overwrite,
+                    options.allowVocabMismatch, options.nonFinite());
+            try (CheckpointMerger merger = new CheckpointMerger(cfg, mergeOptions)) {
                 CheckpointMerger.Plan plan = merger.plan();
                 if (dryRun) {
                     PlanPrinter.print(plan, cfg, dev, System.out);
@@ -121,7 +90,7 @@ public final class SmelterCli {
                 err.printf(Locale.ROOT, "merging %d tensors (%s) with %s on %s (%s)%n", plan.tensors().size(),
                         Sizes.format(plan.bytesWritten()), cfg.method().mergekitName(), dev, Smelter.deviceName(dev));
                 CheckpointMerger.Summary s;
-                try (Progress progress = Progress.start(plan.bytesWritten(), quiet)) {
+                try (Progress progress = Progress.start(plan.bytesWritten(), options.quiet)) {
                     s = merger.run(plan, progress::update);
                 }
                 for (String w : s.warnings()) err.println("warning: " + w);

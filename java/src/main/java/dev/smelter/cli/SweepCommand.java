@@ -18,6 +18,7 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import java.util.stream.Stream;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
@@ -54,33 +55,11 @@ final class SweepCommand implements Callable<Integer> {
             + "merge does), time it and check the outputs are identical; reports both times")
     boolean compareSequential;
 
-    @Option(names = "--device", defaultValue = "auto", paramLabel = "DEV", description = "cpu, cuda, cuda:N or auto (default)")
-    String device;
-
     @Option(names = "--dry-run", description = "print the configurations and the plan; write nothing")
     boolean dryRun;
 
-    @Option(names = "--max-shard-size", defaultValue = "5GB", paramLabel = "SIZE", description = "shard size limit (e.g. 2GB, 500MB)")
-    String maxShardSize;
-
-    @Option(names = "--overwrite", description = "replace an existing output directory (only once the whole sweep is complete)")
-    boolean overwrite;
-
-    @Option(names = "--allow-vocab-mismatch", description = "merge the shared rows of embeddings/lm_head whose vocabulary sizes differ")
-    boolean allowVocabMismatch;
-
-    @Option(names = "--trim-scope", paramLabel = "SCOPE", description = "TIES trimming per 'tensor' or per 'model'; overrides the config")
-    String trimScope;
-
-    @Option(names = "--seed", paramLabel = "N", description = "seed of DARE's random masks; overrides the config")
-    Long seed;
-
-    @Option(names = {"-q", "--quiet"}, description = "no progress bar")
-    boolean quiet;
-
-    @Option(names = "--on-nonfinite", defaultValue = "warn", paramLabel = "ACTION",
-            description = "merged values that are NaN or infinite: warn (default), fail (write nothing) or ignore")
-    String onNonFinite;
+    @Mixin
+    MergeOptions options;
 
     @Override
     public Integer call() throws IOException, ConfigException {
@@ -97,25 +76,16 @@ final class SweepCommand implements Callable<Integer> {
         if (statsOnly && noStats) throw new ConfigException("--stats-only and --no-stats leave nothing to do");
         if (cfg.method() == dev.smelter.config.MergeMethods.Method.FISHER)
             throw new ConfigException("sweep does not run merge_method fisher yet; use smelter merge per configuration");
-        if (trimScope != null || seed != null)
-            cfg = new MergeConfig(cfg.method(), cfg.baseModel(), cfg.models(), cfg.parameters(), cfg.outDType(),
-                    trimScope != null ? MergeConfig.trimScope(trimScope) : cfg.trimScope(),
-                    seed != null ? seed : cfg.seed(), cfg.warnings(), cfg.grid());
+        cfg = options.apply(cfg);
         PrintStream err = System.err;
         for (String w : cfg.warnings()) err.println("warning: " + w);
         if (!grid.isEmpty() && cfg.grid() != null) err.println("note: --grid replaces the config's smelter.grid");
-        Device dev = Device.parse(device);
-        CheckpointMerger.NonFinite nonFinite = switch (onNonFinite) {
-            case "warn" -> CheckpointMerger.NonFinite.WARN;
-            case "fail" -> CheckpointMerger.NonFinite.FAIL;
-            case "ignore" -> CheckpointMerger.NonFinite.IGNORE;
-            default -> throw new IllegalArgumentException("--on-nonfinite is warn, fail or ignore, not '" + onNonFinite + "'");
-        };
-        if (!overwrite && !dryRun && nonEmpty(output))
+        Device dev = options.device();
+        if (!options.overwrite && !dryRun && nonEmpty(output))
             throw new ConfigException(output + " exists and is not empty (use --overwrite to replace it)");
-        var options = new SweepRunner.Options(dev, output, Sizes.parse(maxShardSize), overwrite, allowVocabMismatch,
-                nonFinite, !statsOnly, !noStats, compareSequential);
-        try (SweepRunner runner = new SweepRunner(cfg, sweep, options)) {
+        var sweepOptions = new SweepRunner.Options(dev, output, options.maxShardBytes(), options.overwrite,
+                options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential);
+        try (SweepRunner runner = new SweepRunner(cfg, sweep, sweepOptions)) {
             SweepRunner.SweepPlan plan = runner.plan();
             int n = plan.configurations();
             if (dryRun) {
@@ -129,7 +99,7 @@ final class SweepCommand implements Callable<Integer> {
                     Smelter.deviceName(dev), statsOnly ? ", statistics only" : ", " + Sizes.format(plan.bytesWritten())
                             + " of checkpoints");
             SweepRunner.Summary s;
-            try (Progress progress = Progress.start(plan.workBytes(), quiet)) {
+            try (Progress progress = Progress.start(plan.workBytes(), options.quiet)) {
                 s = runner.run(plan, progress::update);
             }
             print(s, System.out);

@@ -202,7 +202,8 @@ public final class CheckpointWriter implements AutoCloseable {
         if (old != null) deleteTree(old);
     }
 
-    private static void move(Path from, Path to) throws IOException {
+    /** Renames atomically where the file system can (a plain move where it cannot). */
+    public static void move(Path from, Path to) throws IOException {
         try {
             Files.move(from, to, StandardCopyOption.ATOMIC_MOVE);
         } catch (AtomicMoveNotSupportedException e) {
@@ -222,7 +223,8 @@ public final class CheckpointWriter implements AutoCloseable {
         deleteTree(temp);
     }
 
-    static void deleteTree(Path root) throws IOException {
+    /** Deletes a directory tree (nothing when it does not exist). */
+    public static void deleteTree(Path root) throws IOException {
         if (!Files.exists(root)) return;
         try (Stream<Path> s = Files.walk(root)) {
             for (Path p : s.sorted(Comparator.reverseOrder()).toList()) Files.deleteIfExists(p);
