@@ -58,6 +58,48 @@ static void test_ties_by_hand(smelter_context *ctx) {
           (long long)counts[1], (long long)counts[2]);
 }
 
+static void test_breadcrumbs_and_variance_by_hand(smelter_context *ctx) {
+    /* One model, |delta| = 1..10: gamma 0.2 drops the two largest (10, 9), density 0.3 keeps the next
+     * three (8, 7, 6). */
+    float base[10] = {0}, m[10] = {3, -10, 8, 1, -7, 2, 9, -6, 5, 4}, out[10];
+    smelter_tensor model = host_f32(m, 10), b = host_f32(base, 10), o = host_f32(out, 10);
+    float density = 0.3f, gamma = 0.2f;
+    smelter_merge_params p;
+    smelter_merge_params_init(&p);
+    p.n_models = 1;
+    p.models = &model;
+    p.base = &b;
+    p.densities = &density;
+    p.gammas = &gamma;
+    p.sparsify = SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
+    CHECK(smelter_merge(ctx, &p, &o) == SMELTER_OK, "breadcrumbs: %s", smelter_last_error());
+    float expect[10] = {0, 0, 8, 0, -7, 0, 0, -6, 0, 0};
+    for (int i = 0; i < 10; i++) CHECK(out[i] == expect[i], "breadcrumbs out[%d] = %g, expected %g", i, out[i], expect[i]);
+
+    /* Population variance of the task vectors {1, 3} and {2, 2}: 1 and 0. */
+    float x0[2] = {1, 2}, x1[2] = {3, 2}, zero[2] = {0, 0}, var[2];
+    smelter_tensor two[2] = {host_f32(x0, 2), host_f32(x1, 2)}, z = host_f32(zero, 2), v = host_f32(var, 2);
+    smelter_merge_params_init(&p);
+    p.method = SMELTER_METHOD_VARIANCE;
+    p.n_models = 2;
+    p.models = two;
+    p.base = &z;
+    CHECK(smelter_merge(ctx, &p, &v) == SMELTER_OK, "variance: %s", smelter_last_error());
+    CHECK(var[0] == 1.0f && var[1] == 0.0f, "variance %g %g, expected 1 0", var[0], var[1]);
+
+    /* DELLA refuses an epsilon that takes a probability out of (0, 1]. */
+    float eps = 0.4f;
+    smelter_merge_params_init(&p);
+    p.n_models = 1;
+    p.models = &model;
+    p.base = &b;
+    p.densities = &density;
+    p.epsilons = &eps;
+    p.sparsify = SMELTER_SPARSIFY_RANKED;
+    CHECK(smelter_merge(ctx, &p, &o) == SMELTER_ERR_INVALID_ARGUMENT, "epsilon 0.4 with density 0.3 accepted");
+    CHECK(strstr(smelter_last_error(), "epsilons[0]") != NULL, "message: %s", smelter_last_error());
+}
+
 static void test_dare_thread_independent(void) {
     enum { N = 100003 };
     static float base[N], a[N], c[N], out1[N], out2[N];
@@ -219,6 +261,7 @@ int main(void) {
     smelter_context *ctx = NULL;
     CHECK(smelter_context_create(SMELTER_BACKEND_CPU, 0, 0, &ctx) == SMELTER_OK, "cpu ctx: %s", smelter_last_error());
     test_ties_by_hand(ctx);
+    test_breadcrumbs_and_variance_by_hand(ctx);
     test_dare_thread_independent();
     test_topk(ctx);
     test_errors(ctx);
