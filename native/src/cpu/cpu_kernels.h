@@ -10,6 +10,7 @@ namespace smelter {
 constexpr int kProductTile = 64;     // output tile edge of smelter_product
 constexpr int kProductBlockK = 256;  // reduction rows packed at a time
 constexpr int kColumnStripe = 256;   // columns per smelter_column_stats task
+constexpr int kBlockElements = 256;  // elements the merge kernels convert and merge at a time
 
 // Per-worker buffers of the product kernel (packed panels and the output tile), 64-byte aligned.
 struct ProductScratch {
@@ -50,6 +51,9 @@ struct CpuKernels {
     // Pair statistics of one chunk of kPairChunk elements (see common/pair_stats.h).
     void (*pair_stats_chunk)(const PairStatsJob &job, const KernelInputs &in, int64_t chunk, PairScratch &scratch,
                              double *dots, int64_t *counts);
+    // The 24 random bits of global elements [first, first + len) of one model in one random stream,
+    // len <= kBlockElements: what RANDOM and RANKED sparsification draw (here for the tests).
+    void (*random_bits)(uint64_t stream_key, int64_t first, int len, int model, uint32_t stream, uint32_t *bits);
 };
 
 namespace cpu_avx2 { extern const CpuKernels kernels; }
