@@ -187,19 +187,26 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
     if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE)
         for (int i = 0; i < c.n; ++i) p.thresholds[i] = pick_threshold(in, i, p.key_dtype);
 
+    // Outputs 64-byte aligned (large ones are then written with non-temporal stores), or one element off.
     const size_t out_bytes = dtype_size(c.out_dtype) * n + 64;
-    std::vector<uint8_t> expected(out_bytes, 0x5A), actual(out_bytes);
-    smelter_tensor out_ref = {expected.data(), n, c.out_dtype, SMELTER_MEMORY_HOST};
+    const size_t shift = below(3) == 0 ? dtype_size(c.out_dtype) : 0;
+    std::vector<uint8_t> expected_buf(out_bytes + 128, 0x5A), actual_buf(out_bytes + 128);
+    auto aligned = [&](std::vector<uint8_t> &v) {
+        return v.data() + ((64 - reinterpret_cast<uintptr_t>(v.data()) % 64) % 64) + shift;
+    };
+    uint8_t *expected = aligned(expected_buf), *actual = aligned(actual_buf);
+    smelter_tensor out_ref = {expected, n, c.out_dtype, SMELTER_MEMORY_HOST};
     int64_t ref_counts[3] = {0, 0, 0};
     reference_merge(p, in, c.with_out ? &out_ref : nullptr, 0, n, ref_counts);
 
     for (const Kernels &k : kernels) {
         for (int split = 0; split < 2; ++split) {
-            std::fill(actual.begin(), actual.end(), 0x5A);
-            smelter_tensor out = {actual.data(), n, c.out_dtype, SMELTER_MEMORY_HOST};
+            std::fill(actual_buf.begin(), actual_buf.end(), 0x5A);
+            smelter_tensor out = {actual, n, c.out_dtype, SMELTER_MEMORY_HOST};
             int64_t counts[3] = {0, 0, 0};
             // One call, or two calls split at an odd element (the CPU backend splits at chunk edges).
-            const int64_t at = split ? std::min<int64_t>(n, 1 + 2 * below(static_cast<int>(n / 2 + 1))) : n;
+            const int64_t odd = std::min<int64_t>(n, 1 + 2 * below(static_cast<int>(n / 2 + 1)));
+            const int64_t at = !split ? n : n > 200000 ? 65536 * (1 + below(static_cast<int>(n / 65536) - 1)) : odd;
             k.k->merge_range(p, in, c.with_out ? &out : nullptr, 0, at, counts);
             if (at < n) k.k->merge_range(p, in, c.with_out ? &out : nullptr, at, n, counts);
             int64_t first = -1;
@@ -309,6 +316,22 @@ void test_merges(const std::vector<Kernels> &kernels) {
     std::printf("merge: %d cases\n", cases);
 }
 
+// Tensors large enough that the output is written with non-temporal stores, split over chunks as
+// the backend splits them.
+void test_large_merges(const std::vector<Kernels> &kernels) {
+    for (int dtype : {SMELTER_F32, SMELTER_F16, SMELTER_BF16}) {
+        Case c;
+        c.dtype = dtype;
+        c.out_dtype = dtype;
+        c.n = 4;
+        c.count = 3000017;
+        c.with_out = true;
+        c.plan = random_plan(SMELTER_METHOD_TASK_ARITHMETIC, below(3), SMELTER_CONSENSUS_SUM, 1, c.n, dtype);
+        run_case(kernels, c);
+    }
+    std::printf("large merges: 3 cases\n");
+}
+
 // Philox draws of random_bits against random24, one element at a time.
 void test_random_bits(const std::vector<Kernels> &kernels) {
     const int64_t starts[] = {0, 1, 2, 3, 4, 5, 250, 1023, (int64_t{1} << 34) - 9, (int64_t{1} << 34) - 300,
@@ -349,6 +372,7 @@ int main() {
     else std::printf("no AVX2/F16C on this CPU: the baseline kernels only\n");
     test_random_bits(kernels);
     for (int round = 0; round < 4; ++round) test_merges(kernels);  // each round draws new sizes and choices
+    test_large_merges(kernels);
     std::printf("%ld checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }

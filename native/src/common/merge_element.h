@@ -37,6 +37,9 @@ struct MergePlan {
 // Internal sparsify mode: the keep decision was made beforehand (rnd(i) != 0 keeps). The CPU
 // kernels compute keys or random draws in separate vectorised loops and merge with this.
 constexpr int kSparsifyPrecomputed = 100;
+// Internal sparsify mode: MAGNITUDE decided by the bits of |delta| against a bound per model,
+// rnd(i) (keep where they are greater as int32; see magnitude_bound in the CPU kernels).
+constexpr int kSparsifyBound = 101;
 
 // Random stream ids (the fourth Philox counter word); later methods take new ids.
 enum RandomStream : uint32_t { STREAM_DARE = 0, STREAM_DELLA = 1 };
@@ -75,6 +78,7 @@ SMELTER_HD bool sparsify_keep(const MergePlan &p, int sparsify, int i, float d, 
     }
     if (sparsify == SMELTER_SPARSIFY_RANDOM) return rnd < p.keep24[i];
     if (sparsify == kSparsifyPrecomputed || sparsify == SMELTER_SPARSIFY_RANKED) return rnd != 0;
+    if (sparsify == kSparsifyBound) return static_cast<int32_t>(float_bits(d) & 0x7FFFFFFFu) > static_cast<int32_t>(rnd);
     return true;
 }
 
@@ -156,7 +160,7 @@ SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, Rand
         nan_input |= x(i) != x(i);
         float d = x(i) - x0;
         const bool drawn = sparsify == SMELTER_SPARSIFY_RANDOM || sparsify == SMELTER_SPARSIFY_RANKED ||
-                           sparsify == kSparsifyPrecomputed;
+                           sparsify == kSparsifyPrecomputed || sparsify == kSparsifyBound;
         const uint32_t r = drawn ? rnd(i) : 0u;
         const bool keep = sparsify_keep(p, sparsify, i, d, r) & (!p.has_select | selected);
         float scale = p.scales[i];
