@@ -102,6 +102,15 @@ void fill(std::vector<uint8_t> &buf, int dtype, int64_t n, const std::vector<uin
     }
 }
 
+// What RANDOM and RANKED draw for model i at element j, as the CUDA kernel reads it.
+uint32_t reference_draw(const MergePlan &p, const KernelInputs &in, int i, int64_t j) {
+    const bool ranked = p.sparsify == SMELTER_SPARSIFY_RANKED;
+    if (p.sparsify != SMELTER_SPARSIFY_RANDOM && !ranked) return 0u;
+    const uint32_t bits =
+        random24(p.stream_key, static_cast<uint64_t>(p.element_offset + j), i, ranked ? STREAM_DELLA : STREAM_DARE);
+    return ranked ? ranked_keep(p, i, bits, in.ranks[i][j]) : bits;
+}
+
 // The definition: what the CUDA kernel computes for element j (see cuda_backend.cu, merge_kernel).
 void reference_merge(const MergePlan &p, const KernelInputs &in, const smelter_tensor *out, int64_t begin, int64_t end,
                      int64_t counts[3]) {
@@ -110,14 +119,17 @@ void reference_merge(const MergePlan &p, const KernelInputs &in, const smelter_t
         uint32_t bits[SMELTER_MAX_MODELS];
         for (int i = 0; i < p.n; ++i) {
             xv[i] = load_element(in.models[i], in.dtype, j);
-            bits[i] = p.sparsify == SMELTER_SPARSIFY_RANDOM
-                          ? random24(p.stream_key, static_cast<uint64_t>(p.element_offset + j), i, STREAM_DARE)
-                          : 0u;
+            bits[i] = reference_draw(p, in, i, j);
         }
         const float x0 = in.base ? load_element(in.base, in.dtype, j) : 0.0f;
+        const bool selected = p.has_select && select_keep(p, load_element(in.select, in.select_dtype, j));
         int e;
         const float r = merge_element<SMELTER_MAX_MODELS, false>(
-            p, x0, [&](int i) { return xv[i]; }, [&](int i) { return bits[i]; }, [&](int) { return 1.0f; }, false, &e);
+            p, x0, [&](int i) { return xv[i]; }, [&](int i) { return bits[i]; },
+            [&](int i) {
+                return p.has_element_weights ? load_element(in.element_weights[i], in.element_weight_dtype, j) : 1.0f;
+            },
+            selected, &e);
         if (out) store_element(out->data, out->dtype, j, r);
         counts[0] += e > 0;
         counts[1] += e < 0;
@@ -156,6 +168,7 @@ struct Case {
     int64_t count;
     MergePlan plan;
     bool with_out;
+    int select_dtype = SMELTER_F32, weight_dtype = SMELTER_F32;
 };
 
 std::string describe(const Case &c) {
@@ -163,11 +176,17 @@ std::string describe(const Case &c) {
     const MergePlan &p = c.plan;
     std::snprintf(s, sizeof s,
                   "%s->%s n=%d count=%lld method=%d sparsify=%d consensus=%d normalize=%d zero_elect=%d key=%d "
-                  "lambda=%g offset=%lld out=%d",
+                  "lambda=%g offset=%lld out=%d select=%d element_weights=%d ranked_inverse=%d min_divisor=%g",
                   dtype_name(c.dtype), dtype_name(c.out_dtype), c.n, static_cast<long long>(c.count), p.method,
                   p.sparsify, p.consensus, p.normalize, p.zero_elect, p.key_dtype, p.lambda,
-                  static_cast<long long>(p.element_offset), c.with_out);
+                  static_cast<long long>(p.element_offset), c.with_out, p.has_select, p.has_element_weights,
+                  p.ranked_inverse, p.min_divisor);
     return s;
+}
+
+bool output_is_nan(const uint8_t *out, int dtype, int64_t j) {
+    const float v = load_element(out, dtype, j);
+    return v != v;
 }
 
 void run_case(const std::vector<Kernels> &kernels, Case &c) {
@@ -184,8 +203,37 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
     in.dtype = c.dtype;
     in.count = n;
     MergePlan &p = c.plan;
-    if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE)
+    if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE || p.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS)
         for (int i = 0; i < c.n; ++i) p.thresholds[i] = pick_threshold(in, i, p.key_dtype);
+    if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS)
+        for (int i = 0; i < c.n; ++i) p.upper[i] = below(4) == 0 ? 0xFFFFFFFFu : pick_threshold(in, i, p.key_dtype);
+    // Position-select scores, element weights, and RANKED ranks (any rank below the row length) with
+    // the table of limits the CPU backend makes for them.
+    std::vector<uint8_t> select;
+    std::vector<std::vector<uint8_t>> element_weights(c.n);
+    std::vector<std::vector<uint32_t>> ranks(c.n), limits(c.n);
+    if (p.has_select) {
+        fill(select, c.select_dtype, n, nullptr, rate, 1.0f);
+        in.select = select.data();
+        in.select_dtype = c.select_dtype;
+        p.select_threshold = below(4) == 0 ? 0u : magnitude_key(uniform(0.0f, 1.0f), KEY_F32);
+    }
+    if (p.has_element_weights) {
+        for (int i = 0; i < c.n; ++i) {
+            fill(element_weights[i], c.weight_dtype, n, nullptr, rate, 2.0f);
+            in.element_weights[i] = element_weights[i].data();
+        }
+        in.element_weight_dtype = c.weight_dtype;
+    }
+    if (p.sparsify == SMELTER_SPARSIFY_RANKED)
+        for (int i = 0; i < c.n; ++i) {
+            ranks[i].resize(static_cast<size_t>(n));
+            for (auto &r : ranks[i]) r = static_cast<uint32_t>(below(static_cast<int>(p.row_length)));
+            limits[i].resize(static_cast<size_t>(p.row_length));
+            for (int64_t r = 0; r < p.row_length; ++r) limits[i][r] = ranked_limit(p, i, static_cast<uint32_t>(r));
+            in.ranks[i] = ranks[i].data();
+            in.rank_limits[i] = limits[i].data();
+        }
 
     // Outputs 64-byte aligned (large ones are then written with non-temporal stores), or one element off.
     const size_t out_bytes = dtype_size(c.out_dtype) * n + 64;
@@ -212,7 +260,16 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
             int64_t first = -1;
             for (size_t b = 0; b < out_bytes && c.with_out; ++b)
                 if (actual[b] != expected[b]) {
-                    first = static_cast<int64_t>(b / dtype_size(c.out_dtype));
+                    const int64_t j = static_cast<int64_t>(b / dtype_size(c.out_dtype));
+                    // NaN element weights make NaNs of either sign, and which one an addition
+                    // passes on depends on the order of its operands, which compilers may swap:
+                    // there any NaN is as good as another (input NaNs still give 0x7FC00000).
+                    if (p.has_element_weights && j < n && output_is_nan(expected, c.out_dtype, j) &&
+                        output_is_nan(actual, c.out_dtype, j)) {
+                        b = (j + 1) * dtype_size(c.out_dtype) - 1;
+                        continue;
+                    }
+                    first = j;
                     break;
                 }
             CHECK(first < 0, "%s: %s split=%lld: element %lld differs", k.name, describe(c).c_str(),
@@ -230,16 +287,14 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
         const int model = below(c.n);
         std::vector<ExactSum> ref(2);
         std::memset(ref.data(), 0, sizeof(ExactSum) * 2);
-        for (int64_t j = 0; j < n; ++j) {
+        for (int64_t j = 0; j < n; ++j) {  // as cuda_backend.cu's l1_kernel
             const float x0 = load_element(in.base, in.dtype, j);
-            const float d = load_element(in.models[model], in.dtype, j) - x0;
+            float d = load_element(in.models[model], in.dtype, j) - x0;
+            if (p.has_select && !select_keep(p, load_element(in.select, in.select_dtype, j))) d = 0.0f;
             uint32_t bucket, significand;
             exact_sum_split(d, &bucket, &significand);
             ref[0].bucket[bucket] += significand;
-            const uint32_t rnd = p.sparsify == SMELTER_SPARSIFY_RANDOM
-                                     ? random24(p.stream_key, static_cast<uint64_t>(p.element_offset + j), model, STREAM_DARE)
-                                     : 0u;
-            if (sparsify_keep(p, p.sparsify, model, d, rnd)) ref[1].bucket[bucket] += significand;
+            if (sparsify_keep(p, p.sparsify, model, d, reference_draw(p, in, model, j))) ref[1].bucket[bucket] += significand;
         }
         for (const Kernels &k : kernels) {
             std::vector<ExactSum> got(2);
@@ -288,6 +343,27 @@ MergePlan random_plan(int method, int sparsify, int consensus, int normalize, in
         p.keep24[i] = keeps[below(5)];
     }
     p.divisor = below(6) == 0 ? 1.0f : (sum == 0.0f ? 1.0f : sum);
+    // Features of the plan: element weights (LINEAR), position select and a divisor floor (task
+    // arithmetic), RANKED limits and their rescale.
+    if (method == SMELTER_METHOD_LINEAR && below(3) == 0) {
+        p.has_element_weights = 1;
+        for (int i = 0; i < n; ++i) p.floors[i] = below(2) ? 0.0f : uniform(0.0f, 1.0f);
+    }
+    if (method == SMELTER_METHOD_TASK_ARITHMETIC) {
+        p.has_select = below(4) == 0;
+        if (consensus != SMELTER_CONSENSUS_NONE && below(4) == 0) p.min_divisor = uniform(0.1f, 2.0f);
+    }
+    if (sparsify == SMELTER_SPARSIFY_RANKED) {
+        const int64_t rows[] = {1, 2, 3, 7, 64, 1000};
+        p.row_length = rows[below(6)];
+        p.ranked_inverse = below(2);
+        for (int i = 0; i < n; ++i) {
+            p.keep24[i] = 1u + bits32() % (1u << 23);
+            p.span24[i] = bits32() % ((1u << 24) - p.keep24[i] + 1);
+        }
+    } else {
+        p.row_length = 1;
+    }
     return p;
 }
 
@@ -295,20 +371,25 @@ void test_merges(const std::vector<Kernels> &kernels) {
     const int counts[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 64};
     const int64_t sizes[] = {1, 2, 3, 4, 5, 7, 17, 255, 256, 257, 511, 1000, 1031, 2049};
     int cases = 0;
+    // LINEAR (normalize off, on), VARIANCE, task arithmetic: 5 sparsify x 4 consensus x normalize.
     for (int dtype : {SMELTER_F32, SMELTER_F16, SMELTER_BF16})
         for (int n : counts)
-            for (int combo = 0; combo < 2 + 3 * 3 * 2; ++combo) {
+            for (int combo = 0; combo < 3 + 5 * 4 * 2; ++combo) {
                 Case c;
                 c.dtype = dtype;
                 c.out_dtype = below(3) ? dtype : below(3);
                 c.n = n;
                 c.count = n == 64 ? sizes[below(9)] : sizes[below(14)];
                 c.with_out = below(8) != 0;
+                c.select_dtype = below(3);
+                c.weight_dtype = below(3);
                 if (combo < 2) {
                     c.plan = random_plan(SMELTER_METHOD_LINEAR, SMELTER_SPARSIFY_NONE, SMELTER_CONSENSUS_NONE, combo, n, dtype);
+                } else if (combo == 2) {
+                    c.plan = random_plan(SMELTER_METHOD_VARIANCE, SMELTER_SPARSIFY_NONE, SMELTER_CONSENSUS_NONE, 0, n, dtype);
                 } else {
-                    const int k = combo - 2;
-                    c.plan = random_plan(SMELTER_METHOD_TASK_ARITHMETIC, k / 6, (k / 2) % 3, k % 2, n, dtype);
+                    const int k = combo - 3;
+                    c.plan = random_plan(SMELTER_METHOD_TASK_ARITHMETIC, k / 8, (k / 2) % 4, k % 2, n, dtype);
                 }
                 run_case(kernels, c);
                 ++cases;
