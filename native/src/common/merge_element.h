@@ -78,7 +78,8 @@ SMELTER_HD bool sparsify_keep(const MergePlan &p, int sparsify, int i, float d, 
     }
     if (sparsify == SMELTER_SPARSIFY_RANDOM) return rnd < p.keep24[i];
     if (sparsify == kSparsifyPrecomputed || sparsify == SMELTER_SPARSIFY_RANKED) return rnd != 0;
-    if (sparsify == kSparsifyBound) return static_cast<int32_t>(float_bits(d) & 0x7FFFFFFFu) > static_cast<int32_t>(rnd);
+    if (sparsify == kSparsifyBound)
+        return static_cast<int32_t>(float_bits(d) & 0x7FFFFFFFu) > static_cast<int32_t>(rnd);
     return true;
 }
 
