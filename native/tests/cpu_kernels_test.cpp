@@ -261,9 +261,10 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
             for (size_t b = 0; b < out_bytes && c.with_out; ++b)
                 if (actual[b] != expected[b]) {
                     const int64_t j = static_cast<int64_t>(b / dtype_size(c.out_dtype));
-                    // NaN element weights make NaNs of either sign, and which one an addition
-                    // passes on depends on the order of its operands, which compilers may swap:
-                    // there any NaN is as good as another (input NaNs still give 0x7FC00000).
+                    // Infinite element weights make NaNs (inf * 0, inf - inf) of either sign, and
+                    // which one an addition passes on depends on the order of its operands, which
+                    // compilers may swap: there any NaN is as good as another (NaN inputs and NaN
+                    // weights still give 0x7FC00000).
                     if (p.has_element_weights && j < n && output_is_nan(expected, c.out_dtype, j) &&
                         output_is_nan(actual, c.out_dtype, j)) {
                         b = (j + 1) * dtype_size(c.out_dtype) - 1;

@@ -138,6 +138,7 @@ SMELTER_HD float merge_element(const MergePlan &p, float x0, ModelValues x, Rand
             float w = p.weights[i];
             if (p.has_element_weights) {
                 const float e = ew(i);
+                nan_input |= e != e;  // a NaN weight gives the canonical NaN, as a NaN value does
                 w = w * (e < p.floors[i] ? p.floors[i] : e);
                 div = div + w;
             }
