@@ -121,21 +121,37 @@ void check_base(const smelter_context *ctx, const smelter_tensor *base, const ch
             std::string("base is ") + dtype_name(base->dtype) + ", " + other + " is " + dtype_name(first.dtype));
 }
 
-// The exact k-th largest key of model i's deltas (1 <= k <= count), from one or two histograms.
-uint32_t kth_largest_key(Backend &b, const KernelInputs &in, int i, int32_t key_dtype, int64_t k) {
-    std::vector<uint64_t> hist(kLevel0Bins, 0);
-    b.key_histogram(in, i, key_dtype, 0, 0, hist.data());
-    uint64_t rank;
-    uint32_t bin = select_bin(hist.data(), kLevel0Bins, static_cast<uint64_t>(k), &rank);
-    if (key_dtype != KEY_F32) return bin;
-    hist.assign(kLevel1Bins, 0);
-    b.key_histogram(in, i, key_dtype, 1, bin, hist.data());
-    uint32_t low = select_bin(hist.data(), kLevel1Bins, rank, &rank);
-    return (bin << 16) | low;
+// An optional position-select tensor: readable and as long as the inputs (`first`, named `other`).
+void check_select(const smelter_context *ctx, const smelter_tensor *select, const smelter_tensor &first,
+                  const char *other) {
+    if (select == nullptr) return;
+    check_tensor(ctx, select, "select");
+    require(select->count == first.count, "select has " + std::to_string(select->count) + " elements, " + other +
+                                              " has " + std::to_string(first.count));
+}
+
+// The exact k-th largest keys of model i's deltas for each k in ks (1 <= k <= count): one level-0
+// histogram serves them all; f32 keys refine each in a level-1 pass under its bin.
+template <size_t N>
+void kth_largest_keys(Backend &b, const KernelInputs &in, int i, int32_t key_dtype, const int64_t (&ks)[N],
+                      uint32_t (&keys)[N], int count) {
+    std::vector<uint64_t> level0(kLevel0Bins, 0), level1;
+    b.key_histogram(in, i, key_dtype, 0, 0, level0.data());
+    for (int q = 0; q < count; ++q) {
+        uint64_t rank;
+        const uint32_t bin = select_bin(level0.data(), kLevel0Bins, static_cast<uint64_t>(ks[q]), &rank);
+        if (key_dtype != KEY_F32) {
+            keys[q] = bin;
+            continue;
+        }
+        level1.assign(kLevel1Bins, 0);
+        b.key_histogram(in, i, key_dtype, 1, bin, level1.data());
+        keys[q] = (bin << 16) | select_bin(level1.data(), kLevel1Bins, rank, &rank);
+    }
 }
 
 // Thresholds for per-tensor trimming: exact k-th largest key of each model's deltas. Breadcrumbs
-// (MAGNITUDE_OUTLIERS) also gets the upper key: the (top + 1)-th largest.
+// (MAGNITUDE_OUTLIERS) also gets the upper key, the (top + 1)-th largest, from the same histogram.
 void per_tensor_thresholds(Backend &b, const KernelInputs &in, const smelter_merge_params &p, MergePlan &plan) {
     const bool outliers = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
     for (int i = 0; i < plan.n; ++i) {
@@ -146,12 +162,12 @@ void per_tensor_thresholds(Backend &b, const KernelInputs &in, const smelter_mer
             plan.upper[i] = 0;
             continue;
         }
-        int64_t top = 0;
-        if (outliers) {
-            top = std::min(kept_count(p.gammas ? p.gammas[i] : 0.01f, in.count), in.count - k);
-            plan.upper[i] = top == 0 ? 0xFFFFFFFFu : kth_largest_key(b, in, i, plan.key_dtype, top + 1);
-        }
-        plan.thresholds[i] = kth_largest_key(b, in, i, plan.key_dtype, top + k);
+        const int64_t top = outliers ? std::min(kept_count(p.gammas ? p.gammas[i] : 0.01f, in.count), in.count - k) : 0;
+        const int64_t ks[2] = {top + k, top + 1};
+        uint32_t keys[2] = {0, 0xFFFFFFFFu};  // the upper key stays "no cut" when nothing large is dropped
+        kth_largest_keys(b, in, i, plan.key_dtype, ks, keys, top > 0 ? 2 : 1);
+        plan.thresholds[i] = keys[0];
+        if (outliers) plan.upper[i] = keys[1];
     }
 }
 
@@ -227,11 +243,7 @@ void check_params(const smelter_context *ctx, const smelter_merge_params *p, con
         require(row == 0 || first.count % row == 0, "the element count " + std::to_string(first.count) +
                                                         " is not a multiple of row_length " + std::to_string(row));
     }
-    if (p->select) {
-        check_tensor(ctx, p->select, "select");
-        require(p->select->count == first.count, "select has " + std::to_string(p->select->count) +
-                                                     " elements, models[0] has " + std::to_string(first.count));
-    }
+    check_select(ctx, p->select, first, "models[0]");
     if (p->element_weights) {
         for (int i = 0; i < n; ++i) {
             const std::string at = "element_weights[" + std::to_string(i) + "]";
@@ -408,11 +420,7 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     const smelter_tensor &first = p->vectors[0];
     if (p->base != nullptr) check_base(ctx, p->base, "vectors", first);
     require(p->both_kept == nullptr || p->thresholds != nullptr, "both_kept needs thresholds");
-    if (p->select) {
-        check_tensor(ctx, p->select, "select");
-        require(p->select->count == first.count, "select has " + std::to_string(p->select->count) +
-                                                     " elements, vectors[0] has " + std::to_string(first.count));
-    }
+    check_select(ctx, p->select, first, "vectors[0]");
     require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
     if (!p->dots && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
     if (first.count == 0) return;

@@ -94,13 +94,15 @@ public:
             for (int b = 0; b < static_cast<int>(l.size()); ++b) hist[b] += l[b];
     }
 
-    // RANKED: the keep limit of every rank, once per call (the kernels look them up per element).
+    // RANKED: the keep limit of every rank, once per call (the kernels look them up per element), for
+    // every model or only `model`.
     struct RankLimits {
         KernelInputs in;
         std::vector<uint32_t> table[SMELTER_MAX_MODELS];
-        RankLimits(const MergePlan &plan, const KernelInputs &inputs) : in(inputs) {
+        RankLimits(const MergePlan &plan, const KernelInputs &inputs, int model = -1) : in(inputs) {
             if (plan.sparsify != SMELTER_SPARSIFY_RANKED) return;
             for (int i = 0; i < plan.n; ++i) {
+                if (model >= 0 && i != model) continue;
                 table[i].resize(static_cast<size_t>(plan.row_length));
                 for (int64_t r = 0; r < plan.row_length; ++r)
                     table[i][r] = ranked_limit(plan, i, static_cast<uint32_t>(r));
@@ -110,7 +112,7 @@ public:
     };
 
     void l1_norms(const MergePlan &plan, const KernelInputs &inputs, int model, ExactSum *total, ExactSum *kept) override {
-        const RankLimits limits(plan, inputs);
+        const RankLimits limits(plan, inputs, model);
         const KernelInputs &in = limits.in;
         std::vector<ExactSum> t(pool_.size()), k(pool_.size());
         std::memset(t.data(), 0, sizeof(ExactSum) * t.size());
