@@ -363,6 +363,12 @@ public final class MergeMethods {
                 .build();
     }
 
+    /** merge_method fisher: whether this tensor's coefficients are divided by each model's Fisher norm. */
+    public static boolean normalizesFishers(MergeConfig config, String tensorName, int layer, int layerCount) {
+        return flag(config.parameters(), "normalize_fishers", "true".equals(Method.FISHER.defaultOf("normalize_fishers")),
+                tensorName, layer, layerCount);
+    }
+
     private static boolean flag(Map<String, ParameterValue> g, String key, boolean dflt, String t, int l, int n) {
         return g.containsKey(key) ? g.get(key).resolve(t, l, n) != 0 : dflt;
     }

@@ -240,7 +240,10 @@ public final class CheckpointMerger implements AutoCloseable {
                         metadata, options.overwrite())) {
             int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
                     ? modelThresholds(ctx, plan) : null;
-            fisherNorms = fishers.isEmpty() ? null : fisherNorms(ctx, plan);
+            // One pass over every Fisher, only when some tensor is normalized by their norms.
+            boolean normalizes = plan.tensors().stream().anyMatch(t -> t.action() == Action.MERGE && !fishers.isEmpty()
+                    && MergeMethods.normalizesFishers(config, t.name(), TensorNames.layerIndex(t.name()), layerCount));
+            fisherNorms = normalizes ? fisherNorms(ctx, plan) : null;
             DType key = thresholds != null ? keyDType(plan.tensors()) : null;
             MemorySegment outBuffer = arena.allocate(Math.max(plan.largestOutputBytes(), 1), 64);
             for (TensorPlan t : plan.tensors()) {
@@ -317,9 +320,8 @@ public final class CheckpointMerger implements AutoCloseable {
         if (!fishers.isEmpty()) {
             MergeSpec spec = how.spec();
             float[] c = spec.weights().clone();
-            boolean normalize = config.parameters().containsKey("normalize_fishers")
-                    ? config.parameters().get("normalize_fishers").resolve(name, layer, layerCount) != 0 : true;
-            for (int i = 0; i < c.length; i++) c[i] = normalize ? (float) (c[i] / fisherNorms[i]) : c[i];
+            if (MergeMethods.normalizesFishers(config, name, layer, layerCount))
+                for (int i = 0; i < c.length; i++) c[i] = (float) (c[i] / fisherNorms[i]);
             List<Tensor> weights = new ArrayList<>();
             for (Checkpoint f : fishers) weights.add(slice(f.tensor(name), n));
             ctx.merge(spec.toBuilder().weights(c).build(), null, inputs, null, weights, out.slice(0, n));

@@ -282,7 +282,7 @@ public final class SweepRunner implements AutoCloseable {
             done = true;
             return relocated(s, temp, target);
         } finally {
-            if (!done) deleteTree(temp);
+            if (!done) CheckpointWriter.deleteTree(temp);
         }
     }
 
@@ -735,9 +735,9 @@ public final class SweepRunner implements AutoCloseable {
             total += sec;
             cpu = cpu < 0 || cpu0 < 0 ? -1 : cpu + processCpuNanos() - cpu0;
             if (r.output() != null) differences.addAll(compare(r.configuration().name(), r.output(), out));
-            deleteTree(out);
+            CheckpointWriter.deleteTree(out);
         }
-        deleteTree(scratch);
+        CheckpointWriter.deleteTree(scratch);
         Boolean identical = options.writeCheckpoints() ? differences.isEmpty() : null;
         return new Summary(s.plan(), s.results(), s.seconds(), s.cpuSeconds(), s.sharedSeconds(), s.peakAnonymousBytes(),
                 s.device(), s.statsMethod(), new Sequential(total, cpu < 0 ? -1 : cpu / 1e9, List.copyOf(seconds), identical,
@@ -790,18 +790,10 @@ public final class SweepRunner implements AutoCloseable {
                     throw new IOException(target + " exists and is not empty (use --overwrite to replace it)");
             }
             old = target.resolveSibling("." + target.getFileName() + ".old-" + UUID.randomUUID().toString().substring(0, 8));
-            move(target, old);
+            CheckpointWriter.move(target, old);
         }
-        move(temp, target);
-        if (old != null) deleteTree(old);
-    }
-
-    private static void move(Path from, Path to) throws IOException {
-        CheckpointWriter.move(from, to);
-    }
-
-    static void deleteTree(Path root) throws IOException {
-        CheckpointWriter.deleteTree(root);
+        CheckpointWriter.move(temp, target);
+        if (old != null) CheckpointWriter.deleteTree(old);
     }
 
     @Override
