@@ -44,6 +44,10 @@ final class DemoCheckpoints implements Callable<Integer> {
     @Option(names = "--dtype", defaultValue = "bf16", paramLabel = "DTYPE", description = "bf16 (default), f16 or f32")
     String dtype;
 
+    @Option(names = "--max-shard-size", defaultValue = "2MB", paramLabel = "SIZE",
+            description = "shard size limit (default 2MB: small demos come out sharded, as real checkpoints do)")
+    String maxShardSize;
+
     record Shape(String name, long[] shape) {}
 
     @Override
@@ -113,7 +117,7 @@ final class DemoCheckpoints implements Callable<Integer> {
                 .toList();
         SplittableRandom deltas = new SplittableRandom(deltaSeed);
         try (Arena arena = Arena.ofConfined();
-                CheckpointWriter w = new CheckpointWriter(out, specs, 2_000_000, Map.of("format", "pt"), true)) {
+                CheckpointWriter w = new CheckpointWriter(out, specs, Sizes.parse(maxShardSize), Map.of("format", "pt"), true)) {
             for (int t = 0; t < shapes.size(); t++) {
                 Shape s = shapes.get(t);
                 long n = 1;

@@ -51,8 +51,15 @@ public final class CheckpointWriter implements AutoCloseable {
     private final Map<String, Placement> placements = new LinkedHashMap<>();
     private final Map<String, Integer> shardOf = new LinkedHashMap<>();
     private final Set<String> written = new HashSet<>();
+    private final List<Long> unsynced = new ArrayList<>();  // bytes written per shard since its last sync
     private long totalBytes;
     private boolean committed;
+
+    /**
+     * Each shard is synced to disk after this many bytes written to it, so its writeback runs while later tensors
+     * are computed (not all at {@link #commit()}) and dirty pages in the page cache stay bounded.
+     */
+    static final long SYNC_BYTES = 256L << 20;
 
     public CheckpointWriter(Path output, List<TensorSpec> tensors, long maxShardBytes, Map<String, String> metadata,
             boolean overwrite) throws IOException {
@@ -134,6 +141,7 @@ public final class CheckpointWriter implements AutoCloseable {
         Path file = temp.resolve(fileName);
         FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
         channels.add(ch);
+        unsynced.add(0L);
         writeFully(ch, head, 0, file);
         // Shift this shard's placements past its header.
         long dataStart = 8L + padded;
@@ -144,7 +152,7 @@ public final class CheckpointWriter implements AutoCloseable {
         totalBytes += offset;
     }
 
-    /** Writes one tensor's bytes (any order; each tensor exactly once). */
+    /** Writes one tensor's bytes (any order; each tensor exactly once; one thread at a time). */
     public void write(String name, MemorySegment data) throws IOException {
         Placement p = placements.get(name);
         if (p == null) throw new IllegalArgumentException("tensor " + name + " is not in this checkpoint's plan");
@@ -157,6 +165,16 @@ public final class CheckpointWriter implements AutoCloseable {
             long len = Math.min(chunk, p.bytes() - off);
             writeFully(channels.get(p.shard()), data.asSlice(off, len).asByteBuffer(), p.position() + off, file);
         }
+        long since = unsynced.get(p.shard()) + p.bytes();
+        if (since >= SYNC_BYTES) {
+            try {
+                channels.get(p.shard()).force(false);
+            } catch (IOException e) {
+                throw new IOException("cannot write " + file + ": " + e.getMessage() + " (disk full?)", e);
+            }
+            since = 0;
+        }
+        unsynced.set(p.shard(), since);
     }
 
     private static void writeFully(FileChannel ch, ByteBuffer buf, long position, Path file) throws IOException {

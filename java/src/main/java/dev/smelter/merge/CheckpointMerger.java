@@ -6,6 +6,7 @@ import dev.smelter.Device;
 import dev.smelter.MergeSpec;
 import dev.smelter.PairStats;
 import dev.smelter.Smelter;
+import dev.smelter.SmelterException;
 import dev.smelter.Tensor;
 import dev.smelter.TopK;
 import dev.smelter.config.MergeConfig;
@@ -15,9 +16,10 @@ import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
 import dev.smelter.io.SafetensorsDType;
+import dev.smelter.io.ReadAhead;
 import dev.smelter.io.TensorInfo;
+import dev.smelter.io.WriteBehind;
 import java.io.IOException;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -25,15 +27,19 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Map;
+import java.util.concurrent.Future;
 import java.util.function.Consumer;
 
 /**
  * Merges whole checkpoints as a mergekit config describes: plans every tensor, then streams them
- * one at a time (inputs memory-mapped, one output buffer of the largest tensor), writing a sharded
- * safetensors checkpoint that appears under the output path only once it is complete.
+ * one at a time, writing a sharded safetensors checkpoint that appears under the output path only once it
+ * is complete. Three things overlap: a read-ahead thread faults in the memory-mapped inputs of the next
+ * tensors, the calling thread merges tensor i, and a write-behind thread writes tensor i-1 (and syncs
+ * every 256 MiB, so writeback does not pile up for the end).
  *
- * <p>Host memory beyond the memory-mapped inputs is bounded by one output buffer of the largest
- * tensor (plus, on CUDA, device staging buffers for the inputs and output of that tensor).
+ * <p>Host memory beyond the memory-mapped inputs is bounded by two output buffers of the largest
+ * tensor (page-locked on CUDA), plus, on CUDA, device staging buffers for the inputs and output of
+ * that tensor. The page cache filled by reading ahead is bounded by {@link #readAheadBytes}.
  */
 public final class CheckpointMerger implements AutoCloseable {
     /** Side files copied from the base model (or the first model) into the output. */
@@ -63,9 +69,12 @@ public final class CheckpointMerger implements AutoCloseable {
 
     public record Plan(List<TensorPlan> tensors, long bytesRead, long bytesWritten, long largestOutputBytes,
             long largestInputBytes, int modelCount, MergeConfig.TrimScope trimScope) {
-        /** Host memory Smelter allocates itself: one output buffer (inputs are memory-mapped). */
+        /**
+         * Host memory Smelter allocates itself: two output buffers of the largest tensor, one being merged into while
+         * the other is written (inputs are memory-mapped, read ahead by at most {@link #readAheadBytes}).
+         */
         public long peakHostBytes() {
-            return largestOutputBytes;
+            return 2 * largestOutputBytes;
         }
 
         /** Device memory on CUDA: staging for the inputs and the output of the largest tensor. */
@@ -235,9 +244,9 @@ public final class CheckpointMerger implements AutoCloseable {
         long done = 0, peakAnon = anonymousResidentBytes();
         List<String> warnings = new ArrayList<>();
         try (Context ctx = Smelter.open(options.device());
-                Arena arena = Arena.ofConfined();
                 CheckpointWriter writer = new CheckpointWriter(options.output(), specs, options.maxShardBytes(),
-                        metadata, options.overwrite())) {
+                        metadata, options.overwrite());
+                WriteBehind behind = new WriteBehind(writer)) {
             int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
                     ? modelThresholds(ctx, plan) : null;
             // One pass over every Fisher, only when some tensor is normalized by their norms.
@@ -245,18 +254,40 @@ public final class CheckpointMerger implements AutoCloseable {
                     && MergeMethods.normalizesFishers(config, t.name(), TensorNames.layerIndex(t.name()), layerCount));
             fisherNorms = normalizes ? fisherNorms(ctx, plan) : null;
             DType key = thresholds != null ? keyDType(plan.tensors()) : null;
-            MemorySegment outBuffer = arena.allocate(Math.max(plan.largestOutputBytes(), 1), 64);
-            for (TensorPlan t : plan.tensors()) {
-                if (t.action() == Action.COPY) {
-                    writer.write(t.name(), reference().data(t.name()));
-                } else {
-                    Tensor out = mergeTensor(ctx, t, thresholds, key, outBuffer);
-                    checkFinite(ctx, t, out, warnings);
-                    writer.write(t.name(), outBuffer.asSlice(0, t.outBytes()));
+            // Two output buffers (page-locked on CUDA): tensor i is merged into one while tensor i-1 is written
+            // from the other; the inputs of the next tensors are read ahead meanwhile.
+            Tensor[] buffers = new Tensor[2];
+            Future<?>[] writes = new Future<?>[2];
+            try (ReadAhead ahead = new ReadAhead(inputSegments(plan), readAheadBytes(plan))) {
+                for (int b = 0; b < 2; b++)
+                    buffers[b] = ctx.allocate(DType.BF16, (Math.max(plan.largestOutputBytes(), 2) + 1) / 2, Tensor.Memory.HOST);
+                for (int i = 0; i < plan.tensors().size(); i++) {
+                    TensorPlan t = plan.tensors().get(i);
+                    if (t.action() == Action.COPY) {
+                        behind.write(t.name(), reference().data(t.name()));
+                    } else {
+                        int b = i & 1;
+                        behind.await(writes[b]);  // the write that last read this buffer
+                        MemorySegment outBuffer = buffers[b].data();
+                        Tensor out;
+                        try {
+                            out = mergeTensor(ctx, t, thresholds, key, outBuffer);
+                        } catch (SmelterException e) {  // e.g. device out of memory: say which tensor
+                            throw e.within(String.format(java.util.Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
+                                    t.info().byteSize() / 1048576.0));
+                        }
+                        checkFinite(ctx, t, out, warnings);
+                        writes[b] = behind.write(t.name(), outBuffer.asSlice(0, t.outBytes()));
+                    }
+                    ahead.consumed(i);
+                    peakAnon = Math.max(peakAnon, anonymousResidentBytes());
+                    done += t.outBytes();
+                    progress.accept(done);
                 }
-                peakAnon = Math.max(peakAnon, anonymousResidentBytes());
-                done += t.outBytes();
-                progress.accept(done);
+                behind.finish();
+            } finally {
+                behind.close();  // no write may still read a buffer when it is freed
+                for (Tensor b : buffers) if (b != null) ctx.free(b);
             }
             Path sideSource = reference().directory();
             for (String f : SIDE_FILES) {
@@ -267,6 +298,28 @@ public final class CheckpointMerger implements AutoCloseable {
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
         return new Summary(plan, seconds, plan.bytesRead(), plan.bytesWritten(), peakAnon, List.copyOf(warnings));
+    }
+
+    /** What each tensor of the plan reads, in order, for the read-ahead: base, models and Fishers, or the copied tensor. */
+    List<List<MemorySegment>> inputSegments(Plan plan) {
+        List<List<MemorySegment>> steps = new ArrayList<>();
+        for (TensorPlan t : plan.tensors()) {
+            List<MemorySegment> step = new ArrayList<>();
+            if (t.action() == Action.COPY) {
+                step.add(reference().data(t.name()));
+            } else {
+                if (base != null) step.add(base.data(t.name()));
+                for (Checkpoint m : models) step.add(m.data(t.name()));
+                for (Checkpoint f : fishers) step.add(f.data(t.name()));
+            }
+            steps.add(step);
+        }
+        return steps;
+    }
+
+    /** How far to read ahead: the inputs of the largest tensor, at least 256 MiB (many small tensors in a row). */
+    static long readAheadBytes(Plan plan) {
+        return Math.max(plan.largestInputBytes() * (plan.modelCount() + 1), 256L << 20);
     }
 
     /**

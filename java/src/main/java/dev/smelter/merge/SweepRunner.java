@@ -16,6 +16,7 @@ import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
+import dev.smelter.io.ReadAhead;
 import dev.smelter.io.SafetensorsDType;
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -365,123 +366,127 @@ public final class SweepRunner implements AutoCloseable {
             MemorySegment hostOut = arena.allocate(largestOut, 64);
             shared += System.nanoTime() - s0;
             long done = 0;
-            for (CheckpointMerger.TensorPlan t : plan.merge().tensors()) {
-                String name = t.name();
-                if (t.action() == CheckpointMerger.Action.COPY) {
-                    for (int c = 0; c < writers.size(); c++) {
-                        long s = System.nanoTime();
-                        writers.get(c).write(name, merger.reference().data(name));
-                        own[c] += System.nanoTime() - s;
-                    }
-                    done += t.outBytes() * n;
-                    progress.accept(done);
-                    continue;
-                }
-                long s = System.nanoTime();
-                int layer = TensorNames.layerIndex(name);
-                String layerKey = layer < 0 ? "other" : Integer.toString(layer);
-                long count = t.mergedElements(), full = t.info().elementCount();
-                DType inType = t.info().dtype().toMergeDType().orElseThrow();
-                Tensor hostBase = base == null ? null : CheckpointMerger.slice(base.tensor(name), count);
-                List<Tensor> hostModels = new ArrayList<>();
-                for (Checkpoint m : models) hostModels.add(CheckpointMerger.slice(m.tensor(name), count));
-                Tensor inBase = hostBase;
-                List<Tensor> inModels = hostModels;
-                if (cuda) {
-                    if (hostBase != null) {
-                        inBase = view(devBase, 0, count, inType);
-                        ctx.copy(inBase, hostBase);
-                    }
-                    inModels = new ArrayList<>();
-                    for (int i = 0; i < models.size(); i++) {
-                        Tensor d = view(devModels.get(i), 0, count, inType);
-                        ctx.copy(d, hostModels.get(i));
-                        inModels.add(d);
-                    }
-                }
-                List<MergeMethods.TensorMerge> hows = new ArrayList<>();
-                for (Configuration c : configurations)
-                    hows.add(MergeMethods.tensorMerge(c.config(), name, layer, merger.layerCount()));
-                MergeSpec[] specs = new MergeSpec[n];
-                // Composed methods: one statistics pass, shared by every configuration's coefficients.
-                Map<MergeMethods.TensorMerge.StatsOf, PairStats> pairStats = new EnumMap<>(MergeMethods.TensorMerge.StatsOf.class);
-                for (int c = 0; c < n; c++) {
-                    MergeMethods.TensorMerge how = hows.get(c);
-                    if (!how.composed()) {
-                        specs[c] = how.spec();
+            int step = 0;
+            try (ReadAhead ahead = new ReadAhead(merger.inputSegments(plan.merge()), CheckpointMerger.readAheadBytes(plan.merge()))) {
+                for (CheckpointMerger.TensorPlan t : plan.merge().tensors()) {
+                    ahead.consumed(step++ - 1);  // the previous tensor is done
+                    String name = t.name();
+                    if (t.action() == CheckpointMerger.Action.COPY) {
+                        for (int c = 0; c < writers.size(); c++) {
+                            long s = System.nanoTime();
+                            writers.get(c).write(name, merger.reference().data(name));
+                            own[c] += System.nanoTime() - s;
+                        }
+                        done += t.outBytes() * n;
+                        progress.accept(done);
                         continue;
                     }
-                    PairStats ps = pairStats.get(how.statsOf());
-                    if (ps == null) {
-                        boolean tv = how.statsOf() == MergeMethods.TensorMerge.StatsOf.TASK_VECTORS;
-                        List<Tensor> vectors = tv ? inModels : how.inputs(inBase, inModels);
-                        ps = new PairStats(vectors.size());
-                        ctx.pairStats(vectors, tv ? inBase : null, null, null, ps);
-                        pairStats.put(how.statsOf(), ps);
-                    }
-                }
-                if (modelThresholds != null) {
-                    for (int c = 0; c < n; c++)
-                        specs[c] = specs[c].toBuilder().thresholds(modelThresholds[c]).keyDType(modelKey).build();
-                } else if (config.method() == MergeMethods.Method.TIES) {
-                    tensorThresholds(ctx, specs, inBase, inModels, inType);
-                }
-                double baseSquares = 0;
-                if (stats) {
-                    PairStats b = new PairStats(1);
-                    ctx.pairStats(List.of(inBase), null, null, null, b);
-                    baseSquares = b.dot(0, 0);
-                }
-                shared += System.nanoTime() - s;
-                DType outType = t.outDType();
-                boolean nativeStats = stats && outType == inType;
-                if (stats) statsMethod = statsMethod(statsMethod, nativeStats ? "pair statistics (native)" : "f64 loop (Java)");
-                for (int c = 0; c < n; c++) {
-                    s = System.nanoTime();
-                    Configuration cf = configurations.get(c);
-                    MergeMethods.TensorMerge how = hows.get(c);
-                    Tensor hostView = new Tensor(hostOut.asSlice(0, full * outType.byteSize()), full, outType, Tensor.Memory.HOST);
-                    Tensor out = cuda ? view(devOut, 0, full, outType) : hostView;
-                    if (how.runner() != null) {  // SCE: its own sequence of calls per configuration
-                        how.runner().merge(ctx, inBase, inModels, count == full ? out : prefix(out, count));
-                    } else {
-                        MergeSpec spec = how.composed() ? how.resolver().apply(pairStats.get(how.statsOf())) : specs[c];
-                        spec = CheckpointMerger.withRows(spec, t.info().shape(), count);
-                        ctx.merge(spec, inBase, how.inputs(inBase, inModels), count == full ? out : prefix(out, count));
-                    }
-                    if (count < full) {
-                        // Rows only the reference has (vocabulary mismatch): the base's, unchanged.
-                        Tensor rest = base.tensor(name).slice(count, full - count);
-                        Tensor outRest = cuda ? view(devOut, count * outType.byteSize(), full - count, outType)
-                                : hostView.slice(count, full - count);
-                        ctx.merge(MergeSpec.linear(1.0f), null, List.of(rest), outRest);
-                    }
-                    checkFinite(ctx, cf, t, out, warnings.get(c));
-                    boolean onHost = !cuda;
-                    if (options.writeCheckpoints()) {
-                        if (cuda) ctx.copy(hostView, out);
-                        onHost = true;
-                        writers.get(c).write(name, hostOut.asSlice(0, t.outBytes()));
-                    }
-                    if (stats) {
-                        Acc acc = layerStats.get(c).computeIfAbsent(layerKey, k -> new Acc(models.size()));
-                        if (nativeStats) {
-                            List<Tensor> vectors = new ArrayList<>();
-                            vectors.add(count == full ? out : prefix(out, count));
-                            vectors.addAll(inModels);
-                            PairStats ps = new PairStats(vectors.size());
-                            ctx.pairStats(vectors, inBase, null, null, ps);
-                            acc.add(ps, count, baseSquares);
-                        } else {
-                            if (!onHost) ctx.copy(hostView, out);
-                            acc.add(javaStats(hostView.slice(0, count), hostBase, hostModels), baseSquares);
+                    long s = System.nanoTime();
+                    int layer = TensorNames.layerIndex(name);
+                    String layerKey = layer < 0 ? "other" : Integer.toString(layer);
+                    long count = t.mergedElements(), full = t.info().elementCount();
+                    DType inType = t.info().dtype().toMergeDType().orElseThrow();
+                    Tensor hostBase = base == null ? null : CheckpointMerger.slice(base.tensor(name), count);
+                    List<Tensor> hostModels = new ArrayList<>();
+                    for (Checkpoint m : models) hostModels.add(CheckpointMerger.slice(m.tensor(name), count));
+                    Tensor inBase = hostBase;
+                    List<Tensor> inModels = hostModels;
+                    if (cuda) {
+                        if (hostBase != null) {
+                            inBase = view(devBase, 0, count, inType);
+                            ctx.copy(inBase, hostBase);
+                        }
+                        inModels = new ArrayList<>();
+                        for (int i = 0; i < models.size(); i++) {
+                            Tensor d = view(devModels.get(i), 0, count, inType);
+                            ctx.copy(d, hostModels.get(i));
+                            inModels.add(d);
                         }
                     }
-                    own[c] += System.nanoTime() - s;
-                    done += t.outBytes();
-                    progress.accept(done);
+                    List<MergeMethods.TensorMerge> hows = new ArrayList<>();
+                    for (Configuration c : configurations)
+                        hows.add(MergeMethods.tensorMerge(c.config(), name, layer, merger.layerCount()));
+                    MergeSpec[] specs = new MergeSpec[n];
+                    // Composed methods: one statistics pass, shared by every configuration's coefficients.
+                    Map<MergeMethods.TensorMerge.StatsOf, PairStats> pairStats = new EnumMap<>(MergeMethods.TensorMerge.StatsOf.class);
+                    for (int c = 0; c < n; c++) {
+                        MergeMethods.TensorMerge how = hows.get(c);
+                        if (!how.composed()) {
+                            specs[c] = how.spec();
+                            continue;
+                        }
+                        PairStats ps = pairStats.get(how.statsOf());
+                        if (ps == null) {
+                            boolean tv = how.statsOf() == MergeMethods.TensorMerge.StatsOf.TASK_VECTORS;
+                            List<Tensor> vectors = tv ? inModels : how.inputs(inBase, inModels);
+                            ps = new PairStats(vectors.size());
+                            ctx.pairStats(vectors, tv ? inBase : null, null, null, ps);
+                            pairStats.put(how.statsOf(), ps);
+                        }
+                    }
+                    if (modelThresholds != null) {
+                        for (int c = 0; c < n; c++)
+                            specs[c] = specs[c].toBuilder().thresholds(modelThresholds[c]).keyDType(modelKey).build();
+                    } else if (config.method() == MergeMethods.Method.TIES) {
+                        tensorThresholds(ctx, specs, inBase, inModels, inType);
+                    }
+                    double baseSquares = 0;
+                    if (stats) {
+                        PairStats b = new PairStats(1);
+                        ctx.pairStats(List.of(inBase), null, null, null, b);
+                        baseSquares = b.dot(0, 0);
+                    }
+                    shared += System.nanoTime() - s;
+                    DType outType = t.outDType();
+                    boolean nativeStats = stats && outType == inType;
+                    if (stats) statsMethod = statsMethod(statsMethod, nativeStats ? "pair statistics (native)" : "f64 loop (Java)");
+                    for (int c = 0; c < n; c++) {
+                        s = System.nanoTime();
+                        Configuration cf = configurations.get(c);
+                        MergeMethods.TensorMerge how = hows.get(c);
+                        Tensor hostView = new Tensor(hostOut.asSlice(0, full * outType.byteSize()), full, outType, Tensor.Memory.HOST);
+                        Tensor out = cuda ? view(devOut, 0, full, outType) : hostView;
+                        if (how.runner() != null) {  // SCE: its own sequence of calls per configuration
+                            how.runner().merge(ctx, inBase, inModels, count == full ? out : prefix(out, count));
+                        } else {
+                            MergeSpec spec = how.composed() ? how.resolver().apply(pairStats.get(how.statsOf())) : specs[c];
+                            spec = CheckpointMerger.withRows(spec, t.info().shape(), count);
+                            ctx.merge(spec, inBase, how.inputs(inBase, inModels), count == full ? out : prefix(out, count));
+                        }
+                        if (count < full) {
+                            // Rows only the reference has (vocabulary mismatch): the base's, unchanged.
+                            Tensor rest = base.tensor(name).slice(count, full - count);
+                            Tensor outRest = cuda ? view(devOut, count * outType.byteSize(), full - count, outType)
+                                    : hostView.slice(count, full - count);
+                            ctx.merge(MergeSpec.linear(1.0f), null, List.of(rest), outRest);
+                        }
+                        checkFinite(ctx, cf, t, out, warnings.get(c));
+                        boolean onHost = !cuda;
+                        if (options.writeCheckpoints()) {
+                            if (cuda) ctx.copy(hostView, out);
+                            onHost = true;
+                            writers.get(c).write(name, hostOut.asSlice(0, t.outBytes()));
+                        }
+                        if (stats) {
+                            Acc acc = layerStats.get(c).computeIfAbsent(layerKey, k -> new Acc(models.size()));
+                            if (nativeStats) {
+                                List<Tensor> vectors = new ArrayList<>();
+                                vectors.add(count == full ? out : prefix(out, count));
+                                vectors.addAll(inModels);
+                                PairStats ps = new PairStats(vectors.size());
+                                ctx.pairStats(vectors, inBase, null, null, ps);
+                                acc.add(ps, count, baseSquares);
+                            } else {
+                                if (!onHost) ctx.copy(hostView, out);
+                                acc.add(javaStats(hostView.slice(0, count), hostBase, hostModels), baseSquares);
+                            }
+                        }
+                        own[c] += System.nanoTime() - s;
+                        done += t.outBytes();
+                        progress.accept(done);
+                    }
+                    peakAnon = Math.max(peakAnon, CheckpointMerger.anonymousResidentBytes());
                 }
-                peakAnon = Math.max(peakAnon, CheckpointMerger.anonymousResidentBytes());
             }
             List<ConfigResult> results = new ArrayList<>();
             Path sideSource = merger.reference().directory();
