@@ -9,7 +9,7 @@
 #   merge:  the page cache dropped again, `smelter merge CONFIG -o OUT` (JVM start, planning, fsync included)
 #   warm:   the same merge again with the inputs in the page cache (for reading the compute part)
 # Dropping the page cache needs no root: posix_fadvise(POSIX_FADV_DONTNEED) on every file, checked with fincore.
-# Environment: OUTDIR (default target/e2e-bench), DEVICE (cpu, cuda, auto; default auto), CPUS (taskset cores),
+# Environment: OUTDIR (default target/e2e-bench), DEVICE (cpu, cuda, auto; default auto), CPUS (taskset cores), JAR,
 #   METHODS (default "ties dare_ties task_arithmetic"), KEEP=1 to reuse existing checkpoints.
 # Record the outcome in bench/RESULTS.md ("End to end").
 set -euo pipefail
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUTDIR:-target/e2e-bench}
 DEVICE=${DEVICE:-auto}
 METHODS=${METHODS:-ties dare_ties task_arithmetic}
-JAR=java/target/smelter-cli.jar
+JAR=${JAR:-java/target/smelter-cli.jar}
 [ -f "$JAR" ] || ./smelter-dev build -q
 PIN=()
 if [ -n "${CPUS:-}" ]; then PIN=(taskset -c "$CPUS"); fi

@@ -96,6 +96,7 @@ class CliMoreMethodsTest {
                 base_model: base
                 models:
                   - model: expert-de
+                    parameters: {weight: 0.7}   # as in mergekit's sce examples: sce takes no weight, it is ignored
                   - model: expert-fr
                   - model: expert-sw
                 parameters: {select_topk: 0.4}

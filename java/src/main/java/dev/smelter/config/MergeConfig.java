@@ -210,6 +210,13 @@ public record MergeConfig(
                 warn.accept(where + "." + k + " is ignored: " + MergeMethods.IGNORED_PARAMETERS.get(k));
                 continue;
             }
+            if (!allowed.contains(k) && MergeMethods.isParameterOfSomeMethod(k)) {
+                // mergekit ignores parameters its method does not take (e.g. `weight` in its own sce examples),
+                // so existing configs run; a name no method takes is a typo and fails below.
+                warn.accept(where + "." + k + " is ignored: this merge method does not take it here (allowed: "
+                        + (allowed.isEmpty() ? "none" : String.join(", ", allowed)) + ")");
+                continue;
+            }
             if (!allowed.contains(k))
                 throw new ConfigException(where + "." + k + " is not a parameter of this merge method (allowed: "
                         + String.join(", ", allowed) + ")");

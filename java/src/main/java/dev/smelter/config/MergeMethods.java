@@ -21,6 +21,13 @@ public final class MergeMethods {
     static final Map<String, String> IGNORED_PARAMETERS = Map.of(
             "int8_mask", "it only saves memory in mergekit; Smelter's masks never take tensor memory");
 
+    /** Whether some method of the table takes a parameter of this name (mergekit's names). */
+    static boolean isParameterOfSomeMethod(String name) {
+        for (Method m : Method.values())
+            for (Parameter p : m.parameters()) if (p.name().equals(name)) return true;
+        return false;
+    }
+
     /**
      * A parameter of a method: per model ({@code models[i].parameters}, or a default for every model under the
      * top-level {@code parameters}) or global (top-level only). {@code defaultValue} null: required.

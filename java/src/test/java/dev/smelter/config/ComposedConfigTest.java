@@ -41,7 +41,7 @@ class ComposedConfigTest {
     }
 
     @Test
-    void refusals() {
+    void refusals() throws Exception {
         assertTrue(message("""
                 merge_method: slerp
                 base_model: a
@@ -58,12 +58,20 @@ class ComposedConfigTest {
                 base_model: a
                 models: [{model: b}]
                 """).contains("parameters.t is required"));
-        assertTrue(message("""
+        // A parameter of another method is ignored with a warning, as mergekit ignores it; an unknown name fails.
+        assertTrue(parse("""
                 merge_method: slerp
                 base_model: a
                 models: [{model: b, parameters: {weight: 1}}]
                 parameters: {t: 0.5}
-                """).contains("weight is not a parameter"));
+                """).warnings().contains("models[0].parameters.weight is ignored: this merge method does not take it "
+                + "here (allowed: none)"));
+        assertTrue(message("""
+                merge_method: slerp
+                base_model: a
+                models: [{model: b, parameters: {wieght: 1}}]
+                parameters: {t: 0.5}
+                """).contains("wieght is not a parameter"));
         assertTrue(message("""
                 merge_method: model_stock
                 base_model: a
@@ -98,10 +106,15 @@ class ComposedConfigTest {
         assertTrue(MergeMethods.Method.DARE_TIES.defaultRescale());
         assertFalse(MergeMethods.Method.TIES.defaultRescale());
         assertFalse(MergeMethods.Method.TIES.composed());
-        assertTrue(message("""
+        assertTrue(parse("""
                 merge_method: karcher
                 models: [{model: b}, {model: c}]
                 parameters: {max_iter: 3, tol: 1e-6, t: 1}
-                """).contains("t is not a parameter"));
+                """).warnings().get(0).startsWith("parameters.t is ignored"));
+        assertTrue(message("""
+                merge_method: karcher
+                models: [{model: b}, {model: c}]
+                parameters: {max_iter: 3, tol: 1e-6, tt: 1}
+                """).contains("tt is not a parameter"));
     }
 }
