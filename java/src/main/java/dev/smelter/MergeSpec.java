@@ -99,13 +99,20 @@ public record MergeSpec(
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.MAGNITUDE, Consensus.SUM, Rescale.NONE, true);
     }
 
-    /** DARE without sign election (mergekit {@code dare_linear}): drop, rescale by 1/density, sum. */
+    /**
+     * DARE without sign election, as the DARE paper has it: drop, rescale by 1/density, sum. (mergekit's
+     * {@code dare_linear} rescales to the L1 norm by default: {@code .rescale(Rescale.L1)}, as the CLI sets it.)
+     */
     public static MergeSpec dareLinear(float[] weights, float[] densities, long seed) {
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.RANDOM, Consensus.NONE, Rescale.INVERSE_DENSITY, false)
                 .toBuilder().seed(seed).build();
     }
 
-    /** DARE with TIES sign election (mergekit {@code dare_ties}). */
+    /**
+     * DARE with TIES sign election as the papers combine them: 1/density rescale, then the mean of the agreeing
+     * deltas. (mergekit's {@code dare_ties} defaults differ: L1 rescale and no normalize, a sum of the agreeing
+     * deltas; the CLI follows mergekit: {@code .rescale(Rescale.L1).normalize(false)}.)
+     */
     public static MergeSpec dareTies(float[] weights, float[] densities, long seed) {
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.RANDOM, Consensus.SUM, Rescale.INVERSE_DENSITY, true)
                 .toBuilder().seed(seed).build();
