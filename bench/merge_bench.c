@@ -1,6 +1,8 @@
 /*
  * merge_bench.c - times smelter_merge on the CPU backend from plain C, without the JVM: the merge
- * pass alone (TIES with its thresholds given), next to a copy floor measured the same way.
+ * pass alone (TIES with its thresholds given), next to a copy floor measured the same way; and
+ * `ties_tensor`, TIES finding its per-tensor thresholds itself (the key histogram passes included), and
+ * `dare_l1`, DARE-TIES with the L1 rescale (one L1 pass per model first), as the CLI's `dare_ties` runs.
  *
  *   cc -O2 -I native/include bench/merge_bench.c -L native/target/cmake -lsmelter -lpthread \
  *      -Wl,-rpath,native/target/cmake -o /tmp/merge_bench
@@ -99,8 +101,8 @@ static double copy_floor(int threads, int reps) {
     return 2.0 * bytes / (best * 1e6); /* GB/s */
 }
 
-enum { LINEAR, TA, TIES, DARE, DARE_LINEAR };
-static const char *method_name[] = {"linear", "ta", "ties", "dare", "dare_linear"};
+enum { LINEAR, TA, TIES, DARE, DARE_LINEAR, TIES_TENSOR, DARE_L1 };
+static const char *method_name[] = {"linear", "ta", "ties", "dare", "dare_linear", "ties_tensor", "dare_l1"};
 static const char *dtype_name[] = {"f32", "f16", "bf16"};
 
 int main(int argc, char **argv) {
@@ -137,7 +139,7 @@ int main(int argc, char **argv) {
         void *out = aligned_alloc(64, es * n);
         for (int ci = 0; ci < 4; ++ci) {
             const int models = counts[ci];
-            for (int m = LINEAR; m <= DARE_LINEAR; ++m) {
+            for (int m = LINEAR; m <= DARE_L1; ++m) {
                 char name[64];
                 snprintf(name, sizeof name, "%s %s n=%d", method_name[m], dtype_name[dt], models);
                 if (!strstr(name, filter)) continue;
@@ -179,11 +181,17 @@ int main(int argc, char **argv) {
                     p.normalize = 1;
                     p.thresholds = th;
                 }
-                if (m == DARE || m == DARE_LINEAR) {
+                if (m == TIES_TENSOR) {  /* per-tensor trimming as the CLI runs it: thresholds found in the call */
+                    p.densities = d;
+                    p.sparsify = SMELTER_SPARSIFY_MAGNITUDE;
+                    p.consensus = SMELTER_CONSENSUS_SUM;
+                    p.normalize = 1;
+                }
+                if (m == DARE || m == DARE_LINEAR || m == DARE_L1) {
                     p.densities = d;
                     p.sparsify = SMELTER_SPARSIFY_RANDOM;
-                    p.rescale = SMELTER_RESCALE_INVERSE_DENSITY;
-                    p.consensus = m == DARE ? SMELTER_CONSENSUS_SUM : SMELTER_CONSENSUS_NONE;
+                    p.rescale = m == DARE_L1 ? SMELTER_RESCALE_L1 : SMELTER_RESCALE_INVERSE_DENSITY;
+                    p.consensus = m == DARE_LINEAR ? SMELTER_CONSENSUS_NONE : SMELTER_CONSENSUS_SUM;
                     p.seed = 42;
                     p.tensor_key = smelter_tensor_key("bench", 5);
                 }
