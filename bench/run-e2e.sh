@@ -7,7 +7,8 @@
 #   floor:  the page cache of the inputs dropped, every input file read once with `cat` (sequential), plus the
 #           output's size written once with `dd ... conv=fsync`; the floor is the sum of the two times
 #   merge:  the page cache dropped again, `smelter merge CONFIG -o OUT` (JVM start, planning, fsync included)
-#   warm:   the same merge again with the inputs in the page cache (for reading the compute part)
+#   (floor and merge alternate REPS times, default 3; the table gives medians)
+#   warm:   the same merge once more with the inputs in the page cache (for reading the compute part)
 # Dropping the page cache needs no root: posix_fadvise(POSIX_FADV_DONTNEED) on every file, checked with fincore.
 # Environment: OUTDIR (default target/e2e-bench), DEVICE (cpu, cuda, auto; default auto), CPUS (taskset cores), JAR,
 #   METHODS (default "ties dare_ties task_arithmetic"), KEEP=1 to reuse existing checkpoints.
@@ -56,6 +57,7 @@ sync
   echo "checkpoints: ${DEMO[*]}; $(du -sh "$OUT/demo/base" | cut -f1) per checkpoint"
 } | tee "$OUT/machine.txt"
 
+REPS=${REPS:-3}
 printf '\n| config | inputs | read GB | write GB | floor read s | floor write s | floor s | merge s (cold) | merge / floor | merge s (warm) | peak anon |\n' \
   | tee "$OUT/results.md"
 printf '|---|---|---|---|---|---|---|---|---|---|---|\n' | tee -a "$OUT/results.md"
@@ -63,37 +65,43 @@ for method in $METHODS; do
   cfg="$OUT/demo/$method.yml"
   mapfile -t inputs < <(grep -E '^(base_model|  - model):' "$cfg" | awk '{print $NF}' | sed "s|^|$OUT/demo/|")
   read_bytes=$(du -cb "${inputs[@]}" | tail -1 | cut -f1)
-  rm -rf "$OUT/merged" "$OUT/floor.bin"
-  sync
-  # The floor: sequential read of every input, then sequential write of the output's bytes.
-  drop_cache "${inputs[@]}"
-  [ "$(resident "${inputs[@]}")" -lt $((read_bytes / 100)) ] || echo "warning: inputs still in the page cache"
-  t0=$(seconds)
-  find "${inputs[@]}" -type f -name '*.safetensors' -print0 | xargs -0 cat >/dev/null
-  t1=$(seconds)
   write_bytes=$(du -cb "${inputs[0]}" | tail -1 | cut -f1)  # the merged checkpoint is the size of the base
-  t2=$(seconds)
-  dd if=/dev/zero of="$OUT/floor.bin" bs=64M count=$(((write_bytes + (64 << 20) - 1) >> 26)) conv=fsync status=none
-  t3=$(seconds)
-  rm -f "$OUT/floor.bin"
-  sync
-  # The merge from a cold page cache, then warm.
-  drop_cache "${inputs[@]}"
-  t4=$(seconds)
-  cli merge "$cfg" -o "$OUT/merged" --device "$DEVICE" >"$OUT/$method.log" 2>&1
-  t5=$(seconds)
+  times=()
+  for rep in $(seq "$REPS"); do  # floor and merge alternate, so a slow spell of the disk hits both
+    rm -rf "$OUT/merged" "$OUT/floor.bin"
+    sync
+    # The floor: sequential read of every input, then sequential write of the output's bytes.
+    drop_cache "${inputs[@]}"
+    [ "$(resident "${inputs[@]}")" -lt $((read_bytes / 100)) ] || echo "warning: inputs still in the page cache"
+    t0=$(seconds)
+    find "${inputs[@]}" -type f -name '*.safetensors' -print0 | xargs -0 cat >/dev/null
+    t1=$(seconds)
+    dd if=/dev/zero of="$OUT/floor.bin" bs=64M count=$(((write_bytes + (64 << 20) - 1) >> 26)) conv=fsync status=none
+    t2=$(seconds)
+    rm -f "$OUT/floor.bin"
+    sync
+    # The merge from a cold page cache.
+    drop_cache "${inputs[@]}"
+    t3=$(seconds)
+    cli merge "$cfg" -o "$OUT/merged" --device "$DEVICE" >"$OUT/$method.log" 2>&1
+    t4=$(seconds)
+    times+=("$t0 $t1 $t2 $t3 $t4")
+  done
   peak=$(grep -oE 'peak anonymous memory [0-9.]+ [kMGT]?i?B' "$OUT/$method.log" | tail -1 | awk '{print $(NF-1), $NF}')
-  t6=$(seconds)
+  t5=$(seconds)  # warm: the inputs are in the page cache now
   cli merge "$cfg" -o "$OUT/merged" --device "$DEVICE" --overwrite -q >"$OUT/$method.warm.log" 2>&1
-  t7=$(seconds)
-  python3 - "$method" "${#inputs[@]}" "$read_bytes" "$write_bytes" "$t0" "$t1" "$t2" "$t3" "$t4" "$t5" "$t6" "$t7" "${peak:-?}" <<'EOF' | tee -a "$OUT/results.md"
-import sys
+  t6=$(seconds)
+  python3 - "$method" "${#inputs[@]}" "$read_bytes" "$write_bytes" "$t5" "$t6" "${peak:-?}" "${times[@]}" <<'EOF' | tee -a "$OUT/results.md"
+import statistics, sys
 m, n, rb, wb = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-t = [float(x) for x in sys.argv[5:13]]
-rd, wr, merge, warm = t[1] - t[0], t[3] - t[2], t[5] - t[4], t[7] - t[6]
-floor = rd + wr
-print(f"| {m} | {n} | {rb / 1e9:.2f} | {wb / 1e9:.2f} | {rd:.2f} | {wr:.2f} | {floor:.2f} | {merge:.2f} | {merge / floor:.2f}x | {warm:.2f} | {sys.argv[13]} |")
+warm, peak = float(sys.argv[6]) - float(sys.argv[5]), sys.argv[7]
+runs = [[float(x) for x in r.split()] for r in sys.argv[8:]]
+med = statistics.median
+rd, wr = med([r[1] - r[0] for r in runs]), med([r[2] - r[1] for r in runs])
+floor, merge = med([r[2] - r[0] for r in runs]), med([r[4] - r[3] for r in runs])
+print(f"| {m} | {n} | {rb / 1e9:.2f} | {wb / 1e9:.2f} | {rd:.2f} | {wr:.2f} | {floor:.2f} | {merge:.2f} | {merge / floor:.2f}x | {warm:.2f} | {peak} |")
 EOF
 done
+echo "(medians of $REPS runs; floor and merge alternate)" | tee -a "$OUT/results.md"
 echo
 echo "results: $OUT/results.md (logs: $OUT/*.log)"
