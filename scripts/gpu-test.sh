@@ -4,7 +4,9 @@
 #   scripts/gpu-test.sh pack   here: build, collect test classes + jars, and ../shared/tools/gpu-pack them
 #   scripts/gpu-test.sh run    there (through the device tool, carry [".gpu"]):
 #                              bash .gpu/run.sh scripts/gpu-test.sh run
-# The run prints JUnit's tree and summary; record the outcome in bench/RESULTS.md.
+# The run prints JUnit's tree and summary, then runs scripts/test_transformers_roundtrip.py (save_pretrained ->
+# smelter merge on CUDA -> from_pretrained) and scripts/test_dump_activations.py; record the outcome in
+# bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LIBS=java/target/gpu-libs
@@ -22,9 +24,16 @@ case "${1:-}" in
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     cp="$F/java/target/classes:$F/java/target/test-classes:$F/native/target/classes"
     for j in "$F/$LIBS"/*.jar; do case "$j" in *console-standalone*) ;; *) cp="$cp:$j" ;; esac; done
-    exec java --enable-native-access=ALL-UNNAMED -Xss4m -Dsmelter.header=native/include/smelter.h \
+    rc=0
+    java --enable-native-access=ALL-UNNAMED -Xss4m -Dsmelter.header=native/include/smelter.h \
       -jar "$F/$LIBS"/junit-platform-console-standalone-*.jar execute --class-path "$cp" --scan-class-path \
-      --details=tree --disable-banner
+      --details=tree --disable-banner || rc=1
+    # The Python side, where torch and transformers are installed: a transformers round trip through
+    # `smelter merge` on the GPU, and the activation dumper's self-test.
+    python3 scripts/test_transformers_roundtrip.py --device cuda \
+      --smelter "java --enable-native-access=ALL-UNNAMED -cp $cp dev.smelter.cli.SmelterCli" || rc=1
+    python3 scripts/test_dump_activations.py || rc=1
+    exit $rc
     ;;
   *) sed -n '2,8p' "$0"; exit 2 ;;
 esac
