@@ -233,6 +233,10 @@ typedef struct smelter_merge_params {
      *  element_weight_floors[i]); normalize divides by the sum of those weights at e. */
     const smelter_tensor *element_weights;
     const float *element_weight_floors; /* n_models, host memory; NULL = no floor (0) */
+    /** Optional out, host memory, 1 value: output elements that are NaN or infinite once rounded to
+     *  out's dtype (a NaN input, or a value beyond a 16-bit type's range), counted during the merge
+     *  so that checking an output costs no pass of its own. */
+    int64_t *nonfinite_count;
 } smelter_merge_params;
 
 /** Fills defaults: TASK_ARITHMETIC, no sparsify/consensus, lambda 1, key_dtype -1, rest 0/NULL

@@ -58,6 +58,35 @@ static void test_ties_by_hand(smelter_context *ctx) {
           (long long)counts[1], (long long)counts[2]);
 }
 
+static void test_nonfinite_count(smelter_context *ctx) {
+    /* Linear copies (weight 1) into bf16 and f16: 3.4e38 stays finite in f32 but not in either 16-bit
+     * type; 65519 rounds to 65504 in f16 and 65520 to infinity; NaN and -Inf pass through. */
+    float m[6] = {1.0f, 3.4e38f, 65519.0f, 65520.0f, NAN, -INFINITY};
+    const int64_t expect_f32 = 2, expect_f16 = 4, expect_bf16 = 3;
+    unsigned short out16[6];
+    float out32[6];
+    smelter_tensor model = host_f32(m, 6);
+    float w = 1.0f;
+    int64_t count = -1;
+    smelter_merge_params p;
+    smelter_merge_params_init(&p);
+    p.method = SMELTER_METHOD_LINEAR;
+    p.n_models = 1;
+    p.models = &model;
+    p.weights = &w;
+    p.nonfinite_count = &count;
+    smelter_tensor o32 = {out32, 6, SMELTER_F32, SMELTER_MEMORY_HOST};
+    CHECK(smelter_merge(ctx, &p, &o32) == SMELTER_OK && count == expect_f32, "f32 out: %lld non-finite, expected %lld",
+          (long long)count, (long long)expect_f32);
+    smelter_tensor o16 = {out16, 6, SMELTER_F16, SMELTER_MEMORY_HOST};
+    CHECK(smelter_merge(ctx, &p, &o16) == SMELTER_OK && count == expect_f16, "f16 out: %lld non-finite, expected %lld",
+          (long long)count, (long long)expect_f16);
+    CHECK(out16[2] == 0x7BFF && out16[3] == 0x7C00, "f16 65519 -> %04x, 65520 -> %04x", out16[2], out16[3]);
+    smelter_tensor ob = {out16, 6, SMELTER_BF16, SMELTER_MEMORY_HOST};
+    CHECK(smelter_merge(ctx, &p, &ob) == SMELTER_OK && count == expect_bf16, "bf16 out: %lld non-finite, expected %lld",
+          (long long)count, (long long)expect_bf16);
+}
+
 static void test_breadcrumbs_and_variance_by_hand(smelter_context *ctx) {
     /* One model, |delta| = 1..10: gamma 0.2 drops the two largest (10, 9), density 0.3 keeps the next
      * three (8, 7, 6). */
@@ -262,6 +291,7 @@ int main(void) {
     CHECK(smelter_context_create(SMELTER_BACKEND_CPU, 0, 0, &ctx) == SMELTER_OK, "cpu ctx: %s", smelter_last_error());
     test_ties_by_hand(ctx);
     test_breadcrumbs_and_variance_by_hand(ctx);
+    test_nonfinite_count(ctx);
     test_dare_thread_independent();
     test_topk(ctx);
     test_errors(ctx);

@@ -113,7 +113,7 @@ uint32_t reference_draw(const MergePlan &p, const KernelInputs &in, int i, int64
 
 // The definition: what the CUDA kernel computes for element j (see cuda_backend.cu, merge_kernel).
 void reference_merge(const MergePlan &p, const KernelInputs &in, const smelter_tensor *out, int64_t begin, int64_t end,
-                     int64_t counts[3]) {
+                     int64_t counts[4]) {
     for (int64_t j = begin; j < end; ++j) {
         float xv[SMELTER_MAX_MODELS];
         uint32_t bits[SMELTER_MAX_MODELS];
@@ -131,6 +131,10 @@ void reference_merge(const MergePlan &p, const KernelInputs &in, const smelter_t
             },
             selected, &e);
         if (out) store_element(out->data, out->dtype, j, r);
+        if (out && p.nonfinite_bits) {  // by decoding what was stored, independently of nonfinite_bound
+            const float stored = load_element(out->data, out->dtype, j);
+            counts[3] += !(stored - stored == 0.0f);
+        }
         counts[0] += e > 0;
         counts[1] += e < 0;
         counts[2] += e == 0;
@@ -203,6 +207,7 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
     in.dtype = c.dtype;
     in.count = n;
     MergePlan &p = c.plan;
+    p.nonfinite_bits = c.with_out && below(4) != 0 ? nonfinite_bound(c.out_dtype) : 0u;
     if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE || p.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS)
         for (int i = 0; i < c.n; ++i) p.thresholds[i] = pick_threshold(in, i, p.key_dtype);
     if (p.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS)
@@ -244,14 +249,14 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
     };
     uint8_t *expected = aligned(expected_buf), *actual = aligned(actual_buf);
     smelter_tensor out_ref = {expected, n, c.out_dtype, SMELTER_MEMORY_HOST};
-    int64_t ref_counts[3] = {0, 0, 0};
+    int64_t ref_counts[4] = {0, 0, 0, 0};
     reference_merge(p, in, c.with_out ? &out_ref : nullptr, 0, n, ref_counts);
 
     for (const Kernels &k : kernels) {
         for (int split = 0; split < 2; ++split) {
             std::fill(actual_buf.begin(), actual_buf.end(), 0x5A);
             smelter_tensor out = {actual, n, c.out_dtype, SMELTER_MEMORY_HOST};
-            int64_t counts[3] = {0, 0, 0};
+            int64_t counts[4] = {0, 0, 0, 0};
             // One call, or two calls split at an odd element (the CPU backend splits at chunk edges).
             const int64_t odd = std::min<int64_t>(n, 1 + 2 * below(static_cast<int>(n / 2 + 1)));
             const int64_t at = !split ? n : n > 200000 ? 65536 * (1 + below(static_cast<int>(n / 65536) - 1)) : odd;
@@ -276,10 +281,11 @@ void run_case(const std::vector<Kernels> &kernels, Case &c) {
             CHECK(first < 0, "%s: %s split=%lld: element %lld differs", k.name, describe(c).c_str(),
                   static_cast<long long>(at), static_cast<long long>(first));
             CHECK(std::memcmp(counts, ref_counts, sizeof counts) == 0,
-                  "%s: %s: sign counts %lld/%lld/%lld, expected %lld/%lld/%lld", k.name, describe(c).c_str(),
-                  static_cast<long long>(counts[0]), static_cast<long long>(counts[1]), static_cast<long long>(counts[2]),
+                  "%s: %s: sign and non-finite counts %lld/%lld/%lld/%lld, expected %lld/%lld/%lld/%lld", k.name,
+                  describe(c).c_str(), static_cast<long long>(counts[0]), static_cast<long long>(counts[1]),
+                  static_cast<long long>(counts[2]), static_cast<long long>(counts[3]),
                   static_cast<long long>(ref_counts[0]), static_cast<long long>(ref_counts[1]),
-                  static_cast<long long>(ref_counts[2]));
+                  static_cast<long long>(ref_counts[2]), static_cast<long long>(ref_counts[3]));
         }
     }
 

@@ -22,6 +22,7 @@ struct MergePlan {
     float divisor;           // normalisation divisor when there is no consensus (LINEAR and TA)
     float min_divisor;       // consensus normalisation: lower bound of the divisor (0: none)
     uint32_t select_threshold;
+    uint32_t nonfinite_bits; // count outputs whose |f32 bits| >= this (nonfinite_bound of out's dtype; 0: none)
     uint64_t stream_key;     // Philox key for RANDOM and RANKED
     int64_t element_offset;  // global index of element 0
     int64_t row_length;      // RANKED: elements per ranked row (>= 1)
@@ -33,6 +34,13 @@ struct MergePlan {
     uint32_t keep24[SMELTER_MAX_MODELS];      // RANDOM: keep when 24 random bits < keep24; RANKED: lowest limit
     uint32_t span24[SMELTER_MAX_MODELS];      // RANKED: limit of the largest rank minus keep24
 };
+
+// The smallest |f32 bits| that is NaN or infinite once rounded to nearest even into `dtype`: the
+// f32 infinity, bf16's halfway point above its largest value (0x7F7F8000 rounds to 0x7F80), and
+// 65520 for f16 (halfway between 65504 and 65536, which rounds to the even, infinite side).
+SMELTER_HD uint32_t nonfinite_bound(int32_t dtype) {
+    return dtype == SMELTER_BF16 ? 0x7F7F8000u : dtype == SMELTER_F16 ? 0x477FF000u : 0x7F800000u;
+}
 
 // Internal sparsify mode: the keep decision was made beforehand (rnd(i) != 0 keeps). The CPU
 // kernels compute keys or random draws in separate vectorised loops and merge with this.

@@ -281,6 +281,7 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     plan.element_offset = p->element_offset;
     plan.has_select = p->select != nullptr;
     plan.select_threshold = p->select_threshold;
+    plan.nonfinite_bits = p->nonfinite_count && out ? nonfinite_bound(out->dtype) : 0u;
     plan.has_element_weights = p->element_weights != nullptr;
     const bool ranked = p->sparsify == SMELTER_SPARSIFY_RANKED;
     plan.row_length = ranked ? (p->row_length == 0 ? std::max<int64_t>(first.count, 1) : p->row_length) : 1;
@@ -331,9 +332,10 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     const bool magnitude = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE || plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
     if (magnitude && p->thresholds == nullptr) per_tensor_thresholds(b, in, *p, plan);
     if (p->rescale == SMELTER_RESCALE_L1) l1_scales(b, in, plan);
-    int64_t counts[3] = {0, 0, 0};
+    int64_t counts[4] = {0, 0, 0, 0};
     b.merge(plan, in, out, counts);
-    if (p->sign_counts) std::memcpy(p->sign_counts, counts, sizeof counts);
+    if (p->sign_counts) std::memcpy(p->sign_counts, counts, 3 * sizeof(int64_t));
+    if (p->nonfinite_count) *p->nonfinite_count = counts[3];
 }
 
 // A matrix view must hold exactly rows * cols elements.

@@ -101,9 +101,10 @@ public:
     virtual void l1_norms(const MergePlan &plan, const KernelInputs &in, int model, ExactSum *total,
                           ExactSum *kept) = 0;
 
-    // Runs the merge. out may be null (only sign counts). sign_counts: +, -, none.
+    // Runs the merge. out may be null (only sign counts). counts: elected signs +, -, none, and
+    // (when plan.count_nonfinite) output elements NaN or infinite in out's dtype.
     virtual void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out,
-                       int64_t sign_counts[3]) = 0;
+                       int64_t counts[4]) = 0;
 
     // Analysis primitives (see smelter.h); both synchronous.
     virtual void product(const ProductJob &job) = 0;

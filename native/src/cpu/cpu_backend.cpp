@@ -127,14 +127,14 @@ public:
             }
     }
 
-    void merge(const MergePlan &plan, const KernelInputs &inputs, const smelter_tensor *out, int64_t counts[3]) override {
+    void merge(const MergePlan &plan, const KernelInputs &inputs, const smelter_tensor *out, int64_t counts[4]) override {
         const RankLimits limits(plan, inputs);
         const KernelInputs &in = limits.in;
-        std::vector<int64_t> local(3 * pool_.size(), 0);
+        std::vector<int64_t> local(4 * pool_.size(), 0);
         pool_.run(chunks(in.count), [&](int64_t c, int w) {
-            k_.merge_range(plan, in, out, c * kChunk, end(c, in.count), &local[3 * w]);
+            k_.merge_range(plan, in, out, c * kChunk, end(c, in.count), &local[4 * w]);
         });
-        for (size_t w = 0; w < local.size(); ++w) counts[w % 3] += local[w];
+        for (size_t w = 0; w < local.size(); ++w) counts[w % 4] += local[w];
     }
 
     void product(const ProductJob &job) override {

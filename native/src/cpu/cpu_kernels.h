@@ -34,7 +34,7 @@ struct CpuKernels {
     const char *isa;
     // Merges elements [begin, end); adds elected-sign counts (+, -, none) to counts.
     void (*merge_range)(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out, int64_t begin,
-                        int64_t end, int64_t counts[3]);
+                        int64_t end, int64_t counts[4]);
     // Adds keys of elements [begin, end) to hist (see key_bin).
     void (*histogram_range)(const KernelInputs &in, int model, int32_t key_dtype, int level, uint32_t prefix,
                             int64_t begin, int64_t end, uint64_t *hist);

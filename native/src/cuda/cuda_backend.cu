@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const MergePlan p, cons
     const int64_t first_quad = p.element_offset >> 2;
     const int64_t last_quad = (p.element_offset + in.count - 1) >> 2;
     const bool random = p.sparsify == SMELTER_SPARSIFY_RANDOM, ranked = p.sparsify == SMELTER_SPARSIFY_RANKED;
-    unsigned long long pos = 0, neg = 0, none = 0;
+    unsigned long long pos = 0, neg = 0, none = 0, bad = 0;
     for (int64_t q = first_quad + blockIdx.x * (int64_t)blockDim.x + threadIdx.x; q <= last_quad;
          q += (int64_t)gridDim.x * blockDim.x) {
         uint32_t bits[MAXN][4];
@@ -95,6 +95,7 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const MergePlan p, cons
                 [&](int i) { return p.has_element_weights ? load_element(in.element_weights[i], in.element_weight_dtype, j) : 1.0f; },
                 selected, &e);
             if (out) store<OUT>(out, j, r);
+            bad += (float_bits(r) & 0x7FFFFFFFu) >= p.nonfinite_bits && p.nonfinite_bits;
             pos += e > 0;
             neg += e < 0;
             none += e == 0;
@@ -104,10 +105,12 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const MergePlan p, cons
         pos = warp_sum(pos);
         neg = warp_sum(neg);
         none = warp_sum(none);
+        bad = warp_sum(bad);
         if ((threadIdx.x & 31) == 0) {
             atomicAdd(sign_counts + 0, pos);
             atomicAdd(sign_counts + 1, neg);
             atomicAdd(sign_counts + 2, none);
+            if (bad) atomicAdd(sign_counts + 3, bad);
         }
     }
 }
@@ -389,7 +392,7 @@ public:
         }
     }
 
-    void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out, int64_t counts[3]) override {
+    void merge(const MergePlan &plan, const KernelInputs &in, const smelter_tensor *out, int64_t counts[4]) override {
         if (in.count == 0) return;
         CUDA_CHECK(cudaSetDevice(device_));
         std::unique_ptr<DeviceBuffer> staged_out;
@@ -403,18 +406,18 @@ public:
             }
         }
         auto *d_counts = static_cast<unsigned long long *>(scratch_);
-        CUDA_CHECK(cudaMemsetAsync(d_counts, 0, sizeof(unsigned long long) * 3, stream_));
+        CUDA_CHECK(cudaMemsetAsync(d_counts, 0, sizeof(unsigned long long) * 4, stream_));
         const int64_t quads = ((plan.element_offset + in.count - 1) >> 2) - (plan.element_offset >> 2) + 1;
         const int blocks = grid(quads, kThreads, sms_ * 16);
         const int out_dtype = out ? out->dtype : SMELTER_F32;
         launch_merge(plan, in, d_out, out_dtype, d_counts, blocks);
         CUDA_CHECK(cudaGetLastError());
-        unsigned long long h[3];
+        unsigned long long h[4];
         CUDA_CHECK(cudaMemcpyAsync(h, d_counts, sizeof h, cudaMemcpyDeviceToHost, stream_));
         if (out && out->memory == SMELTER_MEMORY_HOST)
             CUDA_CHECK(cudaMemcpyAsync(out->data, d_out, bytes_of(out->dtype, out->count), cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
-        for (int i = 0; i < 3; ++i) counts[i] += static_cast<int64_t>(h[i]);
+        for (int i = 0; i < 4; ++i) counts[i] += static_cast<int64_t>(h[i]);
     }
 
     void product(const ProductJob &j) override {

@@ -36,14 +36,18 @@ public final class Context implements AutoCloseable {
         return device;
     }
 
-    /** Elected-sign counts of a merge with consensus: positions that elected +, -, and nothing. */
-    public record SignCounts(long positive, long negative, long none) {}
+    /**
+     * What a merge counted: positions whose elected sign was +, - or none (merges with consensus), and output
+     * elements that are NaN or infinite once rounded to the output's dtype ({@code nonFinite}; 0 without an
+     * output), counted in the merge itself, so checking an output costs no extra pass.
+     */
+    public record MergeCounts(long positive, long negative, long none, long nonFinite) {}
 
     /**
      * Merges {@code models} (and {@code base}, required for task-arithmetic methods, null for
      * LINEAR) into {@code out}. Synchronous: when it returns, {@code out} holds the result.
      */
-    public synchronized SignCounts merge(MergeSpec spec, Tensor base, List<Tensor> models, Tensor out) {
+    public synchronized MergeCounts merge(MergeSpec spec, Tensor base, List<Tensor> models, Tensor out) {
         return merge(spec, base, models, null, null, out);
     }
 
@@ -59,14 +63,14 @@ public final class Context implements AutoCloseable {
      * masks positions for every model; {@code elementWeights} (LINEAR, may be null) weigh each model's elements,
      * e.g. by their diagonal Fisher.
      */
-    public synchronized SignCounts merge(MergeSpec spec, Tensor base, List<Tensor> models, Selection select,
+    public synchronized MergeCounts merge(MergeSpec spec, Tensor base, List<Tensor> models, Selection select,
             List<Tensor> elementWeights, Tensor out) {
         if (out == null) throw new IllegalArgumentException("out is null (use signCounts() for statistics only)");
         return run(spec, base, models, select, elementWeights, out);
     }
 
     /** Runs a merge's sign election without writing an output (for the TIES paper's zero-sign rule). */
-    public synchronized SignCounts signCounts(MergeSpec spec, Tensor base, List<Tensor> models) {
+    public synchronized MergeCounts signCounts(MergeSpec spec, Tensor base, List<Tensor> models) {
         return run(spec, base, models, null, null, null);
     }
 
@@ -77,13 +81,13 @@ public final class Context implements AutoCloseable {
      * tensors yourself).
      */
     public synchronized MergeSpec withMajorityZeroSign(MergeSpec spec, Tensor base, List<Tensor> models) {
-        SignCounts c = run(spec.toBuilder().zeroSign(MergeSpec.ZeroSign.NONE).build(), base, models, null, null, null);
+        MergeCounts c = run(spec.toBuilder().zeroSign(MergeSpec.ZeroSign.NONE).build(), base, models, null, null, null);
         return spec.toBuilder()
                 .zeroSign(c.negative() > c.positive() ? MergeSpec.ZeroSign.NEGATIVE : MergeSpec.ZeroSign.POSITIVE)
                 .build();
     }
 
-    private SignCounts run(MergeSpec spec, Tensor base, List<Tensor> models, Selection select,
+    private MergeCounts run(MergeSpec spec, Tensor base, List<Tensor> models, Selection select,
             List<Tensor> elementWeights, Tensor out) {
         ensureOpen();
         if (models.size() != spec.modelCount())
@@ -136,12 +140,13 @@ public final class Context implements AutoCloseable {
                 for (int i = 0; i < models.size(); i++) fill(smelter_tensor.asSlice(ew, i), elementWeights.get(i));
                 smelter_merge_params.element_weights(p, ew);
             }
-            MemorySegment counts = arena.allocate(ValueLayout.JAVA_LONG, 3);
+            MemorySegment counts = arena.allocate(ValueLayout.JAVA_LONG, 4);
             smelter_merge_params.sign_counts(p, counts);
+            smelter_merge_params.nonfinite_count(p, counts.asSlice(3 * Long.BYTES));
             MemorySegment outStruct = out == null ? MemorySegment.NULL : struct(arena, out);
             Native.check(smelter_h.smelter_merge(handle, p, outStruct), "merge on " + device);
-            return new SignCounts(counts.getAtIndex(ValueLayout.JAVA_LONG, 0),
-                    counts.getAtIndex(ValueLayout.JAVA_LONG, 1), counts.getAtIndex(ValueLayout.JAVA_LONG, 2));
+            return new MergeCounts(counts.getAtIndex(ValueLayout.JAVA_LONG, 0), counts.getAtIndex(ValueLayout.JAVA_LONG, 1),
+                    counts.getAtIndex(ValueLayout.JAVA_LONG, 2), counts.getAtIndex(ValueLayout.JAVA_LONG, 3));
         }
     }
 

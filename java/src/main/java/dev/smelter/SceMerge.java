@@ -31,10 +31,10 @@ public final class SceMerge {
      * Merges {@code models} about {@code base} into {@code out}. {@code scratch} is an f32 tensor of the same
      * count in the inputs' memory (host or device) for the variance; it may be null when {@code selectTopK >= 1}.
      */
-    public static void merge(Context ctx, Tensor base, List<Tensor> models, double selectTopK, Variant variant,
-            String tensorName, Tensor scratch, Tensor out) {
+    public static Context.MergeCounts merge(Context ctx, Tensor base, List<Tensor> models, double selectTopK,
+            Variant variant, String tensorName, Tensor scratch, Tensor out) {
         Plan plan = plan(ctx, base, models, selectTopK, variant, tensorName, scratch);
-        ctx.merge(plan.spec(), base, models, variant == Variant.MERGEKIT ? plan.selection() : null, null, out);
+        return ctx.merge(plan.spec(), base, models, variant == Variant.MERGEKIT ? plan.selection() : null, null, out);
     }
 
     /** Everything but the final merge: the selection threshold and the weights. */

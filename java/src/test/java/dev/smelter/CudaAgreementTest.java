@@ -33,8 +33,8 @@ class CudaAgreementTest {
                             MergeSpec s = e.getValue();
                             Tensor base = s.method() == MergeSpec.Method.LINEAR ? null : data.base();
                             Tensor a = Tensor.allocate(arena, out, size), b = Tensor.allocate(arena, out, size);
-                            Context.SignCounts ca = cpu.merge(s, base, data.models(), a);
-                            Context.SignCounts cb = gpu.merge(s, base, data.models(), b);
+                            Context.MergeCounts ca = cpu.merge(s, base, data.models(), a);
+                            Context.MergeCounts cb = gpu.merge(s, base, data.models(), b);
                             long at = a.data().mismatch(b.data());
                             assertEquals(-1, at, e.getKey() + " " + in + "->" + out + " n=" + size + ": CPU and CUDA differ at byte " + at);
                             assertEquals(ca, cb, e.getKey() + " sign counts");

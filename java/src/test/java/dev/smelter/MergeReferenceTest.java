@@ -12,6 +12,7 @@ import java.util.Arrays;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.SplittableRandom;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.DynamicTest;
 import org.junit.jupiter.api.Test;
@@ -60,7 +61,7 @@ class MergeReferenceTest {
         float[][] xs = data.models().stream().map(MergeReferenceTest::floats).toArray(float[][]::new);
         Float64Reference.Result ref = Float64Reference.merge(spec, base, xs, data.base().dtype());
         Tensor result = Tensor.allocate(arena, out, base.length);
-        Context.SignCounts counts = ctx.merge(spec, spec.method() == MergeSpec.Method.LINEAR ? null : data.base(),
+        Context.MergeCounts counts = ctx.merge(spec, spec.method() == MergeSpec.Method.LINEAR ? null : data.base(),
                 data.models(), result);
         String error = Float64Reference.compare(ref, result);
         assertNull(error, () -> ctx.device() + " " + spec + " -> " + out + ": " + error);
@@ -167,6 +168,42 @@ class MergeReferenceTest {
                     assertEquals(0.25 * nonzero, kept, 5 * Math.sqrt(0.25 * 0.75 * nonzero), "DARE keeps ~density");
             }
         }
+    }
+
+    /**
+     * The merge counts its NaN and infinite outputs in the output's dtype: NaN inputs, and sums that overflow f16
+     * (beyond 65504) or bf16 and f16 (beyond bf16's 3.39e38) but not f32. Checked against decoding the output,
+     * on every device present.
+     */
+    @Test
+    void mergesCountTheirNonFiniteOutputs() {
+        int n = 100_003;
+        SplittableRandom r = new SplittableRandom(5);
+        float[] a = new float[n], b = new float[n];
+        for (int i = 0; i < n; i++) {
+            a[i] = (float) TestData.gaussian(r);
+            b[i] = (float) TestData.gaussian(r);
+            switch (r.nextInt(50)) {
+                case 0 -> a[i] = Float.NaN;
+                case 1 -> a[i] = Float.NEGATIVE_INFINITY;
+                case 2 -> { a[i] = 120000f; b[i] = 20000f; }  // mean 70000: f16 overflow only
+                case 3 -> { a[i] = 3.4e38f; b[i] = 3.4e38f; }  // bf16 and f16 overflow; f32 is finite
+                default -> { }
+            }
+        }
+        for (Device device : TestData.devices())
+            try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(device)) {
+                List<Tensor> models = List.of(TestData.tensor(arena, DType.F32, a), TestData.tensor(arena, DType.F32, b));
+                for (DType out : DType.values()) {
+                    Tensor result = Tensor.allocate(arena, out, n);
+                    Context.MergeCounts counts = ctx.merge(MergeSpec.linear(0.5f, 0.5f), null, models, result);
+                    long decoded = 0;
+                    for (float v : result.toFloatArray()) if (!Float.isFinite(v)) decoded++;
+                    assertTrue(decoded > n / 50, out + ": the data must make non-finite outputs");
+                    assertEquals(decoded, counts.nonFinite(), device + " " + out);
+                    assertEquals(decoded, ctx.countNonFinite(result), device + " " + out + ": countNonFinite");
+                }
+            }
     }
 
     @Test

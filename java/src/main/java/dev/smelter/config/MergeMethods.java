@@ -222,7 +222,7 @@ public final class MergeMethods {
         /** A method that runs its own sequence of native calls per tensor (SCE). */
         @FunctionalInterface
         public interface Runner {
-            void merge(Context ctx, Tensor base, List<Tensor> models, Tensor out);
+            Context.MergeCounts merge(Context ctx, Tensor base, List<Tensor> models, Tensor out);
         }
 
         TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver) {
@@ -298,7 +298,7 @@ public final class MergeMethods {
                 yield new TensorMerge(null, null, null, (ctx, base, models, out) -> {
                     Tensor scratch = topk < 1 ? ctx.allocate(DType.F32, base.count(), base.memory()) : null;
                     try {
-                        SceMerge.merge(ctx, base, models, topk, variant, tensorName, scratch, out);
+                        return SceMerge.merge(ctx, base, models, topk, variant, tensorName, scratch, out);
                     } finally {
                         if (scratch != null) ctx.free(scratch);
                     }

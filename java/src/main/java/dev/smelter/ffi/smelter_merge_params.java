@@ -43,6 +43,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     float min_divisor;
  *     const smelter_tensor *element_weights;
  *     const float *element_weight_floors;
+ *     int64_t *nonfinite_count;
  * }
  * }
  */
@@ -82,7 +83,8 @@ public class smelter_merge_params {
         smelter_h.C_INT.withName("select_threshold"),
         smelter_h.C_FLOAT.withName("min_divisor"),
         smelter_h.C_POINTER.withName("element_weights"),
-        smelter_h.C_POINTER.withName("element_weight_floors")
+        smelter_h.C_POINTER.withName("element_weight_floors"),
+        smelter_h.C_POINTER.withName("nonfinite_count")
     ).withName("smelter_merge_params");
 
     /**
@@ -1322,6 +1324,50 @@ public class smelter_merge_params {
      */
     public static void element_weight_floors(MemorySegment struct, MemorySegment fieldValue) {
         struct.set(element_weight_floors$LAYOUT, element_weight_floors$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout nonfinite_count$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("nonfinite_count"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * int64_t *nonfinite_count
+     * }
+     */
+    public static final AddressLayout nonfinite_count$layout() {
+        return nonfinite_count$LAYOUT;
+    }
+
+    private static final long nonfinite_count$OFFSET = $LAYOUT.byteOffset(groupElement("nonfinite_count"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * int64_t *nonfinite_count
+     * }
+     */
+    public static final long nonfinite_count$offset() {
+        return nonfinite_count$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * int64_t *nonfinite_count
+     * }
+     */
+    public static MemorySegment nonfinite_count(MemorySegment struct) {
+        return struct.get(nonfinite_count$LAYOUT, nonfinite_count$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * int64_t *nonfinite_count
+     * }
+     */
+    public static void nonfinite_count(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(nonfinite_count$LAYOUT, nonfinite_count$OFFSET, fieldValue);
     }
 
     /**

@@ -269,14 +269,14 @@ public final class CheckpointMerger implements AutoCloseable {
                         int b = i & 1;
                         behind.await(writes[b]);  // the write that last read this buffer
                         MemorySegment outBuffer = buffers[b].data();
-                        Tensor out;
+                        long nonFinite;
                         try {
-                            out = mergeTensor(ctx, t, thresholds, key, outBuffer);
+                            nonFinite = mergeTensor(ctx, t, thresholds, key, outBuffer);
                         } catch (SmelterException e) {  // e.g. device out of memory: say which tensor
                             throw e.within(String.format(java.util.Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
                                     t.info().byteSize() / 1048576.0));
                         }
-                        checkFinite(ctx, t, out, warnings);
+                        checkFinite(ctx, t, nonFinite, warnings);
                         writes[b] = behind.write(t.name(), outBuffer.asSlice(0, t.outBytes()));
                     }
                     ahead.consumed(i);
@@ -323,13 +323,20 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /**
-     * NaN inputs give NaN outputs, and values beyond a 16-bit output's range become infinite, so checking the
-     * output finds both; only then are the inputs scanned, to say where the values came from.
+     * NaN inputs give NaN outputs, and values beyond a 16-bit output's range become infinite, so the merge's count
+     * of non-finite outputs finds both; only when it is not zero are the inputs scanned, to say where they came from.
      */
-    private void checkFinite(Context ctx, TensorPlan t, Tensor out, List<String> warnings) throws CheckpointFormatException {
-        if (options.nonFinite() == NonFinite.IGNORE) return;
-        long bad = ctx.countNonFinite(out);
-        if (bad == 0) return;
+    private void checkFinite(Context ctx, TensorPlan t, long bad, List<String> warnings) throws CheckpointFormatException {
+        checkFinite(ctx, t, bad, "", options.nonFinite(), warnings);
+    }
+
+    /**
+     * The non-finite check of one merged tensor ({@code bad} values), shared with the sweep ({@code prefix} names the
+     * configuration there): nothing, a warning naming the input checkpoints that hold such values, or a failure.
+     */
+    void checkFinite(Context ctx, TensorPlan t, long bad, String prefix, NonFinite action, List<String> warnings)
+            throws CheckpointFormatException {
+        if (action == NonFinite.IGNORE || bad == 0) return;
         List<String> sources = new ArrayList<>();
         if (base != null) {
             long b = ctx.countNonFinite(base.tensor(t.name()));
@@ -339,10 +346,10 @@ public final class CheckpointMerger implements AutoCloseable {
             long b = ctx.countNonFinite(m.tensor(t.name()));
             if (b > 0) sources.add(b + " in " + m.directory());
         }
-        String message = "tensor " + t.name() + ": " + bad + " of " + out.count() + " merged values are NaN or infinite ("
+        String message = prefix + "tensor " + t.name() + ": " + bad + " of " + t.info().elementCount() + " merged values are NaN or infinite ("
                 + (sources.isEmpty() ? "the inputs are finite: the result overflows " + t.outDType() : "non-finite inputs: "
                         + String.join(", ", sources)) + ")";
-        if (options.nonFinite() == NonFinite.FAIL)
+        if (action == NonFinite.FAIL)
             throw new CheckpointFormatException(message + "; nothing was written (--on-nonfinite warn keeps going)");
         warnings.add(message);
     }
@@ -359,7 +366,8 @@ public final class CheckpointMerger implements AutoCloseable {
         return -1;
     }
 
-    private Tensor mergeTensor(Context ctx, TensorPlan t, int[] thresholds, DType key, MemorySegment outBuffer) {
+    /** Merges one tensor into {@code outBuffer}; returns how many of its values are NaN or infinite. */
+    private long mergeTensor(Context ctx, TensorPlan t, int[] thresholds, DType key, MemorySegment outBuffer) {
         String name = t.name();
         int layer = TensorNames.layerIndex(name);
         long n = t.mergedElements();
@@ -370,6 +378,7 @@ public final class CheckpointMerger implements AutoCloseable {
         MergeMethods.TensorMerge how = MergeMethods.tensorMerge(config, name, layer, layerCount);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
+        Context.MergeCounts counts;
         if (!fishers.isEmpty()) {
             MergeSpec spec = how.spec();
             float[] c = spec.weights().clone();
@@ -377,23 +386,24 @@ public final class CheckpointMerger implements AutoCloseable {
                 for (int i = 0; i < c.length; i++) c[i] = (float) (c[i] / fisherNorms[i]);
             List<Tensor> weights = new ArrayList<>();
             for (Checkpoint f : fishers) weights.add(slice(f.tensor(name), n));
-            ctx.merge(spec.toBuilder().weights(c).build(), null, inputs, null, weights, out.slice(0, n));
+            counts = ctx.merge(spec.toBuilder().weights(c).build(), null, inputs, null, weights, out.slice(0, n));
         } else if (how.runner() != null) {
-            how.runner().merge(ctx, baseTensor, inputs, out.slice(0, n));
+            counts = how.runner().merge(ctx, baseTensor, inputs, out.slice(0, n));
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
             if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
             spec = withRows(spec, t.info().shape(), n);
             inputs = how.inputs(baseTensor, inputs);
-            ctx.merge(spec, baseTensor, inputs, out.slice(0, n));
+            counts = ctx.merge(spec, baseTensor, inputs, out.slice(0, n));
         }
+        long nonFinite = counts.nonFinite();
         if (n < t.info().elementCount()) {
             // Rows only the reference has (vocabulary mismatch): take them from the base unchanged.
             Tensor rest = base.tensor(name).slice(n, t.info().elementCount() - n);
             MergeSpec copy = MergeSpec.linear(1.0f);
-            ctx.merge(copy, null, List.of(rest), out.slice(n, t.info().elementCount() - n));
+            nonFinite += ctx.merge(copy, null, List.of(rest), out.slice(n, t.info().elementCount() - n)).nonFinite();
         }
-        return out;
+        return nonFinite;
     }
 
     /** DELLA ranks within rows: the trailing dimensions of the tensor (the whole tensor when it is 1-D). */

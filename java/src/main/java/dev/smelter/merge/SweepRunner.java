@@ -446,21 +446,24 @@ public final class SweepRunner implements AutoCloseable {
                         MergeMethods.TensorMerge how = hows.get(c);
                         Tensor hostView = new Tensor(hostOut.asSlice(0, full * outType.byteSize()), full, outType, Tensor.Memory.HOST);
                         Tensor out = cuda ? view(devOut, 0, full, outType) : hostView;
+                        Context.MergeCounts counts;
                         if (how.runner() != null) {  // SCE: its own sequence of calls per configuration
-                            how.runner().merge(ctx, inBase, inModels, count == full ? out : prefix(out, count));
+                            counts = how.runner().merge(ctx, inBase, inModels, count == full ? out : prefix(out, count));
                         } else {
                             MergeSpec spec = how.composed() ? how.resolver().apply(pairStats.get(how.statsOf())) : specs[c];
                             spec = CheckpointMerger.withRows(spec, t.info().shape(), count);
-                            ctx.merge(spec, inBase, how.inputs(inBase, inModels), count == full ? out : prefix(out, count));
+                            counts = ctx.merge(spec, inBase, how.inputs(inBase, inModels), count == full ? out : prefix(out, count));
                         }
+                        long nonFinite = counts.nonFinite();
                         if (count < full) {
                             // Rows only the reference has (vocabulary mismatch): the base's, unchanged.
                             Tensor rest = base.tensor(name).slice(count, full - count);
                             Tensor outRest = cuda ? view(devOut, count * outType.byteSize(), full - count, outType)
                                     : hostView.slice(count, full - count);
-                            ctx.merge(MergeSpec.linear(1.0f), null, List.of(rest), outRest);
+                            nonFinite += ctx.merge(MergeSpec.linear(1.0f), null, List.of(rest), outRest).nonFinite();
                         }
-                        checkFinite(ctx, cf, t, out, warnings.get(c));
+                        merger.checkFinite(ctx, t, nonFinite, "configuration " + cf.name() + ": ", options.nonFinite(),
+                                warnings.get(c));
                         boolean onHost = !cuda;
                         if (options.writeCheckpoints()) {
                             if (cuda) ctx.copy(hostView, out);
@@ -608,29 +611,6 @@ public final class SweepRunner implements AutoCloseable {
             for (int c = 0; c < k.length; c++) out[c][i] = found.get(k[c]);
         }
         return out;
-    }
-
-    private void checkFinite(Context ctx, Configuration c, CheckpointMerger.TensorPlan t, Tensor out, List<String> warnings)
-            throws CheckpointFormatException {
-        if (options.nonFinite() == CheckpointMerger.NonFinite.IGNORE) return;
-        long bad = ctx.countNonFinite(out);
-        if (bad == 0) return;
-        List<String> sources = new ArrayList<>();
-        Checkpoint base = merger.baseCheckpoint();
-        if (base != null) {
-            long b = ctx.countNonFinite(base.tensor(t.name()));
-            if (b > 0) sources.add(b + " in " + base.directory());
-        }
-        for (Checkpoint m : merger.modelCheckpoints()) {
-            long b = ctx.countNonFinite(m.tensor(t.name()));
-            if (b > 0) sources.add(b + " in " + m.directory());
-        }
-        String message = "configuration " + c.name() + ": tensor " + t.name() + ": " + bad + " of " + out.count()
-                + " merged values are NaN or infinite (" + (sources.isEmpty() ? "the inputs are finite: the result "
-                        + "overflows " + t.outDType() : "non-finite inputs: " + String.join(", ", sources)) + ")";
-        if (options.nonFinite() == CheckpointMerger.NonFinite.FAIL)
-            throw new CheckpointFormatException(message + "; nothing was written (--on-nonfinite warn keeps going)");
-        warnings.add(message);
     }
 
     /** Statistics accumulated over a layer's tensors. */
