@@ -246,7 +246,7 @@ public final class CheckpointMerger implements AutoCloseable {
         try (Context ctx = Smelter.open(options.device());
                 CheckpointWriter writer = new CheckpointWriter(options.output(), specs, options.maxShardBytes(),
                         metadata, options.overwrite());
-                WriteBehind behind = new WriteBehind(writer)) {
+                WriteBehind behind = new WriteBehind()) {
             int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
                     ? modelThresholds(ctx, plan) : null;
             // One pass over every Fisher, only when some tensor is normalized by their norms.
@@ -264,7 +264,7 @@ public final class CheckpointMerger implements AutoCloseable {
                 for (int i = 0; i < plan.tensors().size(); i++) {
                     TensorPlan t = plan.tensors().get(i);
                     if (t.action() == Action.COPY) {
-                        behind.write(t.name(), reference().data(t.name()));
+                        behind.write(writer, t.name(), reference().data(t.name()));
                     } else {
                         int b = i & 1;
                         behind.await(writes[b]);  // the write that last read this buffer
@@ -277,7 +277,7 @@ public final class CheckpointMerger implements AutoCloseable {
                                     t.info().byteSize() / 1048576.0));
                         }
                         checkFinite(ctx, t, nonFinite, warnings);
-                        writes[b] = behind.write(t.name(), outBuffer.asSlice(0, t.outBytes()));
+                        writes[b] = behind.write(writer, t.name(), outBuffer.asSlice(0, t.outBytes()));
                     }
                     ahead.consumed(i);
                     peakAnon = Math.max(peakAnon, anonymousResidentBytes());

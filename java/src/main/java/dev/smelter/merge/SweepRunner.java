@@ -17,9 +17,9 @@ import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
 import dev.smelter.io.ReadAhead;
+import dev.smelter.io.WriteBehind;
 import dev.smelter.io.SafetensorsDType;
 import java.io.IOException;
-import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -32,6 +32,7 @@ import java.util.Map;
 import java.util.TreeMap;
 import java.util.TreeSet;
 import java.util.UUID;
+import java.util.concurrent.Future;
 import java.util.function.Consumer;
 import java.util.stream.IntStream;
 import java.util.stream.Stream;
@@ -133,9 +134,9 @@ public final class SweepRunner implements AutoCloseable {
      */
     public record SweepPlan(CheckpointMerger.Plan merge, int configurations, long bytesRead, long bytesWritten,
             long workBytes, boolean deviceCopies) {
-        /** Host memory Smelter allocates: one output buffer, shared by the configurations. */
+        /** Host memory Smelter allocates: two output buffers (one merged into, one being written), shared by all. */
         public long peakHostBytes() {
-            return merge.largestOutputBytes();
+            return merge.peakHostBytes();
         }
 
         /** On CUDA: the inputs and the output of the largest tensor, resident while every configuration runs. */
@@ -292,8 +293,8 @@ public final class SweepRunner implements AutoCloseable {
         int n = configurations.size();
         long[] own = new long[n];
         List<CheckpointWriter> writers = new ArrayList<>();
-        List<Tensor> deviceBuffers = new ArrayList<>();
-        try (Context ctx = Smelter.open(options.device()); Arena arena = Arena.ofConfined()) {
+        List<Tensor> buffers = new ArrayList<>();
+        try (Context ctx = Smelter.open(options.device()); WriteBehind behind = new WriteBehind()) {
             if (options.writeCheckpoints()) {
                 List<CheckpointWriter.TensorSpec> specs = new ArrayList<>();
                 for (CheckpointMerger.TensorPlan t : plan.merge().tensors())
@@ -308,9 +309,10 @@ public final class SweepRunner implements AutoCloseable {
                 }
             }
             try {
-                return sweepTensors(ctx, arena, plan, temp, progress, t0, cpu0, own, writers, deviceBuffers);
+                return sweepTensors(ctx, behind, plan, temp, progress, t0, cpu0, own, writers, buffers);
             } finally {
-                for (Tensor b : deviceBuffers) {
+                behind.close();  // no write may still read a buffer when it is freed
+                for (Tensor b : buffers) {
                     try {
                         ctx.free(b);
                     } catch (RuntimeException e) {
@@ -331,8 +333,8 @@ public final class SweepRunner implements AutoCloseable {
         }
     }
 
-    private Summary sweepTensors(Context ctx, Arena arena, SweepPlan plan, Path temp, Consumer<Long> progress, long t0,
-            long cpu0, long[] own, List<CheckpointWriter> writers, List<Tensor> deviceBuffers) throws IOException {
+    private Summary sweepTensors(Context ctx, WriteBehind behind, SweepPlan plan, Path temp, Consumer<Long> progress,
+            long t0, long cpu0, long[] own, List<CheckpointWriter> writers, List<Tensor> buffers) throws IOException {
         int n = configurations.size();
         long shared = 0;
         long peakAnon = CheckpointMerger.anonymousResidentBytes();
@@ -355,15 +357,21 @@ public final class SweepRunner implements AutoCloseable {
             List<Tensor> devModels = new ArrayList<>();
             if (cuda) {
                 // Inputs stay on the device while every configuration merges them; the output is staged there too.
-                if (base != null) deviceBuffers.add(devBase = ctx.allocate(DType.BF16, (largestIn + 1) / 2, Tensor.Memory.DEVICE));
+                if (base != null) buffers.add(devBase = ctx.allocate(DType.BF16, (largestIn + 1) / 2, Tensor.Memory.DEVICE));
                 for (int i = 0; i < models.size(); i++) {
                     Tensor b = ctx.allocate(DType.BF16, (largestIn + 1) / 2, Tensor.Memory.DEVICE);
-                    deviceBuffers.add(b);
+                    buffers.add(b);
                     devModels.add(b);
                 }
-                deviceBuffers.add(devOut = ctx.allocate(DType.BF16, (largestOut + 1) / 2, Tensor.Memory.DEVICE));
+                buffers.add(devOut = ctx.allocate(DType.BF16, (largestOut + 1) / 2, Tensor.Memory.DEVICE));
             }
-            MemorySegment hostOut = arena.allocate(largestOut, 64);
+            // Two host output buffers (page-locked on CUDA): one configuration's output is written from one
+            // while the next configuration merges into the other.
+            Tensor[] hostOuts = new Tensor[2];
+            for (int k = 0; k < 2; k++)
+                buffers.add(hostOuts[k] = ctx.allocate(DType.BF16, (largestOut + 1) / 2, Tensor.Memory.HOST));
+            Future<?>[] writes = new Future<?>[2];
+            int slot = 0;
             shared += System.nanoTime() - s0;
             long done = 0;
             int step = 0;
@@ -374,7 +382,7 @@ public final class SweepRunner implements AutoCloseable {
                     if (t.action() == CheckpointMerger.Action.COPY) {
                         for (int c = 0; c < writers.size(); c++) {
                             long s = System.nanoTime();
-                            writers.get(c).write(name, merger.reference().data(name));
+                            behind.write(writers.get(c), name, merger.reference().data(name));
                             own[c] += System.nanoTime() - s;
                         }
                         done += t.outBytes() * n;
@@ -444,6 +452,9 @@ public final class SweepRunner implements AutoCloseable {
                         s = System.nanoTime();
                         Configuration cf = configurations.get(c);
                         MergeMethods.TensorMerge how = hows.get(c);
+                        int hb = slot++ & 1;
+                        behind.await(writes[hb]);  // the write that last read this buffer
+                        MemorySegment hostOut = hostOuts[hb].data();
                         Tensor hostView = new Tensor(hostOut.asSlice(0, full * outType.byteSize()), full, outType, Tensor.Memory.HOST);
                         Tensor out = cuda ? view(devOut, 0, full, outType) : hostView;
                         Context.MergeCounts counts;
@@ -468,7 +479,7 @@ public final class SweepRunner implements AutoCloseable {
                         if (options.writeCheckpoints()) {
                             if (cuda) ctx.copy(hostView, out);
                             onHost = true;
-                            writers.get(c).write(name, hostOut.asSlice(0, t.outBytes()));
+                            writes[hb] = behind.write(writers.get(c), name, hostOut.asSlice(0, t.outBytes()));
                         }
                         if (stats) {
                             Acc acc = layerStats.get(c).computeIfAbsent(layerKey, k -> new Acc(models.size()));
@@ -491,6 +502,7 @@ public final class SweepRunner implements AutoCloseable {
                     peakAnon = Math.max(peakAnon, CheckpointMerger.anonymousResidentBytes());
                 }
             }
+            behind.finish();
             List<ConfigResult> results = new ArrayList<>();
             Path sideSource = merger.reference().directory();
             for (int c = 0; c < n; c++) {

@@ -84,14 +84,14 @@ class StreamingIoTest {
         Path out = dir.resolve("ok");
         try (Arena arena = Arena.ofShared();  // the write-behind thread reads the buffers
                 CheckpointWriter w = new CheckpointWriter(out, SPECS, 1 << 20, Map.of(), false);
-                WriteBehind behind = new WriteBehind(w)) {
+                WriteBehind behind = new WriteBehind()) {
             MemorySegment[] buffers = {arena.allocate(2000), arena.allocate(2000)};
             Future<?>[] writes = new Future<?>[2];
             for (int i = 0; i < SPECS.size(); i++) {
                 int b = i & 1;
                 behind.await(writes[b]);
                 buffers[b].fill((byte) (i + 1));
-                writes[b] = behind.write(SPECS.get(i).name(), buffers[b]);
+                writes[b] = behind.write(w, SPECS.get(i).name(), buffers[b]);
             }
             behind.finish();
             w.commit();
@@ -109,13 +109,13 @@ class StreamingIoTest {
         Path out = dir.resolve("failed");
         try (Arena arena = Arena.ofShared();  // the write-behind thread reads the buffers
                 CheckpointWriter w = new CheckpointWriter(out, SPECS, 1 << 20, Map.of(), false);
-                WriteBehind behind = new WriteBehind(w)) {
-            Future<?> bad = behind.write("a", arena.allocate(3));  // wrong size: fails on the write-behind thread
+                WriteBehind behind = new WriteBehind()) {
+            Future<?> bad = behind.write(w, "a", arena.allocate(3));  // wrong size: fails on the write-behind thread
             IOException e = assertThrows(IOException.class, () -> {
                 behind.await(bad);
             });
             assertTrue(e.getMessage().contains("tensor a: 3 bytes given, 2000 planned"), e.getMessage());
-            assertThrows(IOException.class, () -> behind.write("b", arena.allocate(2000)), "later writes fail too");
+            assertThrows(IOException.class, () -> behind.write(w, "b", arena.allocate(2000)), "later writes fail too");
             assertThrows(IOException.class, behind::finish);
         }
         try (Stream<Path> s = Files.list(dir)) {
