@@ -104,6 +104,12 @@ SMELTER_API smelter_status smelter_context_create(smelter_backend backend, int32
 SMELTER_API smelter_status smelter_context_destroy(smelter_context *ctx);
 /** Waits until all work queued on the context has finished; reports asynchronous errors. */
 SMELTER_API smelter_status smelter_synchronize(smelter_context *ctx);
+/** Caps the bytes one smelter_merge call works on at once: its inputs, output, select and element
+ *  weights, and RANKED's ranks. A larger merge runs in pieces (whole RANKED rows), each pass over
+ *  the tensor (thresholds, L1 sums, the merge) visiting them in order; the results are bit-identical
+ *  to one piece. 0 (the default): no cap on the CPU, the free device memory on CUDA (host tensors
+ *  are staged there). Tensors larger than device memory merge this way. */
+SMELTER_API smelter_status smelter_context_set_memory_limit(smelter_context *ctx, int64_t bytes);
 
 /** Allocates `bytes` of memory of the given kind for use with this context. On CUDA, HOST memory
  *  is page-locked (fast asynchronous copies); on CPU, DEVICE memory is refused. 64-byte aligned. */

@@ -13,6 +13,7 @@
 
 struct smelter_context {
     std::unique_ptr<smelter::Backend> backend;
+    int64_t memory_limit = 0;  // smelter_context_set_memory_limit; 0 = the backend's staging budget
 };
 
 struct smelter_topk {
@@ -130,54 +131,144 @@ void check_select(const smelter_context *ctx, const smelter_tensor *select, cons
                                               " has " + std::to_string(first.count));
 }
 
-// The exact k-th largest keys of model i's deltas for each k in ks (1 <= k <= count): one level-0
-// histogram serves them all; f32 keys refine each in a level-1 pass under its bin.
-template <size_t N>
-void kth_largest_keys(Backend &b, const KernelInputs &in, int i, int32_t key_dtype, const int64_t (&ks)[N],
-                      uint32_t (&keys)[N], int count) {
-    std::vector<uint64_t> level0(kLevel0Bins, 0), level1;
-    b.key_histogram(in, i, key_dtype, 0, 0, level0.data());
-    for (int q = 0; q < count; ++q) {
-        uint64_t rank;
-        const uint32_t bin = select_bin(level0.data(), kLevel0Bins, static_cast<uint64_t>(ks[q]), &rank);
-        if (key_dtype != KEY_F32) {
-            keys[q] = bin;
-            continue;
+// A merge's inputs in pieces of whole rows that fit the context's memory limit (one piece when
+// everything fits, staged once). Each pass over the tensor (thresholds, L1 sums, the merge) calls
+// each(), which stages the pieces in order; since every pass only adds integer counts or writes
+// elements that depend on their global index, the result is the same for any piece size.
+class MergePieces {
+public:
+    MergePieces(Backend &b, const smelter_merge_params &p, const MergePlan &plan, const smelter_tensor *out,
+                int64_t memory_limit)
+        : b_(b), p_(p), n_(p.n_models), linear_(p.method == SMELTER_METHOD_LINEAR),
+          ranked_(p.sparsify == SMELTER_SPARSIFY_RANKED), key_dtype_(plan.key_dtype), row_length_(plan.row_length),
+          count_(p.models[0].count) {
+        int64_t per_element = static_cast<int64_t>(dtype_size(p.models[0].dtype)) * (n_ + (linear_ ? 0 : 1));
+        if (out) per_element += static_cast<int64_t>(dtype_size(out->dtype));
+        if (p.select) per_element += static_cast<int64_t>(dtype_size(p.select->dtype));
+        if (p.element_weights) per_element += static_cast<int64_t>(dtype_size(p.element_weights[0].dtype)) * n_;
+        if (ranked_) per_element += 4 * n_ + 16;  // ranks, and the row sort's keys and positions
+        const int64_t limit = memory_limit > 0 ? memory_limit : b.staging_budget();
+        piece_ = count_;
+        if (count_ > 0 && limit / per_element < count_) {
+            const int64_t align = ranked_ ? row_length_ : 4096;  // RANKED rows are ranked whole
+            piece_ = std::min(count_, std::max(align, limit / per_element / align * align));
         }
-        level1.assign(kLevel1Bins, 0);
-        b.key_histogram(in, i, key_dtype, 1, bin, level1.data());
-        keys[q] = (bin << 16) | select_bin(level1.data(), kLevel1Bins, rank, &rank);
     }
-}
 
-// Thresholds for per-tensor trimming: exact k-th largest key of each model's deltas. Breadcrumbs
-// (MAGNITUDE_OUTLIERS) also gets the upper key, the (top + 1)-th largest, from the same histogram.
-void per_tensor_thresholds(Backend &b, const KernelInputs &in, const smelter_merge_params &p, MergePlan &plan) {
+    int64_t count() const { return count_; }
+    int64_t piece() const { return piece_; }
+
+    // Calls f(inputs, first element) for every piece.
+    template <class F>
+    void each(F &&f) {
+        if (piece_ >= count_) {
+            if (!whole_) whole_ = stage(0, count_);
+            f(whole_->inputs, int64_t{0});
+            return;
+        }
+        for (int64_t begin = 0; begin < count_; begin += piece_) {
+            auto staged = stage(begin, std::min(piece_, count_ - begin));
+            f(staged->inputs, begin);
+        }
+    }
+
+private:
+    static smelter_tensor slice(const smelter_tensor &t, int64_t begin, int64_t len) {
+        return {static_cast<char *>(t.data) + begin * static_cast<int64_t>(dtype_size(t.dtype)), len, t.dtype, t.memory};
+    }
+
+    std::unique_ptr<Backend::Staged> stage(int64_t begin, int64_t len) {
+        smelter_tensor base, models[SMELTER_MAX_MODELS], select, weights[SMELTER_MAX_MODELS];
+        if (!linear_) base = slice(*p_.base, begin, len);
+        for (int i = 0; i < n_; ++i) models[i] = slice(p_.models[i], begin, len);
+        if (p_.select) select = slice(*p_.select, begin, len);
+        if (p_.element_weights)
+            for (int i = 0; i < n_; ++i) weights[i] = slice(p_.element_weights[i], begin, len);
+        auto staged = b_.stage(linear_ ? nullptr : &base, models, n_);
+        b_.stage_extra(*staged, p_.select ? &select : nullptr, p_.element_weights ? weights : nullptr, n_);
+        if (ranked_)
+            for (int i = 0; i < n_; ++i) b_.rank_rows(*staged, i, key_dtype_, row_length_);
+        return staged;
+    }
+
+    Backend &b_;
+    const smelter_merge_params &p_;
+    const int n_;
+    const bool linear_, ranked_;
+    const int32_t key_dtype_;
+    const int64_t row_length_, count_;
+    int64_t piece_;
+    std::unique_ptr<Backend::Staged> whole_;
+};
+
+// Thresholds for per-tensor trimming: the exact k-th largest key of each model's deltas, from one
+// level-0 histogram per model (one pass over the pieces for all models), refined for f32 keys in one
+// level-1 pass under each chosen bin. Breadcrumbs (MAGNITUDE_OUTLIERS) also gets the upper key, the
+// (top + 1)-th largest, from the same histograms.
+void per_tensor_thresholds(Backend &b, MergePieces &pieces, const smelter_merge_params &p, MergePlan &plan) {
     const bool outliers = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
+    const int64_t count = pieces.count();
+    struct Wanted {
+        int model;
+        int64_t k;
+        uint32_t *key;
+        uint32_t bin = 0;
+        uint64_t rank = 0;
+    };
+    std::vector<Wanted> wanted;
     for (int i = 0; i < plan.n; ++i) {
-        float density = p.densities ? p.densities[i] : 1.0f;
-        const int64_t k = kept_count(density, in.count);
+        const float density = p.densities ? p.densities[i] : 1.0f;
+        const int64_t k = kept_count(density, count);
+        if (outliers) plan.upper[i] = 0xFFFFFFFFu;  // no cut unless something large is dropped
         if (k == 0) {  // keep nothing: an empty key range
             plan.thresholds[i] = 0xFFFFFFFFu;
             plan.upper[i] = 0;
             continue;
         }
-        const int64_t top = outliers ? std::min(kept_count(p.gammas ? p.gammas[i] : 0.01f, in.count), in.count - k) : 0;
-        const int64_t ks[2] = {top + k, top + 1};
-        uint32_t keys[2] = {0, 0xFFFFFFFFu};  // the upper key stays "no cut" when nothing large is dropped
-        kth_largest_keys(b, in, i, plan.key_dtype, ks, keys, top > 0 ? 2 : 1);
-        plan.thresholds[i] = keys[0];
-        if (outliers) plan.upper[i] = keys[1];
+        const int64_t top = outliers ? std::min(kept_count(p.gammas ? p.gammas[i] : 0.01f, count), count - k) : 0;
+        wanted.push_back({i, top + k, &plan.thresholds[i]});
+        if (top > 0) wanted.push_back({i, top + 1, &plan.upper[i]});
+    }
+    if (wanted.empty()) return;
+    std::vector<std::vector<uint64_t>> level0(plan.n);
+    for (const Wanted &w : wanted) level0[w.model].assign(kLevel0Bins, 0);
+    pieces.each([&](const KernelInputs &in, int64_t) {
+        for (int i = 0; i < plan.n; ++i)
+            if (!level0[i].empty()) b.key_histogram(in, i, plan.key_dtype, 0, 0, level0[i].data());
+    });
+    for (Wanted &w : wanted) {
+        w.bin = select_bin(level0[w.model].data(), kLevel0Bins, static_cast<uint64_t>(w.k), &w.rank);
+        *w.key = w.bin;
+    }
+    if (plan.key_dtype != KEY_F32) return;
+    std::vector<std::vector<uint64_t>> level1(wanted.size(), std::vector<uint64_t>(kLevel1Bins, 0));
+    pieces.each([&](const KernelInputs &in, int64_t) {
+        for (size_t q = 0; q < wanted.size(); ++q)
+            b.key_histogram(in, wanted[q].model, KEY_F32, 1, wanted[q].bin, level1[q].data());
+    });
+    for (size_t q = 0; q < wanted.size(); ++q) {
+        Wanted &w = wanted[q];
+        *w.key = (w.bin << 16) | select_bin(level1[q].data(), kLevel1Bins, w.rank, &w.rank);
     }
 }
 
-void l1_scales(Backend &b, const KernelInputs &in, MergePlan &plan) {
-    ExactSum total, kept;
+// The plan as piece `begin` sees it: random draws are indexed by the element's place in the tensor.
+MergePlan piece_plan(const MergePlan &plan, int64_t begin) {
+    MergePlan p = plan;
+    p.element_offset += begin;
+    return p;
+}
+
+void l1_scales(Backend &b, MergePieces &pieces, MergePlan &plan) {
+    std::vector<ExactSum> total(plan.n), kept(plan.n);
+    std::memset(total.data(), 0, sizeof(ExactSum) * total.size());
+    std::memset(kept.data(), 0, sizeof(ExactSum) * kept.size());
+    pieces.each([&](const KernelInputs &in, int64_t begin) {
+        const MergePlan p = piece_plan(plan, begin);
+        for (int i = 0; i < plan.n; ++i) b.l1_norms(p, in, i, &total[i], &kept[i]);
+    });
     for (int i = 0; i < plan.n; ++i) {
-        std::memset(&total, 0, sizeof total);
-        std::memset(&kept, 0, sizeof kept);
-        b.l1_norms(plan, in, i, &total, &kept);
-        double t = exact_sum_value(total), k = exact_sum_value(kept);
+        double t = exact_sum_value(total[i]), k = exact_sum_value(kept[i]);
         // mergekit leaves the kept deltas unscaled when either norm is below its eps of 1e-7.
         constexpr double kEps = 1e-7;
         plan.scales[i] = (t >= kEps && k >= kEps && std::isfinite(t) && std::isfinite(k)) ? static_cast<float>(t / k) : 1.0f;
@@ -324,16 +415,18 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     }
 
     Backend &b = *ctx->backend;
-    auto staged = b.stage(linear ? nullptr : p->base, p->models, n);
-    b.stage_extra(*staged, p->select, p->element_weights, n);
-    if (ranked)
-        for (int i = 0; i < n; ++i) b.rank_rows(*staged, i, plan.key_dtype, plan.row_length);
-    const KernelInputs &in = staged->inputs;
+    MergePieces pieces(b, *p, plan, out, ctx->memory_limit);
     const bool magnitude = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE || plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
-    if (magnitude && p->thresholds == nullptr) per_tensor_thresholds(b, in, *p, plan);
-    if (p->rescale == SMELTER_RESCALE_L1) l1_scales(b, in, plan);
+    if (magnitude && p->thresholds == nullptr) per_tensor_thresholds(b, pieces, *p, plan);
+    if (p->rescale == SMELTER_RESCALE_L1) l1_scales(b, pieces, plan);
     int64_t counts[4] = {0, 0, 0, 0};
-    b.merge(plan, in, out, counts);
+    pieces.each([&](const KernelInputs &in, int64_t begin) {
+        const smelter_tensor piece_out = out ? smelter_tensor{static_cast<char *>(out->data) +
+                                                                  begin * static_cast<int64_t>(dtype_size(out->dtype)),
+                                                              in.count, out->dtype, out->memory}
+                                             : smelter_tensor{};
+        b.merge(piece_plan(plan, begin), in, out ? &piece_out : nullptr, counts);
+    });
     if (p->sign_counts) std::memcpy(p->sign_counts, counts, 3 * sizeof(int64_t));
     if (p->nonfinite_count) *p->nonfinite_count = counts[3];
 }
@@ -534,6 +627,14 @@ SMELTER_API smelter_status smelter_context_destroy(smelter_context *ctx) {
     smelter_status d = guarded([&] { delete ctx; });
     if (s != SMELTER_OK) g_last_error = message;
     return s != SMELTER_OK ? s : d;
+}
+
+SMELTER_API smelter_status smelter_context_set_memory_limit(smelter_context *ctx, int64_t bytes) {
+    return guarded([&] {
+        require(ctx != nullptr, "context is NULL");
+        require(bytes >= 0, "memory limit must be >= 0, got " + std::to_string(bytes));
+        ctx->memory_limit = bytes;
+    });
 }
 
 SMELTER_API smelter_status smelter_synchronize(smelter_context *ctx) {

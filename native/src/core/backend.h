@@ -78,6 +78,9 @@ public:
     virtual void copy(void *dst, smelter_memory dst_memory, const void *src, smelter_memory src_memory,
                       size_t bytes) = 0;
     virtual void synchronize() = 0;
+    // Bytes a merge call may stage at once when the caller set no limit: unlimited where tensors are
+    // used in place (CPU), the free device memory on CUDA.
+    virtual int64_t staging_budget() { return INT64_MAX; }
 
     // Makes the given tensors readable by kernels; the returned object keeps staging buffers alive.
     struct Staged {

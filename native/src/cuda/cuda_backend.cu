@@ -266,6 +266,14 @@ public:
         CUDA_CHECK(cudaSetDevice(device_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
     }
+    // Four fifths of the free device memory: the rest leaves room for the row sort's temporary
+    // storage, the histograms and the allocator's granularity.
+    int64_t staging_budget() override {
+        CUDA_CHECK(cudaSetDevice(device_));
+        size_t free_bytes = 0, total_bytes = 0;
+        CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+        return static_cast<int64_t>(free_bytes / 5 * 4);
+    }
 
     struct CudaStaged : Staged {
         std::vector<std::unique_ptr<DeviceBuffer>> buffers;

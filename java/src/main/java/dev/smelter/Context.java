@@ -335,6 +335,16 @@ public final class Context implements AutoCloseable {
                 src.memory().ordinal(), src.byteSize()), "copy on " + device);
     }
 
+    /**
+     * Caps the bytes one merge call works on at once (its inputs, output and the tensors that go with them); a
+     * larger merge runs in pieces with bit-identical results. 0 (the default): no cap on the CPU, the free device
+     * memory on CUDA, so tensors larger than device memory merge too.
+     */
+    public synchronized void setMemoryLimit(long bytes) {
+        ensureOpen();
+        Native.check(smelter_h.smelter_context_set_memory_limit(handle, bytes), "memory limit on " + device);
+    }
+
     /** Waits for all queued work; reports asynchronous device errors. */
     public synchronized void synchronize() {
         ensureOpen();

@@ -26,6 +26,11 @@ final class MergeOptions {
     @Option(names = "--seed", paramLabel = "N", description = "seed of the random masks (DARE, DELLA); overrides the config")
     Long seed;
 
+    @Option(names = "--memory-limit", paramLabel = "SIZE",
+            description = "most memory one merge step works on at once (e.g. 8GiB); larger tensors merge in pieces, with "
+                    + "the same result (default: the free GPU memory on CUDA, no limit on the CPU)")
+    String memoryLimit;
+
     @Option(names = {"-q", "--quiet"}, description = "no progress bar")
     boolean quiet;
 
@@ -48,6 +53,10 @@ final class MergeOptions {
 
     long maxShardBytes() {
         return Sizes.parse(maxShardSize);
+    }
+
+    long memoryLimit() {
+        return memoryLimit == null ? 0 : Sizes.parse(memoryLimit);
     }
 
     CheckpointMerger.NonFinite nonFinite() {

@@ -80,7 +80,7 @@ public final class SmelterCli {
             for (String w : cfg.warnings()) err.println("warning: " + w);
             Device dev = options.device();
             var mergeOptions = new CheckpointMerger.Options(dev, output, options.maxShardBytes(), options.overwrite,
-                    options.allowVocabMismatch, options.nonFinite());
+                    options.allowVocabMismatch, options.nonFinite(), options.memoryLimit());
             try (CheckpointMerger merger = new CheckpointMerger(cfg, mergeOptions)) {
                 CheckpointMerger.Plan plan = merger.plan();
                 if (dryRun) {

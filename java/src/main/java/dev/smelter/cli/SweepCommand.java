@@ -84,7 +84,8 @@ final class SweepCommand implements Callable<Integer> {
         if (!options.overwrite && !dryRun && nonEmpty(output))
             throw new ConfigException(output + " exists and is not empty (use --overwrite to replace it)");
         var sweepOptions = new SweepRunner.Options(dev, output, options.maxShardBytes(), options.overwrite,
-                options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential);
+                options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential,
+                options.memoryLimit());
         try (SweepRunner runner = new SweepRunner(cfg, sweep, sweepOptions)) {
             SweepRunner.SweepPlan plan = runner.plan();
             int n = plan.configurations();

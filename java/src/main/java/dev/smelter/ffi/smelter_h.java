@@ -709,6 +709,67 @@ public class smelter_h extends smelter_h$shared {
         }
     }
 
+    private static class smelter_context_set_memory_limit {
+        public static final FunctionDescriptor DESC = FunctionDescriptor.of(
+            smelter_h.C_INT,
+            smelter_h.C_POINTER,
+            smelter_h.C_LONG
+        );
+
+        public static final MemorySegment ADDR = SYMBOL_LOOKUP.findOrThrow("smelter_context_set_memory_limit");
+
+        public static final MethodHandle HANDLE = Linker.nativeLinker().downcallHandle(ADDR, DESC);
+    }
+
+    /**
+     * Function descriptor for:
+     * {@snippet lang=c :
+     * smelter_status smelter_context_set_memory_limit(smelter_context *ctx, int64_t bytes)
+     * }
+     */
+    public static FunctionDescriptor smelter_context_set_memory_limit$descriptor() {
+        return smelter_context_set_memory_limit.DESC;
+    }
+
+    /**
+     * Downcall method handle for:
+     * {@snippet lang=c :
+     * smelter_status smelter_context_set_memory_limit(smelter_context *ctx, int64_t bytes)
+     * }
+     */
+    public static MethodHandle smelter_context_set_memory_limit$handle() {
+        return smelter_context_set_memory_limit.HANDLE;
+    }
+
+    /**
+     * Address for:
+     * {@snippet lang=c :
+     * smelter_status smelter_context_set_memory_limit(smelter_context *ctx, int64_t bytes)
+     * }
+     */
+    public static MemorySegment smelter_context_set_memory_limit$address() {
+        return smelter_context_set_memory_limit.ADDR;
+    }
+
+    /**
+     * {@snippet lang=c :
+     * smelter_status smelter_context_set_memory_limit(smelter_context *ctx, int64_t bytes)
+     * }
+     */
+    public static int smelter_context_set_memory_limit(MemorySegment ctx, long bytes) {
+        var mh$ = smelter_context_set_memory_limit.HANDLE;
+        try {
+            if (TRACE_DOWNCALLS) {
+                traceDowncall("smelter_context_set_memory_limit", ctx, bytes);
+            }
+            return (int)mh$.invokeExact(ctx, bytes);
+        } catch (Error | RuntimeException ex) {
+           throw ex;
+        } catch (Throwable ex$) {
+           throw new AssertionError("should not reach here", ex$);
+        }
+    }
+
     private static class smelter_alloc {
         public static final FunctionDescriptor DESC = FunctionDescriptor.of(
             smelter_h.C_INT,

@@ -50,8 +50,14 @@ public final class CheckpointMerger implements AutoCloseable {
     /** What a merged tensor with NaN or infinite values does: nothing, a warning, or a failed merge. */
     public enum NonFinite { IGNORE, WARN, FAIL }
 
+    /** @param memoryLimit bytes one merge call works on at once (0: the default, see {@link Context#setMemoryLimit}) */
     public record Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch,
-            NonFinite nonFinite) {
+            NonFinite nonFinite, long memoryLimit) {
+        public Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch,
+                NonFinite nonFinite) {
+            this(device, output, maxShardBytes, overwrite, allowVocabMismatch, nonFinite, 0);
+        }
+
         public Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch) {
             this(device, output, maxShardBytes, overwrite, allowVocabMismatch, NonFinite.WARN);
         }
@@ -247,6 +253,7 @@ public final class CheckpointMerger implements AutoCloseable {
                 CheckpointWriter writer = new CheckpointWriter(options.output(), specs, options.maxShardBytes(),
                         metadata, options.overwrite());
                 WriteBehind behind = new WriteBehind()) {
+            ctx.setMemoryLimit(options.memoryLimit());
             int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
                     ? modelThresholds(ctx, plan) : null;
             // One pass over every Fisher, only when some tensor is normalized by their norms.

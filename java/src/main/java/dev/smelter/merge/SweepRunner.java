@@ -61,7 +61,8 @@ public final class SweepRunner implements AutoCloseable {
      * @param compareSequential afterwards, merge every configuration on its own ({@link CheckpointMerger}) and time it
      */
     public record Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch,
-            CheckpointMerger.NonFinite nonFinite, boolean writeCheckpoints, boolean stats, boolean compareSequential) {}
+            CheckpointMerger.NonFinite nonFinite, boolean writeCheckpoints, boolean stats, boolean compareSequential,
+            long memoryLimit) {}
 
     /** One configuration: its grid point, name and the config it merges with. */
     public record Configuration(int index, SweepGrid.Point point, MergeConfig config) {
@@ -184,7 +185,8 @@ public final class SweepRunner implements AutoCloseable {
         for (SweepGrid.Point p : grid.points())
             configurations.add(new Configuration(configurations.size(), p, SweepGrid.apply(config, p)));
         merger = new CheckpointMerger(config, new CheckpointMerger.Options(options.device(), options.output(),
-                options.maxShardBytes(), options.overwrite(), options.allowVocabMismatch(), options.nonFinite()));
+                options.maxShardBytes(), options.overwrite(), options.allowVocabMismatch(), options.nonFinite(),
+                options.memoryLimit()));
     }
 
     public List<Configuration> configurations() {
@@ -295,6 +297,7 @@ public final class SweepRunner implements AutoCloseable {
         List<CheckpointWriter> writers = new ArrayList<>();
         List<Tensor> buffers = new ArrayList<>();
         try (Context ctx = Smelter.open(options.device()); WriteBehind behind = new WriteBehind()) {
+            ctx.setMemoryLimit(options.memoryLimit());
             if (options.writeCheckpoints()) {
                 List<CheckpointWriter.TensorSpec> specs = new ArrayList<>();
                 for (CheckpointMerger.TensorPlan t : plan.merge().tensors())
@@ -724,7 +727,7 @@ public final class SweepRunner implements AutoCloseable {
             long t0 = System.nanoTime(), cpu0 = processCpuNanos();
             try (CheckpointMerger m = new CheckpointMerger(r.configuration().config(), new CheckpointMerger.Options(
                     options.device(), out, options.maxShardBytes(), false, options.allowVocabMismatch(),
-                    CheckpointMerger.NonFinite.IGNORE))) {
+                    CheckpointMerger.NonFinite.IGNORE, options.memoryLimit()))) {
                 m.run(m.plan(), x -> {});
             }
             double sec = (System.nanoTime() - t0) / 1e9;
