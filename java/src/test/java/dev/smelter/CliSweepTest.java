@@ -224,6 +224,34 @@ class CliSweepTest {
     }
 
     @Test
+    void fisherGridEqualsMergingEachConfiguration() throws Exception {
+        for (String m : List.of("expert-de", "expert-fr"))
+            CliFisherTest.writeFisher(bf16.resolve(m), bf16.resolve(m + "-fisher"), null);
+        Path fisher = bf16.resolve("fisher-grid.yml");
+        Files.writeString(fisher, """
+                merge_method: fisher
+                models:
+                  - model: expert-de
+                    fisher: expert-de-fisher
+                    parameters: {weight: 0.7}
+                  - model: expert-fr
+                    fisher: expert-fr-fisher
+                    parameters: {weight: 0.3}
+                dtype: bfloat16
+                """);
+        Path out = dir.resolve("fisher-sweep");
+        // Normalized by the model-wide Fisher norms or not, with two floors: four configurations.
+        ok(sweep(fisher.toString(), "-o", out.toString(), "--grid", "normalize_fishers=0,1", "--grid",
+                "fisher_floor=1e-6,1e-2", "--no-stats"));
+        Map<String, Map<String, Object>> points = new LinkedHashMap<>();
+        for (String nf : List.of("0", "1"))
+            for (String fl : List.of("0.000001", "0.01"))
+                points.put("normalize_fishers=" + nf + "_fisher_floor=" + fl,
+                        values("normalize_fishers", nf.equals("1"), "fisher_floor", Double.parseDouble(fl)));
+        assertEveryConfigurationMatchesMerge(fisher, out, points);
+    }
+
+    @Test
     void linearSlerpF32TiesAndModelWideTrimEqualMergingEachConfiguration() throws Exception {
         Path linear = bf16.resolve("linear.yml");
         Files.writeString(linear, """

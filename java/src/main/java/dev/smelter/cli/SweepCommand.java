@@ -74,8 +74,6 @@ final class SweepCommand implements Callable<Integer> {
             throw new ConfigException("no grid: give --grid NAME=START:STOP:STEP (or NAME=V1,V2,...), or a smelter.grid "
                     + "in " + config);
         if (statsOnly && noStats) throw new ConfigException("--stats-only and --no-stats leave nothing to do");
-        if (cfg.method() == dev.smelter.config.MergeMethods.Method.FISHER)
-            throw new ConfigException("sweep does not run merge_method fisher yet; use smelter merge per configuration");
         cfg = options.apply(cfg);
         PrintStream err = System.err;
         for (String w : cfg.warnings()) err.println("warning: " + w);

@@ -149,6 +149,25 @@ public final class CheckpointMerger implements AutoCloseable {
         return models;
     }
 
+    /** merge_method fisher: each model's Fisher checkpoint, in model order (empty otherwise). */
+    List<Checkpoint> fisherCheckpoints() {
+        return fishers;
+    }
+
+    /** Whether some merged tensor of the plan is normalized by the Fisher norms under {@code cfg}. */
+    boolean normalizesFishers(MergeConfig cfg, Plan plan) {
+        return !fishers.isEmpty() && plan.tensors().stream().anyMatch(t -> t.action() == Action.MERGE
+                && MergeMethods.normalizesFishers(cfg, t.name(), TensorNames.layerIndex(t.name()), layerCount));
+    }
+
+    /** The Fisher merge of one tensor: the config's weights, divided by the models' Fisher norms where it normalizes. */
+    MergeSpec fisherSpec(MergeConfig cfg, MergeSpec spec, String name, double[] norms) {
+        float[] c = spec.weights().clone();
+        if (MergeMethods.normalizesFishers(cfg, name, TensorNames.layerIndex(name), layerCount))
+            for (int i = 0; i < c.length; i++) c[i] = (float) (c[i] / norms[i]);
+        return spec.toBuilder().weights(c).build();
+    }
+
     /** Layers of the reference checkpoint (1 + the largest layer index in its tensor names). */
     int layerCount() {
         return layerCount;
@@ -257,9 +276,7 @@ public final class CheckpointMerger implements AutoCloseable {
             int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
                     ? modelThresholds(ctx, plan) : null;
             // One pass over every Fisher, only when some tensor is normalized by their norms.
-            boolean normalizes = plan.tensors().stream().anyMatch(t -> t.action() == Action.MERGE && !fishers.isEmpty()
-                    && MergeMethods.normalizesFishers(config, t.name(), TensorNames.layerIndex(t.name()), layerCount));
-            fisherNorms = normalizes ? fisherNorms(ctx, plan) : null;
+            fisherNorms = normalizesFishers(config, plan) ? fisherNorms(ctx, plan) : null;
             DType key = thresholds != null ? keyDType(plan.tensors()) : null;
             // Two output buffers (page-locked on CUDA): tensor i is merged into one while tensor i-1 is written
             // from the other; the inputs of the next tensors are read ahead meanwhile.
@@ -387,13 +404,9 @@ public final class CheckpointMerger implements AutoCloseable {
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
         Context.MergeCounts counts;
         if (!fishers.isEmpty()) {
-            MergeSpec spec = how.spec();
-            float[] c = spec.weights().clone();
-            if (MergeMethods.normalizesFishers(config, name, layer, layerCount))
-                for (int i = 0; i < c.length; i++) c[i] = (float) (c[i] / fisherNorms[i]);
             List<Tensor> weights = new ArrayList<>();
             for (Checkpoint f : fishers) weights.add(slice(f.tensor(name), n));
-            counts = ctx.merge(spec.toBuilder().weights(c).build(), null, inputs, null, weights, out.slice(0, n));
+            counts = ctx.merge(fisherSpec(config, how.spec(), name, fisherNorms), null, inputs, null, weights, out.slice(0, n));
         } else if (how.runner() != null) {
             counts = how.runner().merge(ctx, baseTensor, inputs, out.slice(0, n));
         } else {
@@ -426,7 +439,7 @@ public final class CheckpointMerger implements AutoCloseable {
     private double[] fisherNorms;
 
     /** The L2 norm of each model's whole Fisher (its merged tensors), Matena and Raffel's normalization. */
-    private double[] fisherNorms(Context ctx, Plan plan) {
+    double[] fisherNorms(Context ctx, Plan plan) {
         double[] norms = new double[fishers.size()];
         for (int i = 0; i < fishers.size(); i++) {
             PairStats s = new PairStats(1);

@@ -349,16 +349,30 @@ public final class SweepRunner implements AutoCloseable {
         }
         Checkpoint base = merger.baseCheckpoint();
         List<Checkpoint> models = merger.modelCheckpoints();
+        List<Checkpoint> fishers = merger.fisherCheckpoints();  // merge_method fisher: per-model element weights
         String statsMethod = null;
         {
             long s0 = System.nanoTime();
+            // Fisher norms over the whole model, once for every configuration that normalizes by them.
+            boolean normalizes = false;
+            for (Configuration c : configurations) normalizes |= merger.normalizesFishers(c.config(), plan.merge());
+            double[] fisherNorms = normalizes ? merger.fisherNorms(ctx, plan.merge()) : null;
             int[][] modelThresholds = modelWideTrim() ? modelThresholds(ctx, plan.merge()) : null;
             DType modelKey = modelWideTrim() ? CheckpointMerger.keyDType(plan.merge().tensors()) : null;
             boolean cuda = ctx.device().kind() == Device.Kind.CUDA;
             long largestIn = Math.max(plan.merge().largestInputBytes(), 2), largestOut = Math.max(plan.merge().largestOutputBytes(), 2);
             Tensor devBase = null, devOut = null;
-            List<Tensor> devModels = new ArrayList<>();
+            List<Tensor> devModels = new ArrayList<>(), devFishers = new ArrayList<>();
             if (cuda) {
+                long largestFisher = 2;
+                for (CheckpointMerger.TensorPlan t : plan.merge().tensors())
+                    if (t.action() == CheckpointMerger.Action.MERGE)
+                        for (Checkpoint f : fishers) largestFisher = Math.max(largestFisher, f.info(t.name()).byteSize());
+                for (int i = 0; i < fishers.size(); i++) {
+                    Tensor b = ctx.allocate(DType.BF16, (largestFisher + 1) / 2, Tensor.Memory.DEVICE);
+                    buffers.add(b);
+                    devFishers.add(b);
+                }
                 // Inputs stay on the device while every configuration merges them; the output is staged there too.
                 if (base != null) buffers.add(devBase = ctx.allocate(DType.BF16, (largestIn + 1) / 2, Tensor.Memory.DEVICE));
                 for (int i = 0; i < models.size(); i++) {
@@ -401,7 +415,16 @@ public final class SweepRunner implements AutoCloseable {
                     List<Tensor> hostModels = new ArrayList<>();
                     for (Checkpoint m : models) hostModels.add(CheckpointMerger.slice(m.tensor(name), count));
                     Tensor inBase = hostBase;
-                    List<Tensor> inModels = hostModels;
+                    List<Tensor> inModels = hostModels, inFishers = new ArrayList<>();
+                    for (int i = 0; i < fishers.size(); i++) {
+                        Tensor h = CheckpointMerger.slice(fishers.get(i).tensor(name), count);
+                        if (cuda) {
+                            Tensor d = view(devFishers.get(i), 0, count, h.dtype());
+                            ctx.copy(d, h);
+                            h = d;
+                        }
+                        inFishers.add(h);
+                    }
                     if (cuda) {
                         if (hostBase != null) {
                             inBase = view(devBase, 0, count, inType);
@@ -463,6 +486,9 @@ public final class SweepRunner implements AutoCloseable {
                         Context.MergeCounts counts;
                         if (how.runner() != null) {  // SCE: its own sequence of calls per configuration
                             counts = how.runner().merge(ctx, inBase, inModels, count == full ? out : prefix(out, count));
+                        } else if (!fishers.isEmpty()) {
+                            counts = ctx.merge(merger.fisherSpec(cf.config(), how.spec(), name, fisherNorms), null, inModels,
+                                    null, inFishers, count == full ? out : prefix(out, count));
                         } else {
                             MergeSpec spec = how.composed() ? how.resolver().apply(pairStats.get(how.statsOf())) : specs[c];
                             spec = CheckpointMerger.withRows(spec, t.info().shape(), count);
