@@ -13,7 +13,7 @@ set(SMELTER_CUDA_FLAGS -O3 --fmad=false -prec-div=true -prec-sqrt=true -ftz=fals
     --expt-relaxed-constexpr)
 
 # Per-ISA flags for the CPU kernel translation units (chosen at run time by CPUID).
-set(SMELTER_AVX2_FLAGS -mavx2 -mf16c)
+set(SMELTER_AVX2_FLAGS -mavx2 -mf16c -mfma)  # FMA only where written out (-ffp-contract=off): the product kernel
 
 option(SMELTER_VECTORIZE_REPORT "Print the compiler's vectorisation report for the CPU kernels" OFF)
 if(SMELTER_VECTORIZE_REPORT)

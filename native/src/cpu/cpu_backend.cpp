@@ -18,7 +18,8 @@ namespace {
 constexpr int64_t kChunk = 1 << 16;  // elements per task
 
 const CpuKernels &select_kernels() {
-    static const CpuKernels &k = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c"))
+    static const CpuKernels &k = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
+                                  __builtin_cpu_supports("fma"))
                                      ? cpu_avx2::kernels
                                      : cpu_generic::kernels;
     return k;
