@@ -24,6 +24,12 @@ public final class SceMerge {
 
     public enum Variant { MERGEKIT, FUSECHAT }
 
+    /** One tensor's SCE settings: {@code select_topk}, the variant, and the tensor's name (for the spec). */
+    public record Settings(double selectTopK, Variant variant, String tensorName) {}
+
+    /** The per-position variance of the task vectors (in {@code scores}) and how many positions have a non-zero one. */
+    public record Variance(Tensor scores, long nonzero) {}
+
     /** The resolved per-tensor pieces: the merge spec and the selection it runs with (null: none). */
     public record Plan(MergeSpec spec, Context.Selection selection, double[] weights) {}
 
@@ -40,26 +46,41 @@ public final class SceMerge {
     /** Everything but the final merge: the selection threshold and the weights. */
     public static Plan plan(Context ctx, Tensor base, List<Tensor> models, double selectTopK, Variant variant,
             String tensorName, Tensor scratch) {
-        int n = models.size();
         Context.Selection selection = null;
-        if (selectTopK < 1) {
-            if (scratch == null || scratch.dtype() != DType.F32 || scratch.count() != base.count())
-                throw new IllegalArgumentException("SCE with select_topk < 1 needs an f32 scratch tensor of "
-                        + base.count() + " elements");
-            ctx.merge(MergeSpec.variance(n), base, models, scratch);
-            PairStats nonzero = new PairStats(1);
-            ctx.pairStats(List.of(scratch), null, null, null, nonzero);
-            long k = selectTopK <= 0 ? 0 : (long) Math.floor(selectTopK * nonzero.bothNonzero(0, 0));
-            int threshold;
-            if (k == 0) {
-                threshold = 0xFFFFFFFF;  // no position: above every key of a variance
-            } else {
-                try (TopK top = ctx.topK(DType.F32)) {
-                    threshold = top.threshold(k, pass -> pass.add(null, scratch));
-                }
+        if (selectTopK < 1) selection = selection(ctx, variance(ctx, base, models, scratch), selectTopK);
+        return plan(ctx, base, models, new Settings(selectTopK, variant, tensorName), selection);
+    }
+
+    /** The variance of the task vectors into {@code scratch} (f32, the inputs' count and memory), one merge call. */
+    public static Variance variance(Context ctx, Tensor base, List<Tensor> models, Tensor scratch) {
+        if (scratch == null || scratch.dtype() != DType.F32 || scratch.count() != base.count())
+            throw new IllegalArgumentException("SCE with select_topk < 1 needs an f32 scratch tensor of "
+                    + base.count() + " elements");
+        ctx.merge(MergeSpec.variance(models.size()), base, models, scratch);
+        PairStats nonzero = new PairStats(1);
+        ctx.pairStats(List.of(scratch), null, null, null, nonzero);
+        return new Variance(scratch, nonzero.bothNonzero(0, 0));
+    }
+
+    /** The positions with the top {@code selectTopK} fraction of the non-zero variances, ties included. */
+    public static Context.Selection selection(Context ctx, Variance variance, double selectTopK) {
+        long k = selectTopK <= 0 ? 0 : (long) Math.floor(selectTopK * variance.nonzero());
+        int threshold;
+        if (k == 0) {
+            threshold = 0xFFFFFFFF;  // no position: above every key of a variance
+        } else {
+            try (TopK top = ctx.topK(DType.F32)) {
+                threshold = top.threshold(k, pass -> pass.add(null, variance.scores()));
             }
-            selection = new Context.Selection(scratch, threshold);
         }
+        return new Context.Selection(variance.scores(), threshold);
+    }
+
+    /** The weights and the spec, given the selection (null when {@code select_topk >= 1}). */
+    public static Plan plan(Context ctx, Tensor base, List<Tensor> models, Settings settings, Context.Selection selection) {
+        int n = models.size();
+        Variant variant = settings.variant();
+        String tensorName = settings.tensorName();
         PairStats squares = new PairStats(n);
         ctx.pairStats(models, base, null, null, selection, squares);
         double[] w = new double[n];

@@ -216,13 +216,20 @@ public final class MergeMethods {
      * statistics of {@code statsOf}: the task vectors {@code models[i] - base}, or the points themselves.
      */
     public record TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver,
-            Runner runner) {
+            SceMerge.Settings sce) {
         public enum StatsOf { TASK_VECTORS, POINTS }
 
-        /** A method that runs its own sequence of native calls per tensor (SCE). */
-        @FunctionalInterface
-        public interface Runner {
-            Context.MergeCounts merge(Context ctx, Tensor base, List<Tensor> models, Tensor out);
+        /**
+         * SCE ({@code sce} not null) runs its own sequence of native calls per tensor: the variance, its top-k, the
+         * masked squares, the merge. This runs them all; a sweep shares the variance between configurations.
+         */
+        public Context.MergeCounts mergeSce(Context ctx, Tensor base, List<Tensor> models, Tensor out) {
+            Tensor scratch = sce.selectTopK() < 1 ? ctx.allocate(DType.F32, base.count(), base.memory()) : null;
+            try {
+                return SceMerge.merge(ctx, base, models, sce.selectTopK(), sce.variant(), sce.tensorName(), scratch, out);
+            } finally {
+                if (scratch != null) ctx.free(scratch);
+            }
         }
 
         TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver) {
@@ -295,14 +302,7 @@ public final class MergeMethods {
             case SCE, SCE_FUSECHAT -> {
                 double topk = global.applyAsDouble("select_topk");
                 SceMerge.Variant variant = m == Method.SCE ? SceMerge.Variant.MERGEKIT : SceMerge.Variant.FUSECHAT;
-                yield new TensorMerge(null, null, null, (ctx, base, models, out) -> {
-                    Tensor scratch = topk < 1 ? ctx.allocate(DType.F32, base.count(), base.memory()) : null;
-                    try {
-                        return SceMerge.merge(ctx, base, models, topk, variant, tensorName, scratch, out);
-                    } finally {
-                        if (scratch != null) ctx.free(scratch);
-                    }
-                });
+                yield new TensorMerge(null, null, null, new SceMerge.Settings(topk, variant, tensorName));
             }
             case MULTISLERP -> {
                 double[] w = new double[config.models().size()];

@@ -407,8 +407,8 @@ public final class CheckpointMerger implements AutoCloseable {
             List<Tensor> weights = new ArrayList<>();
             for (Checkpoint f : fishers) weights.add(slice(f.tensor(name), n));
             counts = ctx.merge(fisherSpec(config, how.spec(), name, fisherNorms), null, inputs, null, weights, out.slice(0, n));
-        } else if (how.runner() != null) {
-            counts = how.runner().merge(ctx, baseTensor, inputs, out.slice(0, n));
+        } else if (how.sce() != null) {
+            counts = how.mergeSce(ctx, baseTensor, inputs, out.slice(0, n));
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
             if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();

@@ -5,6 +5,7 @@ import dev.smelter.DType;
 import dev.smelter.Device;
 import dev.smelter.MergeSpec;
 import dev.smelter.PairStats;
+import dev.smelter.SceMerge;
 import dev.smelter.Smelter;
 import dev.smelter.Tensor;
 import dev.smelter.TopK;
@@ -17,8 +18,8 @@ import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
 import dev.smelter.io.ReadAhead;
-import dev.smelter.io.WriteBehind;
 import dev.smelter.io.SafetensorsDType;
+import dev.smelter.io.WriteBehind;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -26,6 +27,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.EnumMap;
+import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
@@ -382,6 +384,14 @@ public final class SweepRunner implements AutoCloseable {
                 }
                 buffers.add(devOut = ctx.allocate(DType.BF16, (largestOut + 1) / 2, Tensor.Memory.DEVICE));
             }
+            // SCE: the task vectors' variance is the same for every configuration, computed once per tensor here.
+            boolean sce = config.method() == MergeMethods.Method.SCE || config.method() == MergeMethods.Method.SCE_FUSECHAT;
+            Tensor sceScratch = null;
+            if (sce) {
+                long most = 1;
+                for (CheckpointMerger.TensorPlan t : plan.merge().tensors()) most = Math.max(most, t.mergedElements());
+                buffers.add(sceScratch = ctx.allocate(DType.F32, most, cuda ? Tensor.Memory.DEVICE : Tensor.Memory.HOST));
+            }
             // Two host output buffers (page-locked on CUDA): one configuration's output is written from one
             // while the next configuration merges into the other.
             Tensor[] hostOuts = new Tensor[2];
@@ -441,6 +451,8 @@ public final class SweepRunner implements AutoCloseable {
                     for (Configuration c : configurations)
                         hows.add(MergeMethods.tensorMerge(c.config(), name, layer, merger.layerCount()));
                     MergeSpec[] specs = new MergeSpec[n];
+                    SceMerge.Variance[] variance = {null};  // SCE, computed by the first configuration that selects
+                    Map<Double, Context.Selection> selections = new HashMap<>();  // SCE, one per distinct select_topk
                     // Composed methods: one statistics pass, shared by every configuration's coefficients.
                     Map<MergeMethods.TensorMerge.StatsOf, PairStats> pairStats = new EnumMap<>(MergeMethods.TensorMerge.StatsOf.class);
                     for (int c = 0; c < n; c++) {
@@ -484,8 +496,20 @@ public final class SweepRunner implements AutoCloseable {
                         Tensor hostView = new Tensor(hostOut.asSlice(0, full * outType.byteSize()), full, outType, Tensor.Memory.HOST);
                         Tensor out = cuda ? view(devOut, 0, full, outType) : hostView;
                         Context.MergeCounts counts;
-                        if (how.runner() != null) {  // SCE: its own sequence of calls per configuration
-                            counts = how.runner().merge(ctx, inBase, inModels, count == full ? out : prefix(out, count));
+                        if (how.sce() != null) {  // SCE: the shared variance, then this configuration's selection
+                            SceMerge.Settings st = how.sce();
+                            Context.Selection selection = null;
+                            if (st.selectTopK() < 1) {
+                                if (variance[0] == null)
+                                    variance[0] = SceMerge.variance(ctx, inBase, inModels,
+                                            cuda ? view(sceScratch, 0, count, DType.F32) : sceScratch.slice(0, count));
+                                selection = selections.computeIfAbsent(st.selectTopK(),
+                                        k -> SceMerge.selection(ctx, variance[0], k));
+                            }
+                            SceMerge.Plan sp = SceMerge.plan(ctx, inBase, inModels, st, selection);
+                            counts = ctx.merge(sp.spec(), inBase, inModels,
+                                    st.variant() == SceMerge.Variant.MERGEKIT ? sp.selection() : null, null,
+                                    count == full ? out : prefix(out, count));
                         } else if (!fishers.isEmpty()) {
                             counts = ctx.merge(merger.fisherSpec(cf.config(), how.spec(), name, fisherNorms), null, inModels,
                                     null, inFishers, count == full ? out : prefix(out, count));
