@@ -25,17 +25,19 @@ if ! unzip -l "$JAR" | grep 'dev/smelter/native/linux-x86_64/libsmelter.so' >/de
 fi
 
 rm -rf .gpu/files  # only what this suite needs; the runtime (.gpu/jre.tgz) is kept as a cache
+CLI=java/target/smelter-cli.jar  # for `run-gpu.sh e2e`
 if [ -d .git ]; then
-  "$PACK" "$JAR"
+  "$PACK" "$JAR" "$CLI"
 else
   # A git worktree (.git is a file): gpu-pack wants a .git directory, so pack in a scratch root
   # and move the result here.
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' EXIT
-  mkdir -p "$stage/.git" "$stage/bench/target" "$stage/.gpu"
+  mkdir -p "$stage/.git" "$stage/bench/target" "$stage/java/target" "$stage/.gpu"
   cp "$JAR" "$stage/$JAR"
+  cp "$CLI" "$stage/$CLI"
   if [ -f .gpu/jre.tgz ]; then cp .gpu/jre.tgz "$stage/.gpu/"; fi
-  (cd "$stage" && "$PACK" "$JAR")
+  (cd "$stage" && "$PACK" "$JAR" "$CLI")
   rm -rf .gpu
   mv "$stage/.gpu" .gpu
 fi

@@ -10,7 +10,7 @@
 #   (floor and merge alternate REPS times, default 3; the table gives medians)
 #   warm:   the same merge once more with the inputs in the page cache (for reading the compute part)
 # Dropping the page cache needs no root: posix_fadvise(POSIX_FADV_DONTNEED) on every file, checked with fincore.
-# Environment: OUTDIR (default target/e2e-bench), DEVICE (cpu, cuda, auto; default auto), CPUS (taskset cores), JAR,
+# Environment: OUTDIR (default target/e2e-bench), DEVICE (cpu, cuda, auto; default auto), CPUS (taskset cores), JAR, JAVA,
 #   METHODS (default "ties dare_ties task_arithmetic"), KEEP=1 to reuse existing checkpoints.
 # Record the outcome in bench/RESULTS.md ("End to end").
 set -euo pipefail
@@ -22,7 +22,9 @@ JAR=${JAR:-java/target/smelter-cli.jar}
 [ -f "$JAR" ] || ./smelter-dev build -q
 PIN=()
 if [ -n "${CPUS:-}" ]; then PIN=(taskset -c "$CPUS"); fi
-cli() { "${PIN[@]}" ./smelter-dev java --enable-native-access=ALL-UNNAMED -jar "$JAR" "$@"; }
+# shellcheck disable=SC2206
+JAVA_CMD=(${JAVA:-./smelter-dev java})  # JAVA=java where only a runtime is on PATH (the GPU machine)
+cli() { "${PIN[@]}" "${JAVA_CMD[@]}" --enable-native-access=ALL-UNNAMED -jar "$JAR" "$@"; }
 DEMO=("$@")
 [ ${#DEMO[@]} -gt 0 ] || DEMO=(--hidden 2048 --layers 8 --vocab 32000)
 

@@ -9,6 +9,8 @@
 #            top-k threshold, CKA (64Ki x 1024), call overhead; then bench/torch_merge.py
 #   matrix   copy floor; every method x N=2,4,8 x bf16/f32 at 2Mi and 32Mi elements (4 MiB .. 128 MiB per tensor)
 #   all      targets, then matrix
+#   e2e      bench/run-e2e.sh on CUDA: whole `smelter merge` runs of 0.5 GB checkpoints (base + 3 experts,
+#            generated under /tmp, about 2 minutes) against the I/O floor of the machine's disk
 #   torch    bench/torch_merge.py only
 #   report   the tables from the results already there
 # Results (JMH JSON and logs, torch.json, report.md) go to $OUT/bench when the device tool's $OUT is
@@ -84,6 +86,19 @@ matrix() {
   done
 }
 
+e2e() {
+  local cli=.gpu/files/java/target/smelter-cli.jar
+  [ -f "$cli" ] || cli=java/target/smelter-cli.jar
+  echo "==> e2e: bench/run-e2e.sh on CUDA"
+  local t0=$SECONDS
+  # shellcheck disable=SC2086
+  JAR="$cli" JAVA=java DEVICE=cuda OUTDIR=/tmp/smelter-e2e REPS="${E2E_REPS:-2}" \
+    bench/run-e2e.sh ${E2E_DEMO:---hidden 2048 --layers 4 --vocab 32000} >"$RES/e2e.log" 2>&1 || echo "    failed, see $RES/e2e.log"
+  cp /tmp/smelter-e2e/results.md "$RES/e2e.md" 2>/dev/null && cat "$RES/e2e.md"
+  cp /tmp/smelter-e2e/*.log "$RES/" 2>/dev/null || true
+  echo "    $((SECONDS - t0)) s"
+}
+
 report() {
   local files=()
   for f in "$RES"/*.json; do
@@ -101,6 +116,7 @@ case "$PART" in
   matrix) machine; copy_floor; matrix; report ;;
   torch) torch_part; report ;;
   report) report ;;
+  e2e) machine; e2e ;;
   *) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 2 ;;
 esac
 echo
