@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertNotEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.smelter.cli.CliRun;
 import dev.smelter.cli.SmelterCli;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.config.MergeMethods;
@@ -120,6 +121,34 @@ class CliMergeTest {
         String plan = buf.toString();
         assertTrue(plan.contains("MERGE model.layers.2.mlp.down_proj.weight") && plan.contains("peak host memory"), plan);
         assertFalse(Files.exists(out));
+    }
+
+    @Test
+    void tensorsOnlyAModelHasAreLeftOutWithAWarning() throws Exception {
+        // expert-fr plus an adapter tensor the base does not have.
+        Path extended = dir.resolve("expert-fr-adapter");
+        try (Checkpoint src = Checkpoint.open(dir.resolve("expert-fr")); java.lang.foreign.Arena arena =
+                java.lang.foreign.Arena.ofConfined()) {
+            List<dev.smelter.io.CheckpointWriter.TensorSpec> specs = new ArrayList<>();
+            for (String t : src.tensorNames())
+                specs.add(new dev.smelter.io.CheckpointWriter.TensorSpec(t, src.info(t).dtype(), src.info(t).shape()));
+            specs.add(new dev.smelter.io.CheckpointWriter.TensorSpec("adapter.lora_A.weight",
+                    dev.smelter.io.SafetensorsDType.BF16, new long[] {4, 8}));
+            try (var w = new dev.smelter.io.CheckpointWriter(extended, specs, 1L << 30, java.util.Map.of(), false)) {
+                for (String t : src.tensorNames()) w.write(t, src.data(t));
+                w.write("adapter.lora_A.weight", arena.allocate(64));
+                w.commit();
+            }
+        }
+        Path cfg = dir.resolve("adapter.yml"), out = dir.resolve("adapter-out");
+        Files.writeString(cfg, Files.readString(dir.resolve("dare_ties.yml")).replace("expert-fr", "expert-fr-adapter"));
+        CliRun.Run r = CliRun.cli("merge", "--device", "cpu", "-q", cfg.toString(), "-o", out.toString());
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("has 1 tensor that") && r.err().contains("left out of the merge: adapter.lora_A.weight"),
+                r.err());
+        try (Checkpoint merged = Checkpoint.open(out); Checkpoint base = Checkpoint.open(dir.resolve("base"))) {
+            assertEquals(base.tensorNames(), merged.tensorNames(), "the output has the base's tensors");
+        }
     }
 
     @Test

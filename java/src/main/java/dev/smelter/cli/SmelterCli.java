@@ -83,6 +83,7 @@ public final class SmelterCli {
                     options.allowVocabMismatch, options.nonFinite(), options.memoryLimit());
             try (CheckpointMerger merger = new CheckpointMerger(cfg, mergeOptions)) {
                 CheckpointMerger.Plan plan = merger.plan();
+                for (String w : plan.warnings()) err.println("warning: " + w);
                 if (dryRun) {
                     PlanPrinter.print(plan, cfg, dev, System.out);
                     return 0;

@@ -86,6 +86,7 @@ final class SweepCommand implements Callable<Integer> {
                 options.memoryLimit());
         try (SweepRunner runner = new SweepRunner(cfg, sweep, sweepOptions)) {
             SweepRunner.SweepPlan plan = runner.plan();
+            for (String w : plan.merge().warnings()) err.println("warning: " + w);
             int n = plan.configurations();
             if (dryRun) {
                 printPlan(runner, plan, cfg, dev, System.out);

@@ -25,8 +25,10 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
+import java.util.Set;
 import java.util.concurrent.Future;
 import java.util.function.Consumer;
 
@@ -73,8 +75,9 @@ public final class CheckpointMerger implements AutoCloseable {
         }
     }
 
+    /** @param warnings what the plan leaves out that a user should hear about (tensors only some models have) */
     public record Plan(List<TensorPlan> tensors, long bytesRead, long bytesWritten, long largestOutputBytes,
-            long largestInputBytes, int modelCount, MergeConfig.TrimScope trimScope) {
+            long largestInputBytes, int modelCount, MergeConfig.TrimScope trimScope, List<String> warnings) {
         /**
          * Host memory Smelter allocates itself: two output buffers of the largest tensor, one being merged into while
          * the other is written (inputs are memory-mapped, read ahead by at most {@link #readAheadBytes}).
@@ -222,7 +225,18 @@ public final class CheckpointMerger implements AutoCloseable {
             read += tensors.stream().filter(t -> t.action() == Action.MERGE)
                     .mapToLong(t -> t.info().byteSize() * (models.size() + 1) * (keyDType(tensors) == DType.F32 ? 2 : 1))
                     .sum();
-        return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope());
+        // The output has the reference's tensors; a model's extra ones (an added head, an adapter) are left out.
+        List<String> warnings = new ArrayList<>();
+        Set<String> known = new HashSet<>(ref.tensorNames());
+        for (Checkpoint m : models) {
+            List<String> extra = m.tensorNames().stream().filter(t -> !known.contains(t)).toList();
+            if (!extra.isEmpty())
+                warnings.add(m.directory() + " has " + extra.size() + " tensor" + (extra.size() == 1 ? "" : "s") + " that "
+                        + ref.directory() + " lacks, left out of the merge: " + String.join(", ",
+                                extra.subList(0, Math.min(5, extra.size()))) + (extra.size() > 5 ? ", ..." : ""));
+        }
+        return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope(),
+                List.copyOf(warnings));
     }
 
     private long vocabCommonElements(String name, long[] ref, long[] other, Path where) throws CheckpointFormatException {
