@@ -22,10 +22,10 @@ final class PlanPrinter {
                     t.note().isEmpty() ? "" : "  (" + t.note() + ")");
         }
         out.printf(Locale.ROOT, "read %s, write %s%n", Sizes.format(plan.bytesRead()), Sizes.format(plan.bytesWritten()));
-        out.printf(Locale.ROOT, "peak host memory %s (output buffer; inputs are memory-mapped)%n",
+        out.printf(Locale.ROOT, "peak host memory %s (two output buffers of the largest tensor; inputs are memory-mapped)%n",
                 Sizes.format(plan.peakHostBytes()));
         if (device.kind() == Device.Kind.CUDA)
-            out.printf(Locale.ROOT, "peak device memory %s (inputs and output of the largest tensor)%n",
-                    Sizes.format(plan.peakDeviceBytes()));
+            out.printf(Locale.ROOT, "peak device memory %s (inputs and output of the largest tensor; less where it merges "
+                    + "in pieces under --memory-limit or the free device memory)%n", Sizes.format(plan.peakDeviceBytes()));
     }
 }
