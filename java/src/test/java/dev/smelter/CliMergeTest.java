@@ -123,6 +123,71 @@ class CliMergeTest {
         assertFalse(Files.exists(out));
     }
 
+    /** An f32 base with bf16 experts (mergekit takes them): merged from exact f32 copies, against float64. */
+    @Test
+    void mixedDtypesMergeFromF32Copies() throws Exception {
+        Path f32 = dir.resolve("f32");
+        assertEquals(0, SmelterCli.run("demo-checkpoints", f32.toString(), "--hidden", "64", "--layers", "3", "--vocab", "97",
+                "--dtype", "f32"));
+        for (String scope : List.of("tensor", "model")) {
+            Path cfg = dir.resolve("mixed-" + scope + ".yml"), out = dir.resolve("mixed-" + scope);
+            Files.writeString(cfg, """
+                    merge_method: ties
+                    base_model: f32/base
+                    models:
+                      - model: expert-de
+                        parameters: {weight: 0.6, density: 0.4}
+                      - model: expert-fr
+                        parameters: {weight: 0.4, density: 0.7}
+                    dtype: float32
+                    smelter: {trim_scope: SCOPE}
+                    """.replace("SCOPE", scope));
+            CliRun.Run r = CliRun.cli("merge", "--device", "cpu", cfg.toString(), "-o", out.toString(), "--dry-run");
+            assertTrue(r.out().contains("inputs of different dtypes: merged from f32 copies"), r.out());
+            assertEquals(0, merge(cfg.toString(), "-o", out.toString()));
+            MergeConfig mc = MergeConfig.load(cfg);
+            try (Checkpoint base = Checkpoint.open(mc.baseModel()); Checkpoint merged = Checkpoint.open(out)) {
+                List<Checkpoint> models = new ArrayList<>();
+                for (MergeConfig.ModelEntry m : mc.models()) models.add(Checkpoint.open(m.path()));
+                int layers = 0;
+                for (String n : base.tensorNames()) layers = Math.max(layers, TensorNames.layerIndex(n) + 1);
+                int[] thresholds = scope.equals("model") ? mixedThresholds(mc, base, models, layers) : null;
+                for (String name : base.tensorNames()) {
+                    assertEquals(dev.smelter.io.SafetensorsDType.F32, merged.info(name).dtype(), name);
+                    MergeSpec spec = MergeMethods.spec(mc, name, TensorNames.layerIndex(name), layers);
+                    if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).build();
+                    float[][] xs = models.stream().map(m -> m.tensor(name).toFloatArray()).toArray(float[][]::new);
+                    var ref = Float64Reference.merge(spec, base.tensor(name).toFloatArray(), xs, DType.F32);
+                    assertNull(Float64Reference.compare(ref, merged.tensor(name)), scope + " " + name);
+                }
+                for (Checkpoint m : models) m.close();
+            }
+        }
+        // A sweep needs one dtype, and says so.
+        CliRun.Run r = CliRun.cli("sweep", "--device", "cpu", "-q", dir.resolve("mixed-tensor.yml").toString(), "-o",
+                dir.resolve("mixed-sweep").toString(), "--grid", "density=0.3,0.5");
+        assertEquals(1, r.code(), r.err());
+        assertTrue(r.err().contains("different dtypes in the base and the models"), r.err());
+        assertFalse(Files.exists(dir.resolve("mixed-sweep")));
+    }
+
+    /** Model-wide thresholds over f32 keys of the f32 base and the bf16 experts' exact f32 values. */
+    static int[] mixedThresholds(MergeConfig cfg, Checkpoint base, List<Checkpoint> models, int layers) {
+        int[] t = new int[models.size()];
+        for (int i = 0; i < models.size(); i++) {
+            List<Long> keys = new ArrayList<>();
+            for (String name : base.tensorNames()) {
+                float[] b = base.tensor(name).toFloatArray(), x = models.get(i).tensor(name).toFloatArray();
+                for (int j = 0; j < b.length; j++) keys.add(Float64Reference.key(x[j] - b[j], DType.F32));
+            }
+            long[] all = keys.stream().mapToLong(Long::longValue).toArray();
+            String first = base.tensorNames().get(0);
+            float d = MergeMethods.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
+            t[i] = (int) Float64Reference.kthLargest(all, (long) Math.floor((double) d * all.length));
+        }
+        return t;
+    }
+
     @Test
     void tensorsOnlyAModelHasAreLeftOutWithAWarning() throws Exception {
         // expert-fr plus an adapter tensor the base does not have.

@@ -68,22 +68,29 @@ public final class CheckpointMerger implements AutoCloseable {
     /** What happens to one output tensor. */
     public enum Action { MERGE, COPY }
 
+    /** @param mixedInputs the models and base hold this tensor in different float dtypes: merged from f32 copies */
     public record TensorPlan(String name, TensorInfo info, Action action, DType outDType, long mergedElements,
-            String note) {
+            String note, boolean mixedInputs) {
         public long outBytes() {
             return action == Action.COPY ? info.byteSize() : info.elementCount() * outDType.byteSize();
+        }
+
+        /** The dtype the merge reads: the inputs' own, or f32 when they differ (every bf16 and f16 value is an f32). */
+        public DType computeDType() {
+            return mixedInputs ? DType.F32 : info.dtype().toMergeDType().orElseThrow();
         }
     }
 
     /** @param warnings what the plan leaves out that a user should hear about (tensors only some models have) */
     public record Plan(List<TensorPlan> tensors, long bytesRead, long bytesWritten, long largestOutputBytes,
-            long largestInputBytes, int modelCount, MergeConfig.TrimScope trimScope, List<String> warnings) {
+            long largestInputBytes, int modelCount, MergeConfig.TrimScope trimScope, List<String> warnings,
+            long largestConvertBytes) {
         /**
          * Host memory Smelter allocates itself: two output buffers of the largest tensor, one being merged into while
          * the other is written (inputs are memory-mapped, read ahead by at most {@link #readAheadBytes}).
          */
         public long peakHostBytes() {
-            return 2 * largestOutputBytes;
+            return 2 * largestOutputBytes + largestConvertBytes;
         }
 
         /** Device memory on CUDA: staging for the inputs and the output of the largest tensor. */
@@ -179,21 +186,26 @@ public final class CheckpointMerger implements AutoCloseable {
     public Plan plan() throws CheckpointFormatException {
         Checkpoint ref = reference();
         List<TensorPlan> tensors = new ArrayList<>();
-        long read = 0, written = 0, largestOut = 0, largestIn = 0;
+        long read = 0, written = 0, largestOut = 0, largestIn = 0, largestConvert = 0;
         for (String name : ref.tensorNames()) {
             TensorInfo info = ref.info(name);
             var mergeDType = info.dtype().toMergeDType();
             long merged = info.elementCount();
             String note = "";
+            boolean mixed = false;
             for (int i = 0; i < models.size(); i++) {
                 Checkpoint m = models.get(i);
                 if (!m.tensorNames().contains(name))
                     throw new CheckpointFormatException(m.directory() + ": tensor " + name + " is missing (present in "
                             + ref.directory() + ")");
                 TensorInfo mi = m.info(name);
-                if (mi.dtype() != info.dtype())
-                    throw new CheckpointFormatException(m.directory() + ": tensor " + name + " is " + mi.dtype() + ", "
-                            + ref.directory() + " has " + info.dtype());
+                if (mi.dtype() != info.dtype()) {
+                    // Float tensors of different dtypes (an f32 base, bf16 experts) merge from f32 copies.
+                    if (mi.dtype().toMergeDType().isEmpty() || mergeDType.isEmpty())
+                        throw new CheckpointFormatException(m.directory() + ": tensor " + name + " is " + mi.dtype() + ", "
+                                + ref.directory() + " has " + info.dtype());
+                    mixed = true;
+                }
                 if (!Arrays.equals(mi.shape(), info.shape())) {
                     long common = vocabCommonElements(name, info.shape(), mi.shape(), m.directory());
                     merged = Math.min(merged, common);
@@ -212,14 +224,20 @@ public final class CheckpointMerger implements AutoCloseable {
                                 + Arrays.toString(info.shape()) + " (a float tensor of the same shape is needed)");
                 }
             DType out = mergeable ? (config.outDType() != null ? config.outDType() : mergeDType.get()) : null;
+            if (mergeable && mixed) {
+                note = (note.isEmpty() ? "" : note + "; ") + "inputs of different dtypes: merged from f32 copies";
+                long converted = (base != null && base.info(name).dtype() != SafetensorsDType.F32 ? 1 : 0)
+                        + models.stream().filter(m -> m.info(name).dtype() != SafetensorsDType.F32).count();
+                largestConvert = Math.max(largestConvert, converted * merged * DType.F32.byteSize());
+            }
             TensorPlan tp = new TensorPlan(name, info, mergeable ? Action.MERGE : Action.COPY, out, merged,
-                    mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName());
+                    mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName(), mergeable && mixed);
             tensors.add(tp);
             read += tp.action() == Action.MERGE ? info.byteSize() * (models.size() + (base != null ? 1 : 0))
                     * (config.method().composed() ? 2 : 1) : info.byteSize();  // composed: statistics, then merge
             written += tp.outBytes();
             largestOut = Math.max(largestOut, tp.outBytes());
-            largestIn = Math.max(largestIn, info.byteSize());
+            largestIn = Math.max(largestIn, tp.mixedInputs() ? merged * DType.F32.byteSize() : info.byteSize());
         }
         if (config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude())
             read += tensors.stream().filter(t -> t.action() == Action.MERGE)
@@ -236,7 +254,7 @@ public final class CheckpointMerger implements AutoCloseable {
                                 extra.subList(0, Math.min(5, extra.size()))) + (extra.size() > 5 ? ", ..." : ""));
         }
         return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope(),
-                List.copyOf(warnings));
+                List.copyOf(warnings), largestConvert);
     }
 
     private long vocabCommonElements(String name, long[] ref, long[] other, Path where) throws CheckpointFormatException {
@@ -266,7 +284,7 @@ public final class CheckpointMerger implements AutoCloseable {
         DType key = null;
         for (TensorPlan t : tensors) {
             if (t.action() != Action.MERGE) continue;
-            DType d = t.info().dtype().toMergeDType().orElseThrow();
+            DType d = t.computeDType();
             key = key == null || key == d ? d : DType.F32;
         }
         return key == null ? DType.F32 : key;
@@ -287,16 +305,19 @@ public final class CheckpointMerger implements AutoCloseable {
                         metadata, options.overwrite());
                 WriteBehind behind = new WriteBehind()) {
             ctx.setMemoryLimit(options.memoryLimit());
-            int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
-                    ? modelThresholds(ctx, plan) : null;
-            // One pass over every Fisher, only when some tensor is normalized by their norms.
-            fisherNorms = normalizesFishers(config, plan) ? fisherNorms(ctx, plan) : null;
-            DType key = thresholds != null ? keyDType(plan.tensors()) : null;
             // Two output buffers (page-locked on CUDA): tensor i is merged into one while tensor i-1 is written
             // from the other; the inputs of the next tensors are read ahead meanwhile.
             Tensor[] buffers = new Tensor[2];
             Future<?>[] writes = new Future<?>[2];
             try (ReadAhead ahead = new ReadAhead(inputSegments(plan), readAheadBytes(plan))) {
+                if (plan.largestConvertBytes() > 0)  // f32 copies of inputs whose dtype differs from the others'
+                    convertBuffer = ctx.allocate(DType.F32, plan.largestConvertBytes() / DType.F32.byteSize(),
+                            Tensor.Memory.HOST);
+                int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
+                        ? modelThresholds(ctx, plan) : null;
+                // One pass over every Fisher, only when some tensor is normalized by their norms.
+                fisherNorms = normalizesFishers(config, plan) ? fisherNorms(ctx, plan) : null;
+                DType key = thresholds != null ? keyDType(plan.tensors()) : null;
                 for (int b = 0; b < 2; b++)
                     buffers[b] = ctx.allocate(DType.BF16, (Math.max(plan.largestOutputBytes(), 2) + 1) / 2, Tensor.Memory.HOST);
                 for (int i = 0; i < plan.tensors().size(); i++) {
@@ -326,6 +347,8 @@ public final class CheckpointMerger implements AutoCloseable {
             } finally {
                 behind.close();  // no write may still read a buffer when it is freed
                 for (Tensor b : buffers) if (b != null) ctx.free(b);
+                if (convertBuffer != null) ctx.free(convertBuffer);
+                convertBuffer = null;
             }
             Path sideSource = reference().directory();
             for (String f : SIDE_FILES) {
@@ -409,9 +432,10 @@ public final class CheckpointMerger implements AutoCloseable {
         String name = t.name();
         int layer = TensorNames.layerIndex(name);
         long n = t.mergedElements();
-        Tensor baseTensor = base == null ? null : slice(base.tensor(name), n);
+        long[] at = {0};  // where the next f32 copy goes in convertBuffer (tensors of mixed dtypes only)
+        Tensor baseTensor = base == null ? null : inputOf(ctx, t, slice(base.tensor(name), n), at);
         List<Tensor> inputs = new ArrayList<>();
-        for (Checkpoint m : models) inputs.add(slice(m.tensor(name), n));
+        for (Checkpoint m : models) inputs.add(inputOf(ctx, t, slice(m.tensor(name), n), at));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
         MergeMethods.TensorMerge how = MergeMethods.tensorMerge(config, name, layer, layerCount);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
@@ -438,6 +462,20 @@ public final class CheckpointMerger implements AutoCloseable {
             nonFinite += ctx.merge(copy, null, List.of(rest), out.slice(n, t.info().elementCount() - n)).nonFinite();
         }
         return nonFinite;
+    }
+
+    private Tensor convertBuffer;  // during run(): f32 copies of one tensor's inputs when their dtypes differ
+
+    /**
+     * An input of tensor {@code t} as the merge reads it: itself, or when the inputs' dtypes differ an exact f32
+     * copy (a LINEAR merge with weight 1) at element {@code at[0]} of the conversion buffer.
+     */
+    private Tensor inputOf(Context ctx, TensorPlan t, Tensor input, long[] at) {
+        if (!t.mixedInputs() || input.dtype() == DType.F32) return input;
+        Tensor copy = convertBuffer.slice(at[0], input.count());
+        at[0] += input.count();
+        ctx.merge(MergeSpec.linear(1.0f), null, List.of(input), copy);
+        return copy;
     }
 
     /** DELLA ranks within rows: the trailing dimensions of the tensor (the whole tensor when it is 1-D). */
@@ -479,9 +517,11 @@ public final class CheckpointMerger implements AutoCloseable {
             long k = (long) Math.floor((double) modelDensity(config, merged, i, layerCount) * total);
             try (TopK topK = ctx.topK(key)) {
                 thresholds[i] = topK.threshold(k, pass -> {
-                    for (TensorPlan t : merged)
-                        pass.add(slice(base.tensor(t.name()), t.mergedElements()),
-                                slice(model.tensor(t.name()), t.mergedElements()));
+                    for (TensorPlan t : merged) {
+                        long[] at = {0};
+                        pass.add(inputOf(ctx, t, slice(base.tensor(t.name()), t.mergedElements()), at),
+                                inputOf(ctx, t, slice(model.tensor(t.name()), t.mergedElements()), at));
+                    }
                 });
             }
         }

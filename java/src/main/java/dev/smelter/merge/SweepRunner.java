@@ -213,6 +213,9 @@ public final class SweepRunner implements AutoCloseable {
         int inputs = merger.modelCheckpoints().size() + (merger.baseCheckpoint() != null ? 1 : 0);
         long read = 0, out = 0;
         for (CheckpointMerger.TensorPlan t : p.tensors()) {
+            if (t.mixedInputs())
+                throw new CheckpointFormatException("tensor " + t.name() + " has different dtypes in the base and the "
+                        + "models; sweep needs one dtype (smelter merge takes mixed dtypes, one configuration at a time)");
             read += t.action() == CheckpointMerger.Action.MERGE ? t.info().byteSize() * inputs : t.info().byteSize();
             out += t.outBytes();
         }
