@@ -147,11 +147,28 @@ public:
         });
     }
 
+    // Blocks of kColumnRows rows are summed in parallel a round at a time (each in row order), then
+    // added to the totals in block order: the same order for any thread count.
     void column_stats(const ColumnStatsJob &job) override {
-        const int64_t stripes = (job.cols + kColumnStripe - 1) / kColumnStripe;
-        pool_.run(stripes, [&](int64_t s, int) {
-            k_.column_stats_range(job, s * kColumnStripe, std::min(job.cols, (s + 1) * kColumnStripe));
-        });
+        const int64_t blocks = (job.rows + kColumnRows - 1) / kColumnRows, cols = job.cols;
+        const int64_t round_blocks = std::max<int64_t>(1, std::min<int64_t>(64, (int64_t{1} << 24) / std::max<int64_t>(cols, 1)));
+        std::vector<double> sums;
+        std::vector<int64_t> positive;
+        for (int64_t b0 = 0; b0 < blocks; b0 += round_blocks) {
+            const int64_t round = std::min(round_blocks, blocks - b0);
+            if (job.sums) sums.assign(static_cast<size_t>(round * cols), 0.0);
+            if (job.positive) positive.assign(static_cast<size_t>(round * cols), 0);
+            pool_.run(round, [&](int64_t i, int) {
+                const int64_t r0 = (b0 + i) * kColumnRows;
+                k_.column_stats_rows(job, r0, std::min(job.rows, r0 + kColumnRows), job.sums ? &sums[i * cols] : nullptr,
+                                     job.positive ? &positive[i * cols] : nullptr);
+            });
+            for (int64_t i = 0; i < round; ++i)
+                for (int64_t c = 0; c < cols; ++c) {
+                    if (job.sums) job.sums[c] += sums[i * cols + c];
+                    if (job.positive) job.positive[c] += positive[i * cols + c];
+                }
+        }
     }
 
     // Chunks are computed in parallel a round at a time, then added to the totals in chunk order.

@@ -9,7 +9,8 @@ namespace smelter {
 
 constexpr int kProductTile = 64;     // output tile edge of smelter_product
 constexpr int kProductBlockK = 256;  // reduction rows packed at a time
-constexpr int kColumnStripe = 256;   // columns per smelter_column_stats task
+constexpr int kColumnStripe = 256;   // columns converted at a time by smelter_column_stats
+constexpr int kColumnRows = 512;     // rows per smelter_column_stats task: partial sums per block, added in block order
 constexpr int kBlockElements = 256;  // elements the merge kernels convert and merge at a time
 
 // Per-worker buffers of the product kernel (packed panels and the output tile), 64-byte aligned.
@@ -44,7 +45,8 @@ struct CpuKernels {
     // Computes the output tile at (p0, q0) of a product (host tensors).
     void (*product_tile)(const ProductJob &job, int64_t p0, int64_t q0, ProductScratch &scratch);
     // Adds the column statistics of columns [c0, c1).
-    void (*column_stats_range)(const ColumnStatsJob &job, int64_t c0, int64_t c1);
+    // Rows [r0, r1) of every column, in row order, into sums / positive (cols values each; may be null).
+    void (*column_stats_rows)(const ColumnStatsJob &job, int64_t r0, int64_t r1, double *sums, int64_t *positive);
     // Ranks of model's |delta| keys within rows [r0, r1) of row_length elements (see Backend::rank_rows).
     void (*rank_rows_range)(const KernelInputs &in, int model, int32_t key_dtype, int64_t row_length, int64_t r0,
                             int64_t r1, uint32_t *ranks);
