@@ -62,14 +62,19 @@ class CliMergeTest {
     }
 
     static int[] globalThresholds(MergeConfig cfg, Checkpoint base, List<Checkpoint> models, int layers) {
+        return globalThresholds(cfg, base, models, layers, DType.BF16);
+    }
+
+    /** Model-wide thresholds: the k-th largest key (of this precision) of each model's deltas over every tensor. */
+    static int[] globalThresholds(MergeConfig cfg, Checkpoint base, List<Checkpoint> models, int layers, DType keys) {
         int[] t = new int[models.size()];
         for (int i = 0; i < models.size(); i++) {
-            List<Long> keys = new ArrayList<>();
+            List<Long> found = new ArrayList<>();
             for (String name : base.tensorNames()) {
                 float[] b = base.tensor(name).toFloatArray(), x = models.get(i).tensor(name).toFloatArray();
-                for (int j = 0; j < b.length; j++) keys.add(Float64Reference.key(x[j] - b[j], DType.BF16));
+                for (int j = 0; j < b.length; j++) found.add(Float64Reference.key(x[j] - b[j], keys));
             }
-            long[] all = keys.stream().mapToLong(Long::longValue).toArray();
+            long[] all = found.stream().mapToLong(Long::longValue).toArray();
             String first = base.tensorNames().get(0);
             float d = MergeMethods.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
             t[i] = (int) Float64Reference.kthLargest(all, (long) Math.floor((double) d * all.length));
@@ -151,7 +156,7 @@ class CliMergeTest {
                 for (MergeConfig.ModelEntry m : mc.models()) models.add(Checkpoint.open(m.path()));
                 int layers = 0;
                 for (String n : base.tensorNames()) layers = Math.max(layers, TensorNames.layerIndex(n) + 1);
-                int[] thresholds = scope.equals("model") ? mixedThresholds(mc, base, models, layers) : null;
+                int[] thresholds = scope.equals("model") ? globalThresholds(mc, base, models, layers, DType.F32) : null;
                 for (String name : base.tensorNames()) {
                     assertEquals(dev.smelter.io.SafetensorsDType.F32, merged.info(name).dtype(), name);
                     MergeSpec spec = MergeMethods.spec(mc, name, TensorNames.layerIndex(name), layers);
@@ -169,23 +174,6 @@ class CliMergeTest {
         assertEquals(1, r.code(), r.err());
         assertTrue(r.err().contains("different dtypes in the base and the models"), r.err());
         assertFalse(Files.exists(dir.resolve("mixed-sweep")));
-    }
-
-    /** Model-wide thresholds over f32 keys of the f32 base and the bf16 experts' exact f32 values. */
-    static int[] mixedThresholds(MergeConfig cfg, Checkpoint base, List<Checkpoint> models, int layers) {
-        int[] t = new int[models.size()];
-        for (int i = 0; i < models.size(); i++) {
-            List<Long> keys = new ArrayList<>();
-            for (String name : base.tensorNames()) {
-                float[] b = base.tensor(name).toFloatArray(), x = models.get(i).tensor(name).toFloatArray();
-                for (int j = 0; j < b.length; j++) keys.add(Float64Reference.key(x[j] - b[j], DType.F32));
-            }
-            long[] all = keys.stream().mapToLong(Long::longValue).toArray();
-            String first = base.tensorNames().get(0);
-            float d = MergeMethods.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
-            t[i] = (int) Float64Reference.kthLargest(all, (long) Math.floor((double) d * all.length));
-        }
-        return t;
     }
 
     @Test
