@@ -131,6 +131,11 @@ void check_select(const smelter_context *ctx, const smelter_tensor *select, cons
                                               " has " + std::to_string(first.count));
 }
 
+// Elements [begin, begin + len) of a tensor view.
+smelter_tensor slice(const smelter_tensor &t, int64_t begin, int64_t len) {
+    return {static_cast<char *>(t.data) + begin * static_cast<int64_t>(dtype_size(t.dtype)), len, t.dtype, t.memory};
+}
+
 // A merge's inputs in pieces of whole rows that fit the context's memory limit (one piece when
 // everything fits, staged once). Each pass over the tensor (thresholds, L1 sums, the merge) calls
 // each(), which stages the pieces in order; since every pass only adds integer counts or writes
@@ -156,7 +161,6 @@ public:
     }
 
     int64_t count() const { return count_; }
-    int64_t piece() const { return piece_; }
 
     // Calls f(inputs, first element) for every piece.
     template <class F>
@@ -173,10 +177,6 @@ public:
     }
 
 private:
-    static smelter_tensor slice(const smelter_tensor &t, int64_t begin, int64_t len) {
-        return {static_cast<char *>(t.data) + begin * static_cast<int64_t>(dtype_size(t.dtype)), len, t.dtype, t.memory};
-    }
-
     std::unique_ptr<Backend::Staged> stage(int64_t begin, int64_t len) {
         smelter_tensor base, models[SMELTER_MAX_MODELS], select, weights[SMELTER_MAX_MODELS];
         if (!linear_) base = slice(*p_.base, begin, len);
@@ -421,10 +421,7 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     if (p->rescale == SMELTER_RESCALE_L1) l1_scales(b, pieces, plan);
     int64_t counts[4] = {0, 0, 0, 0};
     pieces.each([&](const KernelInputs &in, int64_t begin) {
-        const smelter_tensor piece_out = out ? smelter_tensor{static_cast<char *>(out->data) +
-                                                                  begin * static_cast<int64_t>(dtype_size(out->dtype)),
-                                                              in.count, out->dtype, out->memory}
-                                             : smelter_tensor{};
+        const smelter_tensor piece_out = out ? slice(*out, begin, in.count) : smelter_tensor{};
         b.merge(piece_plan(plan, begin), in, out ? &piece_out : nullptr, counts);
     });
     if (p->sign_counts) std::memcpy(p->sign_counts, counts, 3 * sizeof(int64_t));

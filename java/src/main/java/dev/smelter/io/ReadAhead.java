@@ -40,11 +40,6 @@ public final class ReadAhead implements AutoCloseable {
         thread.start();
     }
 
-    /** A read-ahead that does nothing (for inputs that are not memory-mapped files, or when switched off). */
-    public static ReadAhead none() {
-        return new ReadAhead(List.of(), 0);
-    }
-
     /** The consumer finished steps {@code 0..step}: their bytes no longer count against the budget. */
     public synchronized void consumed(int step) {
         consumed = Math.max(consumed, step + 1);

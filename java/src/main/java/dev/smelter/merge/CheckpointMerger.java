@@ -27,6 +27,7 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.concurrent.Future;
@@ -332,7 +333,7 @@ public final class CheckpointMerger implements AutoCloseable {
                         try {
                             nonFinite = mergeTensor(ctx, t, thresholds, key, outBuffer);
                         } catch (SmelterException e) {  // e.g. device out of memory: say which tensor
-                            throw e.within(String.format(java.util.Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
+                            throw e.within(String.format(Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
                                     t.info().byteSize() / 1048576.0));
                         }
                         checkFinite(ctx, t, nonFinite, warnings);

@@ -427,29 +427,13 @@ public final class SweepRunner implements AutoCloseable {
                     Tensor hostBase = base == null ? null : CheckpointMerger.slice(base.tensor(name), count);
                     List<Tensor> hostModels = new ArrayList<>();
                     for (Checkpoint m : models) hostModels.add(CheckpointMerger.slice(m.tensor(name), count));
-                    Tensor inBase = hostBase;
-                    List<Tensor> inModels = hostModels, inFishers = new ArrayList<>();
-                    for (int i = 0; i < fishers.size(); i++) {
-                        Tensor h = CheckpointMerger.slice(fishers.get(i).tensor(name), count);
-                        if (cuda) {
-                            Tensor d = view(devFishers.get(i), 0, count, h.dtype());
-                            ctx.copy(d, h);
-                            h = d;
-                        }
-                        inFishers.add(h);
-                    }
-                    if (cuda) {
-                        if (hostBase != null) {
-                            inBase = view(devBase, 0, count, inType);
-                            ctx.copy(inBase, hostBase);
-                        }
-                        inModels = new ArrayList<>();
-                        for (int i = 0; i < models.size(); i++) {
-                            Tensor d = view(devModels.get(i), 0, count, inType);
-                            ctx.copy(d, hostModels.get(i));
-                            inModels.add(d);
-                        }
-                    }
+                    Tensor inBase = hostBase == null ? null : resident(ctx, hostBase, devBase);
+                    List<Tensor> inModels = new ArrayList<>(), inFishers = new ArrayList<>();
+                    for (int i = 0; i < models.size(); i++)
+                        inModels.add(resident(ctx, hostModels.get(i), cuda ? devModels.get(i) : null));
+                    for (int i = 0; i < fishers.size(); i++)
+                        inFishers.add(resident(ctx, CheckpointMerger.slice(fishers.get(i).tensor(name), count),
+                                cuda ? devFishers.get(i) : null));
                     List<MergeMethods.TensorMerge> hows = new ArrayList<>();
                     for (Configuration c : configurations)
                         hows.add(MergeMethods.tensorMerge(c.config(), name, layer, merger.layerCount()));
@@ -589,6 +573,14 @@ public final class SweepRunner implements AutoCloseable {
     }
 
     /** A device view of {@code count} elements at {@code byteOffset} into a device buffer. */
+    /** The tensor the merges read: {@code host} itself, or on CUDA its copy at the start of {@code deviceBuffer}. */
+    private static Tensor resident(Context ctx, Tensor host, Tensor deviceBuffer) {
+        if (deviceBuffer == null) return host;
+        Tensor d = view(deviceBuffer, 0, host.count(), host.dtype());
+        ctx.copy(d, host);
+        return d;
+    }
+
     private static Tensor view(Tensor buffer, long byteOffset, long count, DType dtype) {
         if (byteOffset + count * dtype.byteSize() > buffer.byteSize())
             throw new IllegalStateException("device buffer of " + buffer.byteSize() + " bytes is too small");
