@@ -67,6 +67,9 @@ targets() {
     -p models=4 -p dtype=BF16,F32 -p elements=256Mi
   jmh topk-cuda TopKBenchmark -p backend=cuda -p dtype=BF16,F32 -p elements=2Mi,256Mi
   jmh cka-cuda CkaBenchmark -p backend=cuda -p dtype=F32,BF16 -p rows=64Ki -p cols=1024
+  # The SIMT product kernel for comparison; its rows are relabelled so the report lists them apart.
+  (export SMELTER_CUDA_PRODUCT=simt; jmh cka-cuda-simt CkaBenchmark -p backend=cuda -p dtype=F32 -p rows=64Ki -p cols=1024)
+  sed -i 's/"backend" : "cuda"/"backend" : "cuda-simt"/' "$RES/cka-cuda-simt.json" 2>/dev/null || true
   jmh overhead-cuda OverheadBenchmark -p backend=cuda -p elements=16
 }
 

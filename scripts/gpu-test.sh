@@ -4,7 +4,8 @@
 #   scripts/gpu-test.sh pack   here: build, collect test classes + jars, and ../shared/tools/gpu-pack them
 #   scripts/gpu-test.sh run    there (through the device tool, carry [".gpu"]):
 #                              bash .gpu/run.sh scripts/gpu-test.sh run
-# The run prints JUnit's tree and summary, then runs scripts/test_transformers_roundtrip.py (save_pretrained ->
+# The run prints JUnit's tree and summary, the analysis agreement again with the SIMT product kernel
+# (SMELTER_CUDA_PRODUCT=simt), then runs scripts/test_transformers_roundtrip.py (save_pretrained ->
 # smelter merge on CUDA -> from_pretrained) and scripts/test_dump_activations.py; record the outcome in
 # bench/RESULTS.md.
 set -euo pipefail
@@ -28,6 +29,10 @@ case "${1:-}" in
     java --enable-native-access=ALL-UNNAMED -Xss4m -Dsmelter.header=native/include/smelter.h \
       -jar "$F/$LIBS"/junit-platform-console-standalone-*.jar execute --class-path "$cp" --scan-class-path \
       --details=tree --disable-banner || rc=1
+    # The same analysis agreement with the SIMT product kernel, which the tensor-core one replaces on this GPU.
+    SMELTER_CUDA_PRODUCT=simt java --enable-native-access=ALL-UNNAMED -Xss4m \
+      -jar "$F/$LIBS"/junit-platform-console-standalone-*.jar execute --class-path "$cp" \
+      --select-class dev.smelter.analysis.CudaAnalysisAgreementTest --details=tree --disable-banner || rc=1
     # The Python side, where torch and transformers are installed: a transformers round trip through
     # `smelter merge` on the GPU, and the activation dumper's self-test.
     python3 scripts/test_transformers_roundtrip.py --device cuda \

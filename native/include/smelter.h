@@ -280,9 +280,10 @@ SMELTER_API smelter_status smelter_topk_select(smelter_topk *topk, int64_t k, in
 /* ---- analysis: products and column statistics of activation matrices --------------------- */
 
 /* Matrices are row-major views: a tensor of rows * cols elements (f32, f16 or bf16). Elements are
- * converted to f32, shifted and weighted in f32, and products accumulate in f32; callers chunk
- * the rows (a few thousand per call) and add the chunks up in f64. Shifting by a provisional mean
- * keeps the co-moments of activations with large means accurate (see docs/ANALYSIS.md). */
+ * converted to f32, shifted and weighted in f32, and products accumulate in f32 (on CUDA with
+ * tensor cores, each f32 operand as two TF32 parts: as accurate as f32); callers chunk the rows (a
+ * few thousand per call) and add the chunks up in f64. Shifting by a provisional mean keeps the
+ * co-moments of activations with large means accurate (see docs/ANALYSIS.md). */
 
 typedef enum smelter_product_kind {
     /** Co-moment over rows, x_cols x y_cols:  out[i][j] = sum_r w_r (x[r][i] - sx[i]) (y[r][j] - sy[j]).

@@ -1,8 +1,14 @@
 // CUDA analysis kernels (smelter_product, smelter_column_stats), included by cuda_backend.cu.
-// The product is a tiled SIMT matrix product: 64 x 64 output tiles, 16-deep reduction slices staged
-// in shared memory already converted to f32, shifted and weighted; each thread keeps a 4 x 4 tile
-// of accumulators and adds with fused multiply-adds (explicit, so --fmad=false does not apply).
-
+// The product has two kernels over the same staging: operands are read, converted to f32, shifted
+// and weighted, and stored in shared memory slices; 64 x 64 output tiles, 256 threads.
+//  - product_tf32x3_kernel (default on sm_80 and newer): tensor cores. Each staged f32 value v is
+//    split into big = tf32(v) and small = tf32(v - big), and every term is big*big + big*small +
+//    small*big, accumulated in f32 ("3xTF32"): about 22 significant bits per operand, so the result
+//    is as accurate as f32 SIMT products while running on the tensor cores. A plain TF32 product
+//    (10-bit mantissa) would not be: it would undo the care taken with centering.
+//  - product_kernel: SIMT, 4 x 4 accumulators per thread, explicit fused multiply-adds (so
+//    --fmad=false does not apply). Used below sm_80, or with SMELTER_CUDA_PRODUCT=simt, e.g. to
+//    compare the two.
 constexpr int kTile = 64;
 constexpr int kSlice = 16;
 constexpr int kProductThreads = 256;  // 16 x 16 threads, 4 x 4 outputs each
@@ -72,6 +78,122 @@ __global__ void __launch_bounds__(kProductThreads) product_kernel(const Operand 
             float *o = out + p * Q + q;
             *o = accumulate ? *o + c[i][j] : c[i][j];
         }
+    }
+}
+
+// ---- tensor-core product (3xTF32) --------------------------------------------------------------
+
+constexpr int kTcSlice = 32;        // reduction depth per shared-memory stage
+constexpr int kTcLd = kTile + 8;    // 72 floats a row: fragment pointers stay 32-byte aligned
+constexpr int kTcPerThread = kTcSlice * kTile / kProductThreads;  // staged values per operand and thread
+
+// Where staged value idx of a slice goes. Consecutive threads follow the operand's contiguous index:
+// along p (a column product's rows) or along k in runs of 8 (a Gram product), which keeps the loads
+// coalesced and the shared-memory stores at most 2-way conflicted.
+__device__ __forceinline__ void tc_slot(const Operand &op, int idx, int &k, int &p) {
+    if (op.stride_p == 1) { p = idx % kTile; k = idx / kTile; }
+    else { p = (idx / 8) % kTile; k = (idx / (8 * kTile)) * 8 + idx % 8; }
+}
+
+// Reads this thread's values of slice k0 into registers, so the loads overlap the previous slice's
+// tensor-core work.
+template <int DT>
+__device__ __forceinline__ void tc_fetch(const Operand &op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
+                                         const float *weights, float (&v)[kTcPerThread]) {
+#pragma unroll
+    for (int i = 0; i < kTcPerThread; ++i) {
+        int k, p;
+        tc_slot(op, threadIdx.x + i * kProductThreads, k, p);
+        const int64_t gk = k0 + k, gp = p0 + p;
+        float x = 0.0f;
+        if (gk < K && gp < op.extent_p) {
+            x = load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
+            if (op.shift) x -= op.shift[shift_on_k ? gk : gp];
+            if (weights) x *= weights[gk];
+        }
+        v[i] = x;
+    }
+}
+
+__device__ __forceinline__ void tc_put(const Operand &op, const float (&v)[kTcPerThread], float (*slice)[kTcLd]) {
+#pragma unroll
+    for (int i = 0; i < kTcPerThread; ++i) {
+        int k, p;
+        tc_slot(op, threadIdx.x + i * kProductThreads, k, p);
+        slice[k][p] = v[i];
+    }
+}
+
+// big <- tf32(v), small <- tf32(v - big). The fragment's element order does not matter here: the
+// same operation is applied to every element. Non-finite values keep small = 0, so an infinity
+// stays an infinity instead of becoming inf - inf.
+template <class Fragment>
+__device__ __forceinline__ void split_tf32(Fragment &big, Fragment &small) {
+#pragma unroll
+    for (int t = 0; t < big.num_elements; ++t) {
+        const float v = big.x[t];
+        const float hi = nvcuda::wmma::__float_to_tf32(v);
+        big.x[t] = hi;
+        small.x[t] = isfinite(hi) ? nvcuda::wmma::__float_to_tf32(v - hi) : 0.0f;
+    }
+}
+
+// Same contract as product_kernel. Warp w owns rows 16 (w % 4) .. +16 and columns 32 (w / 4) .. +32
+// of the tile: one A fragment and two B fragments per 8-deep step, three mma each.
+template <int DTX, int DTY>
+__global__ void __launch_bounds__(kProductThreads) product_tf32x3_kernel(const Operand a, const Operand b, int64_t K,
+                                                                         bool shift_on_k, const float *weights,
+                                                                         float *out, bool accumulate) {
+    namespace wmma = nvcuda::wmma;
+    using FragA = wmma::fragment<wmma::matrix_a, 16, 16, 8, wmma::precision::tf32, wmma::col_major>;
+    using FragB = wmma::fragment<wmma::matrix_b, 16, 16, 8, wmma::precision::tf32, wmma::row_major>;
+    __shared__ __align__(32) float as[kTcSlice][kTcLd];  // as[k][p]: A (p x k) column-major
+    __shared__ __align__(32) float bs[kTcSlice][kTcLd];  // bs[k][q]: B (k x q) row-major
+    __shared__ __align__(32) float cs[kTile][kTcLd];     // the finished tile, for bounded writes
+    const int64_t p0 = (int64_t)blockIdx.y * kTile, q0 = (int64_t)blockIdx.x * kTile;
+    const int warp = threadIdx.x / 32, wm = (warp % 4) * 16, wn = (warp / 4) * 32;
+    wmma::fragment<wmma::accumulator, 16, 16, 8, float> acc[2];
+    wmma::fill_fragment(acc[0], 0.0f);
+    wmma::fill_fragment(acc[1], 0.0f);
+    float va[kTcPerThread], vb[kTcPerThread];
+    tc_fetch<DTX>(a, K, 0, p0, shift_on_k, weights, va);
+    tc_fetch<DTY>(b, K, 0, q0, shift_on_k, nullptr, vb);
+    for (int64_t k0 = 0; k0 < K; k0 += kTcSlice) {
+        tc_put(a, va, as);
+        tc_put(b, vb, bs);
+        __syncthreads();
+        if (k0 + kTcSlice < K) {
+            tc_fetch<DTX>(a, K, k0 + kTcSlice, p0, shift_on_k, weights, va);
+            tc_fetch<DTY>(b, K, k0 + kTcSlice, q0, shift_on_k, nullptr, vb);
+        }
+#pragma unroll
+        for (int kk = 0; kk < kTcSlice; kk += 8) {
+            FragA a_big, a_small;
+            wmma::load_matrix_sync(a_big, &as[kk][wm], kTcLd);
+            split_tf32(a_big, a_small);
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                FragB b_big, b_small;
+                wmma::load_matrix_sync(b_big, &bs[kk][wn + 16 * j], kTcLd);
+                split_tf32(b_big, b_small);
+                // The small terms first: they are added while the accumulator is still small.
+                wmma::mma_sync(acc[j], a_small, b_big, acc[j]);
+                wmma::mma_sync(acc[j], a_big, b_small, acc[j]);
+                wmma::mma_sync(acc[j], a_big, b_big, acc[j]);
+            }
+        }
+        __syncthreads();
+    }
+    wmma::store_matrix_sync(&cs[wm][wn], acc[0], kTcLd, wmma::mem_row_major);
+    wmma::store_matrix_sync(&cs[wm][wn + 16], acc[1], kTcLd, wmma::mem_row_major);
+    __syncthreads();
+    const int64_t Q = b.extent_p;
+    for (int idx = threadIdx.x; idx < kTile * kTile; idx += kProductThreads) {
+        const int i = idx / kTile, j = idx % kTile;
+        const int64_t p = p0 + i, q = q0 + j;
+        if (p >= a.extent_p || q >= Q) continue;
+        float *o = out + p * Q + q;
+        *o = accumulate ? *o + cs[i][j] : cs[i][j];
     }
 }
 

@@ -4,8 +4,11 @@
 // turned into a status with its name and place; nothing here aborts the process.
 #include <cub/device/device_segmented_radix_sort.cuh>
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -234,6 +237,10 @@ public:
                                             std::to_string(count) + " visible)");
         CUDA_CHECK(cudaSetDevice(device_));
         CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_));
+        int major = 0;
+        CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device_));
+        const char *product = std::getenv("SMELTER_CUDA_PRODUCT");
+        tensor_core_products_ = major >= 8 && !(product && std::strcmp(product, "simt") == 0);
         CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
         CUDA_CHECK(cudaMalloc(&scratch_, sizeof(unsigned long long) * kLevel1Bins));
     }
@@ -551,12 +558,21 @@ private:
         return upload(keep, t.data, bytes_of(t.dtype, t.count));
     }
 
+    template <int DTX, int DTY>
+    void launch_product_xy(dim3 grid, const Operand &a, const Operand &b, const ProductJob &j, const float *weights,
+                           float *out) {
+        if (tensor_core_products_)
+            product_tf32x3_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
+        else
+            product_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
+    }
+
     template <int DTX>
     void launch_product_x(int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
                           const float *weights, float *out) {
-        if (dty == SMELTER_F32) product_kernel<DTX, SMELTER_F32><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
-        else if (dty == SMELTER_F16) product_kernel<DTX, SMELTER_F16><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
-        else product_kernel<DTX, SMELTER_BF16><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
+        if (dty == SMELTER_F32) launch_product_xy<DTX, SMELTER_F32>(grid, a, b, j, weights, out);
+        else if (dty == SMELTER_F16) launch_product_xy<DTX, SMELTER_F16>(grid, a, b, j, weights, out);
+        else launch_product_xy<DTX, SMELTER_BF16>(grid, a, b, j, weights, out);
     }
 
     void launch_product(int32_t dtx, int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
@@ -604,6 +620,7 @@ private:
 
     int device_;
     int sms_ = 1;
+    bool tensor_core_products_ = false;  // smelter_product on tensor cores (3xTF32), see analysis_kernels.cuh
     cudaStream_t stream_ = nullptr;
     void *scratch_ = nullptr;  // histogram / sums / sign counts, sized for the largest (kLevel1Bins u64)
 };
