@@ -3,6 +3,7 @@
  * the errors that bad arguments must give. Exit status 0 means every check passed. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "smelter.h"
@@ -189,6 +190,157 @@ static void test_topk(smelter_context *ctx) {
     smelter_topk_destroy(topk);
 }
 
+
+/* ---- per-tensor thresholds of large tensors ----------------------------------------------------
+ * From 1 Mi elements the CPU finds per-tensor thresholds by sampled selection instead of key
+ * histograms. Its thresholds must be exactly the histogram ones (smelter_topk), so a merge that finds
+ * them itself must equal, bit for bit, one given them. Distributions: smooth, heavy ties (70 % of
+ * deltas zero), deltas sorted by position, a decoy that puts large deltas exactly where the sample
+ * looks (the first 16 elements of each 1/1024 of the tensor), NaN and infinity. */
+static uint64_t rng = 0x2545F4914F6CDD1DULL;
+static double uniform01(void) {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return (double)((rng * 0x2545F4914F6CDD1DULL) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* Stores v in dtype: bf16 and f16 by truncation (values stay in f16's normal range or are 0/NaN/inf). */
+static void put(smelter_dtype dtype, void *buf, int64_t i, float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    if (dtype == SMELTER_F32) ((float *)buf)[i] = v;
+    else if (dtype == SMELTER_BF16) ((uint16_t *)buf)[i] = (uint16_t)(u >> 16);
+    else {
+        uint32_t sign = (u >> 16) & 0x8000u, a = u & 0x7FFFFFFFu, h;
+        if (a > 0x7F800000u) h = 0x7E00u;
+        else if (a >= 0x477FE000u) h = 0x7C00u; /* inf (and beyond f16) */
+        else if (a < 0x38800000u) h = 0;        /* below f16's normal range */
+        else h = ((a >> 23) - 127 + 15) << 10 | (a >> 13 & 0x3FFu);
+        ((uint16_t *)buf)[i] = (uint16_t)(sign | h);
+    }
+}
+
+static void fill_case(int dist, smelter_dtype dtype, int64_t n, void *base, void *model) {
+    const int64_t spacing = n / 1024;
+    for (int64_t i = 0; i < n; i++) {
+        double golden = (double)i * 0.6180339887498949;  /* the base depends on i alone */
+        float b = (float)((i % 3 ? -1 : 1) * (0.01 + (golden - floor(golden))));
+        float d = (float)((uniform01() - 0.5) * 0.02);
+        if (dist == 1 && uniform01() < 0.7) d = 0.0f;
+        if (dist == 2) b = 0.5f, d = (float)(0.01 * (double)i / (double)n);
+        if (dist == 3) d = (i % spacing < 16) ? 0.5f : d * 0.1f;
+        float m = b + d;
+        if (dist == 4 && i % 1000 == 7) m = NAN;
+        if (dist == 4 && i % 1777 == 3) m = (i % 2) ? INFINITY : -INFINITY;
+        put(dtype, base, i, b);
+        put(dtype, model, i, m);
+    }
+}
+
+/* The k-th largest key of |model - base| by the histogram route (k >= 1). */
+static uint32_t topk_key(smelter_context *ctx, const smelter_tensor *b, const smelter_tensor *m, int64_t k) {
+    smelter_topk *topk = NULL;
+    CHECK(smelter_topk_create(ctx, m->dtype, &topk) == SMELTER_OK, "topk create: %s", smelter_last_error());
+    int32_t more = 0;
+    uint32_t key = 0;
+    int passes = 0;
+    do {
+        CHECK(smelter_topk_add(topk, b, m) == SMELTER_OK, "topk add: %s", smelter_last_error());
+        CHECK(smelter_topk_select(topk, k, &more, &key) == SMELTER_OK, "select: %s", smelter_last_error());
+    } while (more && ++passes < 3);
+    smelter_topk_destroy(topk);
+    return key;
+}
+
+static void test_sampled_thresholds(smelter_context *ctx) {
+    const int64_t n = (1 << 20) + 12345;
+    static const char *names[] = {"smooth", "ties", "sorted", "decoy", "nonfinite"};
+    const smelter_dtype dtypes[3] = {SMELTER_F32, SMELTER_F16, SMELTER_BF16};
+    const float densities[4] = {0.5f, 0.1f, 0.999f, 1e-6f};
+    void *buf[3];
+    for (int t = 0; t < 3; t++) buf[t] = malloc((size_t)n * 4);
+    float *out_found = malloc((size_t)n * 4), *out_given = malloc((size_t)n * 4);
+    for (int di = 0; di < 3; di++)
+        for (int dist = 0; dist < 5; dist++) {
+            smelter_dtype dt = dtypes[di];
+            fill_case(dist, dt, n, buf[0], buf[1]);
+            fill_case(dist, dt, n, buf[0], buf[2]); /* the same base, other deltas */
+            smelter_tensor b = {buf[0], n, dt, SMELTER_MEMORY_HOST};
+            smelter_tensor models[2] = {{buf[1], n, dt, SMELTER_MEMORY_HOST}, {buf[2], n, dt, SMELTER_MEMORY_HOST}};
+            smelter_tensor of = host_f32(out_found, n), og = host_f32(out_given, n);
+            for (int de = 0; de < 4; de++)
+                for (int outliers = 0; outliers < 2; outliers++) {
+                    if (outliers && de != 0) continue;
+                    float weights[2] = {0.7f, 0.6f}, dens[2] = {densities[de], densities[de]}, gammas[2] = {0.01f, 0.02f};
+                    smelter_merge_params p;
+                    smelter_merge_params_init(&p);
+                    p.n_models = 2;
+                    p.models = models;
+                    p.base = &b;
+                    p.weights = weights;
+                    p.densities = dens;
+                    p.sparsify = outliers ? SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS : SMELTER_SPARSIFY_MAGNITUDE;
+                    p.consensus = outliers ? SMELTER_CONSENSUS_NONE : SMELTER_CONSENSUS_SUM;
+                    if (outliers) p.gammas = gammas;
+                    CHECK(smelter_merge(ctx, &p, &of) == SMELTER_OK, "merge: %s", smelter_last_error());
+                    uint32_t thresholds[2], upper[2];
+                    for (int i = 0; i < 2; i++) {
+                        const int64_t k = (int64_t)floor((double)dens[i] * (double)n);
+                        int64_t top = outliers ? (int64_t)floor((double)gammas[i] * (double)n) : 0;
+                        if (top > n - k) top = n - k;
+                        thresholds[i] = k == 0 ? 0xFFFFFFFFu : topk_key(ctx, &b, &models[i], top + k);
+                        upper[i] = top > 0 ? topk_key(ctx, &b, &models[i], top + 1) : 0xFFFFFFFFu;
+                    }
+                    p.thresholds = thresholds;
+                    if (outliers) p.upper_thresholds = upper;
+                    CHECK(smelter_merge(ctx, &p, &og) == SMELTER_OK, "merge: %s", smelter_last_error());
+                    int64_t differ = 0;
+                    for (int64_t e = 0; e < n; e++) differ += memcmp(&out_found[e], &out_given[e], 4) != 0;
+                    CHECK(differ == 0, "%s %s density %g%s: %lld elements differ from the histogram thresholds",
+                          names[dist], dt == SMELTER_F32 ? "f32" : dt == SMELTER_F16 ? "f16" : "bf16", densities[de],
+                          outliers ? " (breadcrumbs)" : "", (long long)differ);
+                }
+        }
+    /* k at the edges of a key's run of ties: the last element with key t, and the first after it. */
+    for (int di = 0; di < 3; di++) {
+        smelter_dtype dt = dtypes[di];
+        fill_case(0, dt, n, buf[0], buf[1]);
+        smelter_tensor b = {buf[0], n, dt, SMELTER_MEMORY_HOST}, m = {buf[1], n, dt, SMELTER_MEMORY_HOST};
+        const uint32_t t = topk_key(ctx, &b, &m, n / 3);
+        int64_t lo = n / 3, hi = n; /* the last k whose key is t */
+        while (lo < hi) {
+            int64_t mid = lo + (hi - lo + 1) / 2;
+            if (topk_key(ctx, &b, &m, mid) == t) lo = mid;
+            else hi = mid - 1;
+        }
+        for (int64_t k = lo; k <= lo + 1; k++) {
+            float density = (float)(((double)k + 0.5) / (double)n), weight = 1.0f;
+            CHECK((int64_t)floor((double)density * (double)n) == k, "density for k = %lld", (long long)k);
+            uint32_t given = topk_key(ctx, &b, &m, k);
+            smelter_tensor of = host_f32(out_found, n), og = host_f32(out_given, n);
+            smelter_merge_params p;
+            smelter_merge_params_init(&p);
+            p.n_models = 1;
+            p.models = &m;
+            p.base = &b;
+            p.weights = &weight;
+            p.densities = &density;
+            p.sparsify = SMELTER_SPARSIFY_MAGNITUDE;
+            CHECK(smelter_merge(ctx, &p, &of) == SMELTER_OK, "merge: %s", smelter_last_error());
+            p.thresholds = &given;
+            CHECK(smelter_merge(ctx, &p, &og) == SMELTER_OK, "merge: %s", smelter_last_error());
+            int64_t differ = 0;
+            for (int64_t e = 0; e < n; e++) differ += memcmp(&out_found[e], &out_given[e], 4) != 0;
+            CHECK(differ == 0, "dtype %d, k = %lld at the edge of key %u's ties: %lld elements differ", (int)dt,
+                  (long long)k, t, (long long)differ);
+        }
+    }
+    for (int t = 0; t < 3; t++) free(buf[t]);
+    free(out_found);
+    free(out_given);
+}
+
 static void test_errors(smelter_context *ctx) {
     float a[3] = {1, 2, 3}, c[2] = {1, 2}, out[3];
     smelter_tensor models[2] = {host_f32(a, 3), host_f32(c, 2)};
@@ -294,6 +446,7 @@ int main(void) {
     test_nonfinite_count(ctx);
     test_dare_thread_independent();
     test_topk(ctx);
+    test_sampled_thresholds(ctx);
     test_errors(ctx);
     test_product(ctx);
     test_pair_stats(ctx);

@@ -161,6 +161,7 @@ public:
     }
 
     int64_t count() const { return count_; }
+    bool whole() const { return piece_ >= count_; }
 
     // Calls f(inputs, first element) for every piece.
     template <class F>
@@ -201,10 +202,11 @@ private:
     std::unique_ptr<Backend::Staged> whole_;
 };
 
-// Thresholds for per-tensor trimming: the exact k-th largest key of each model's deltas, from one
-// level-0 histogram per model (one pass over the pieces for all models), refined for f32 keys in one
-// level-1 pass under each chosen bin. Breadcrumbs (MAGNITUDE_OUTLIERS) also gets the upper key, the
-// (top + 1)-th largest, from the same histograms.
+// Thresholds for per-tensor trimming: the exact k-th largest key of each model's deltas. Where the
+// tensor is staged whole, the backend may select them itself (the CPU's sampled selection); the rest
+// come from one level-0 histogram per model (one pass over the pieces for all models), refined for
+// f32 keys in one level-1 pass under each chosen bin. Breadcrumbs (MAGNITUDE_OUTLIERS) also gets the
+// upper key, the (top + 1)-th largest, the same way.
 void per_tensor_thresholds(Backend &b, MergePieces &pieces, const smelter_merge_params &p, MergePlan &plan) {
     const bool outliers = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
     const int64_t count = pieces.count();
@@ -228,6 +230,19 @@ void per_tensor_thresholds(Backend &b, MergePieces &pieces, const smelter_merge_
         const int64_t top = outliers ? std::min(kept_count(p.gammas ? p.gammas[i] : 0.01f, count), count - k) : 0;
         wanted.push_back({i, top + k, &plan.thresholds[i]});
         if (top > 0) wanted.push_back({i, top + 1, &plan.upper[i]});
+    }
+    if (pieces.whole()) {  // the backend's own selection where it has one
+        std::vector<Backend::KeyQuery> queries;
+        for (const Wanted &w : wanted) queries.push_back({w.model, w.k, 0u, false});
+        pieces.each([&](const KernelInputs &in, int64_t) {
+            b.select_keys(in, plan.key_dtype, queries.data(), static_cast<int>(queries.size()));
+        });
+        std::vector<Wanted> left;
+        for (size_t q = 0; q < wanted.size(); ++q) {
+            if (queries[q].done) *wanted[q].key = queries[q].key;
+            else left.push_back(wanted[q]);
+        }
+        wanted.swap(left);
     }
     if (wanted.empty()) return;
     std::vector<std::vector<uint64_t>> level0(plan.n);

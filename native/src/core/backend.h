@@ -99,6 +99,17 @@ public:
     virtual void key_histogram(const KernelInputs &in, int model, int32_t key_dtype, int level,
                                uint32_t prefix, uint64_t *hist) = 0;
 
+    // Exact k-th largest keys of |model - base| over all in.count elements (1 <= k <= in.count), for
+    // backends with a faster way than key histograms: sets key and done of the queries it answers,
+    // and the caller finds the others with key_histogram. The default answers none.
+    struct KeyQuery {
+        int model;
+        int64_t k;
+        uint32_t key;
+        bool done;
+    };
+    virtual void select_keys(const KernelInputs &, int32_t /*key_dtype*/, KeyQuery * /*queries*/, int /*count*/) {}
+
     // Adds |delta| (total) and |delta| of kept elements (kept) of one model, with the plan's
     // sparsification and before any rescale, to the two exact sums.
     virtual void l1_norms(const MergePlan &plan, const KernelInputs &in, int model, ExactSum *total,

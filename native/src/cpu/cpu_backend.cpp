@@ -4,6 +4,9 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
@@ -16,6 +19,19 @@ namespace smelter {
 namespace {
 
 constexpr int64_t kChunk = 1 << 16;  // elements per task
+
+// Sampled selection (select_keys): tensors from 1 Mi elements; 1024 runs of 16 keys; bounds four
+// standard deviations of the sample rank either side (the window then holds about 3 % of the keys
+// at density 0.5); a wide f32 window (2^16 key values or more) that holds more than 1/8 of a
+// chunk's keys gives up.
+constexpr int64_t kSampledSelectMin = 1 << 20;
+constexpr int kSampleRuns = 1024;
+constexpr int kSampleRun = 16;
+constexpr int kSampleRunsPerTask = 64;
+constexpr double kSampleDeviations = 4.0;
+constexpr int64_t kSelectWindowShare = 8;
+constexpr int kMaxKeyWindows = 2 * SMELTER_MAX_MODELS;  // a threshold and an upper key per model
+constexpr uint32_t kCountedWindow = 1u << 16;           // windows of fewer key values count them
 
 const CpuKernels &select_kernels() {
     static const CpuKernels &k = (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
@@ -93,6 +109,155 @@ public:
         });
         for (auto &l : local)
             for (int b = 0; b < static_cast<int>(l.size()); ++b) hist[b] += l[b];
+    }
+
+    // Sampled exact selection: keys of a stratified sample give each query bounds [low, high] a few
+    // standard deviations either side of its rank; one pass over the tensor (the base read once for
+    // all queries) then counts the keys above high with vector compares, no histogram scatter, and
+    // collects the few in [low, high], among which the k-th largest is picked. The result is exact.
+    // A query whose bounds miss (a sample unlike the tensor) or whose window holds too many keys
+    // (heavy ties) is left to the histograms.
+    void select_keys(const KernelInputs &in, int32_t key_dtype, KeyQuery *queries, int count) override {
+        const int64_t n = in.count;
+        if (n < kSampledSelectMin) return;
+        const uint32_t max_key = key_dtype == KEY_F32 ? 0x7FFFFFFFu : 0x7FFFu;
+        const int64_t tasks = chunks(n), cap = kChunk / kSelectWindowShare;
+        std::vector<uint32_t> sample(static_cast<size_t>(kSampleRuns) * kSampleRun);
+        std::vector<KeyWindow> windows;
+        std::vector<int> query_of;
+        int sampled = -1;
+        for (int q = 0; q < count; ++q) {
+            const KeyQuery &query = queries[q];
+            if (query.k < 1 || query.k > n) continue;
+            if (query.model != sampled) {
+                const int64_t spacing = n / kSampleRuns;
+                pool_.run(kSampleRuns / kSampleRunsPerTask, [&](int64_t t, int) {
+                    for (int64_t r = t * kSampleRunsPerTask; r < (t + 1) * kSampleRunsPerTask; ++r)
+                        k_.keys_range(in, query.model, key_dtype, r * spacing, r * spacing + kSampleRun,
+                                      sample.data() + r * kSampleRun);
+                });
+                sampled = query.model;
+            }
+            // Ranks, counted from the largest (0-based), of the sample keys that bound the k-th largest.
+            const double size = static_cast<double>(sample.size());
+            const double share = static_cast<double>(query.k) / static_cast<double>(n);
+            const double mid = share * size, spread = kSampleDeviations * std::sqrt(size * share * (1.0 - share));
+            const auto rank_high = static_cast<int64_t>(std::floor(mid - spread)) - 1;
+            const auto rank_low = static_cast<int64_t>(std::ceil(mid + spread)) + 1;
+            auto nth_largest = [&](int64_t rank) {
+                std::nth_element(sample.begin(), sample.begin() + rank, sample.end(), std::greater<uint32_t>());
+                return sample[static_cast<size_t>(rank)];
+            };
+            const uint32_t high = rank_high < 0 ? max_key : nth_largest(rank_high);
+            const uint32_t low = rank_low >= static_cast<int64_t>(sample.size()) ? 0u : nth_largest(rank_low);
+            windows.push_back({query.model, low, high, 0, 0, nullptr, cap, nullptr, low, -1});
+            query_of.push_back(q);
+        }
+        const int nw = static_cast<int>(windows.size());
+        if (nw == 0) return;
+        // Narrow windows (every 16-bit one) count each key value per worker; wide ones collect keys
+        // per chunk, with room for cap keys each (pages are only touched where keys land).
+        std::vector<size_t> hist_at(static_cast<size_t>(nw));
+        size_t hist_size = 0, collecting = 0;
+        for (int i = 0; i < nw; ++i) {
+            const bool narrow = windows[i].high - windows[i].low < kCountedWindow;
+            hist_at[i] = narrow ? hist_size : SIZE_MAX;
+            if (narrow) hist_size += windows[i].high - windows[i].low + 1;
+            else ++collecting;
+        }
+        // 16-bit keys grow with the bits of |delta| up to infinity, so windows below it compare those
+        // bits (as f32 keys) and skip rounding every delta; only the counted ones become keys.
+        bool on_bits = key_dtype != KEY_F32;
+        for (const KeyWindow &w : windows) on_bits = on_bits && w.high < magnitude_key(INFINITY, key_dtype);
+        std::vector<KeyWindow> compare = windows;
+        if (on_bits)
+            for (KeyWindow &w : compare) {
+                w.low = lowest_bits_with_key(w.low, key_dtype);
+                w.high = lowest_bits_with_key(w.high + 1, key_dtype) - 1;
+                w.key_of_bits = key_dtype;
+            }
+        std::vector<std::vector<uint64_t>> hists(static_cast<size_t>(pool_.size()));
+        std::unique_ptr<uint32_t[]> found(new uint32_t[collecting * tasks * cap]);
+        std::vector<KeyWindow> parts(static_cast<size_t>(nw) * tasks);
+        pool_.run(tasks, [&](int64_t c, int worker) {
+            alignas(64) uint32_t scratch[kBlockElements];
+            std::vector<uint64_t> &hist = hists[worker];
+            if (hist.empty()) hist.assign(hist_size, 0);
+            KeyWindow local[kMaxKeyWindows];
+            size_t collected = 0;
+            for (int i = 0; i < nw; ++i) {
+                local[i] = compare[i];
+                if (hist_at[i] != SIZE_MAX) {
+                    local[i].hist = hist.data() + hist_at[i];
+                    local[i].found = scratch;
+                } else {
+                    local[i].found = found.get() + (collected++ * tasks + c) * cap;
+                }
+            }
+            k_.count_key_windows(in, on_bits ? KEY_F32 : key_dtype, local, nw, c * kChunk, end(c, n));
+            for (int i = 0; i < nw; ++i) parts[i * tasks + c] = local[i];
+        });
+        pool_.run(nw, [&](int64_t i, int) {
+            KeyQuery &query = queries[query_of[i]];
+            int64_t above = 0, in_window = 0;
+            bool whole = true;
+            for (int64_t c = 0; c < tasks; ++c) {
+                const KeyWindow &part = parts[i * tasks + c];
+                whole = whole && part.n >= 0;
+                above += part.above;
+                in_window += part.n;
+            }
+            if (!whole || query.k <= above || query.k > above + in_window) return;
+            const KeyWindow &w = windows[i];
+            std::vector<uint64_t> counts;
+            if (hist_at[i] != SIZE_MAX) {
+                counts.assign(w.high - w.low + 1, 0);
+                for (const auto &h : hists)
+                    if (!h.empty())
+                        for (size_t v = 0; v < counts.size(); ++v) counts[v] += h[hist_at[i] + v];
+                int64_t rank = query.k - above;
+                query.key = w.low + bin_of_rank(counts, &rank);
+            } else {
+                query.key = pick_collected(w, parts.data() + i * tasks, tasks, query.k - above);
+            }
+            query.done = true;
+        });
+    }
+
+    // The smallest |delta| bit pattern whose key is at least `key` (a key up to that of infinity).
+    static uint32_t lowest_bits_with_key(uint32_t key, int32_t key_dtype) {
+        uint32_t lo = 0, hi = 0x7F800000u;  // magnitude_key grows with the bits over [0, inf]
+        while (lo < hi) {
+            const uint32_t mid = lo + (hi - lo) / 2;
+            if (magnitude_key(bits_float(mid), key_dtype) >= key) hi = mid;
+            else lo = mid + 1;
+        }
+        return lo;
+    }
+
+    // The bin holding the *rank-th largest (1 = largest) of the counted values; *rank becomes the
+    // rank within that bin.
+    static uint32_t bin_of_rank(const std::vector<uint64_t> &counts, int64_t *rank) {
+        size_t bin = counts.size() - 1;
+        while (static_cast<uint64_t>(*rank) > counts[bin]) *rank -= static_cast<int64_t>(counts[bin--]);
+        return static_cast<uint32_t>(bin);
+    }
+
+    // The rank-th largest (1 = largest) of the keys the parts of a wide window collected: a histogram
+    // of their top 16 bits over [low, high], then the keys of the chosen bin alone.
+    static uint32_t pick_collected(const KeyWindow &w, const KeyWindow *parts, int64_t count, int64_t rank) {
+        int shift = 0;
+        while (((w.high - w.low) >> shift) >= kCountedWindow) ++shift;
+        std::vector<uint64_t> counts(static_cast<size_t>((w.high - w.low) >> shift) + 1, 0);
+        for (int64_t c = 0; c < count; ++c)
+            for (int64_t j = 0; j < parts[c].n; ++j) ++counts[(parts[c].found[j] - w.low) >> shift];
+        const uint32_t bin = bin_of_rank(counts, &rank);
+        std::vector<uint32_t> keys;
+        for (int64_t c = 0; c < count; ++c)
+            for (int64_t j = 0; j < parts[c].n; ++j)
+                if (((parts[c].found[j] - w.low) >> shift) == bin) keys.push_back(parts[c].found[j]);
+        std::nth_element(keys.begin(), keys.begin() + (rank - 1), keys.end(), std::greater<uint32_t>());
+        return keys[static_cast<size_t>(rank - 1)];
     }
 
     // RANKED: the keep limit of every rank, once per call (the kernels look them up per element), for

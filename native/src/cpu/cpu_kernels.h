@@ -31,6 +31,22 @@ struct PairScratch {
     std::vector<double> acc;  // pair_count(n) * kPairLanes
 };
 
+// One query of the CPU's sampled selection over a range of elements: keys of |model - base| above
+// `high` are added to `above`, and n counts the keys in [low, high]. Narrow windows count them,
+// hist[key - low] += 1, with found as a block's scratch (kBlockElements keys). Wide ones append them
+// to found[n..]; n becomes -1 (and stays) when a block could take it past cap: the window holds too
+// many keys to be worth collecting.
+struct KeyWindow {
+    int model;
+    uint32_t low, high;
+    int64_t above, n;
+    uint32_t *found;
+    int64_t cap;
+    uint64_t *hist;
+    uint32_t hist_low;   // the key counted in hist[0]
+    int32_t key_of_bits; // -1: low, high and found are keys; else they are |delta| bits, counted as keys of this dtype
+};
+
 struct CpuKernels {
     const char *isa;
     // Merges elements [begin, end); adds elected-sign counts (+, -, none) to counts.
@@ -39,6 +55,13 @@ struct CpuKernels {
     // Adds keys of elements [begin, end) to hist (see key_bin).
     void (*histogram_range)(const KernelInputs &in, int model, int32_t key_dtype, int level, uint32_t prefix,
                             int64_t begin, int64_t end, uint64_t *hist);
+    // Keys of elements [begin, end) of one model, in order.
+    void (*keys_range)(const KernelInputs &in, int model, int32_t key_dtype, int64_t begin, int64_t end,
+                       uint32_t *keys);
+    // Adds to each window's `above` its model's keys of [begin, end) above `high`, and appends those
+    // in [low, high] to its `found` (see KeyWindow).
+    void (*count_key_windows)(const KernelInputs &in, int32_t key_dtype, KeyWindow *windows, int count,
+                              int64_t begin, int64_t end);
     // Adds |delta| and kept |delta| of elements [begin, end) of one model.
     void (*l1_range)(const MergePlan &plan, const KernelInputs &in, int model, int64_t begin, int64_t end,
                      ExactSum *total, ExactSum *kept);
