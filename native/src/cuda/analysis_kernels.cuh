@@ -20,6 +20,18 @@ struct Operand {
     const float *shift;  // device, may be null; indexed by k or p
 };
 
+// Element (gk, gp) of an operand as both kernels stage it: converted to f32, shifted, weighted; 0
+// outside the operand.
+template <int DT>
+__device__ __forceinline__ float staged_value(const Operand &op, int64_t K, int64_t gk, int64_t gp, bool shift_on_k,
+                                              const float *weights) {
+    if (gk >= K || gp >= op.extent_p) return 0.0f;
+    float v = load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
+    if (op.shift) v -= op.shift[shift_on_k ? gk : gp];
+    if (weights) v *= weights[gk];
+    return v;
+}
+
 template <int DT>
 __device__ __forceinline__ void stage_slice(const Operand op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
                                             const float *weights, float (*slice)[kTile + 1]) {
@@ -28,14 +40,7 @@ __device__ __forceinline__ void stage_slice(const Operand op, int64_t K, int64_t
         int k, p;
         if (op.stride_p == 1) { p = idx % kTile; k = idx / kTile; }
         else { k = idx % kSlice; p = idx / kSlice; }
-        const int64_t gk = k0 + k, gp = p0 + p;
-        float v = 0.0f;
-        if (gk < K && gp < op.extent_p) {
-            v = load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
-            if (op.shift) v -= op.shift[shift_on_k ? gk : gp];
-            if (weights) v *= weights[gk];
-        }
-        slice[k][p] = v;
+        slice[k][p] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights);
     }
 }
 
@@ -104,14 +109,7 @@ __device__ __forceinline__ void tc_fetch(const Operand &op, int64_t K, int64_t k
     for (int i = 0; i < kTcPerThread; ++i) {
         int k, p;
         tc_slot(op, threadIdx.x + i * kProductThreads, k, p);
-        const int64_t gk = k0 + k, gp = p0 + p;
-        float x = 0.0f;
-        if (gk < K && gp < op.extent_p) {
-            x = load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
-            if (op.shift) x -= op.shift[shift_on_k ? gk : gp];
-            if (weights) x *= weights[gk];
-        }
-        v[i] = x;
+        v[i] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights);
     }
 }
 
