@@ -5,7 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.smelter.cli.SmelterCli;
-import dev.smelter.config.MergeMethods;
+import dev.smelter.methods.MergeMethods;
 import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import java.io.ByteArrayOutputStream;

@@ -1,5 +1,7 @@
 package dev.smelter;
 
+import dev.smelter.merge.TensorSpecs;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertNotEquals;
@@ -9,7 +11,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import dev.smelter.cli.CliRun;
 import dev.smelter.cli.SmelterCli;
 import dev.smelter.config.MergeConfig;
-import dev.smelter.config.MergeMethods;
+import dev.smelter.methods.MergeMethods;
 import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import java.io.ByteArrayOutputStream;
@@ -50,7 +52,7 @@ class CliMergeTest {
             int[] thresholds = modelWide ? globalThresholds(cfg, base, models, layers) : null;
             assertEquals(base.tensorNames().size(), merged.tensorNames().size());
             for (String name : base.tensorNames()) {
-                MergeSpec spec = MergeMethods.spec(cfg, name, TensorNames.layerIndex(name), layers);
+                MergeSpec spec = TensorSpecs.spec(cfg, name, TensorNames.layerIndex(name), layers);
                 if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).build();
                 float[][] xs = models.stream().map(m -> m.tensor(name).toFloatArray()).toArray(float[][]::new);
                 var ref = Float64Reference.merge(spec, base.tensor(name).toFloatArray(), xs, DType.BF16);
@@ -76,7 +78,7 @@ class CliMergeTest {
             }
             long[] all = found.stream().mapToLong(Long::longValue).toArray();
             String first = base.tensorNames().get(0);
-            float d = MergeMethods.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
+            float d = TensorSpecs.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
             t[i] = (int) Float64Reference.kthLargest(all, (long) Math.floor((double) d * all.length));
         }
         return t;
@@ -159,7 +161,7 @@ class CliMergeTest {
                 int[] thresholds = scope.equals("model") ? globalThresholds(mc, base, models, layers, DType.F32) : null;
                 for (String name : base.tensorNames()) {
                     assertEquals(dev.smelter.io.SafetensorsDType.F32, merged.info(name).dtype(), name);
-                    MergeSpec spec = MergeMethods.spec(mc, name, TensorNames.layerIndex(name), layers);
+                    MergeSpec spec = TensorSpecs.spec(mc, name, TensorNames.layerIndex(name), layers);
                     if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).build();
                     float[][] xs = models.stream().map(m -> m.tensor(name).toFloatArray()).toArray(float[][]::new);
                     var ref = Float64Reference.merge(spec, base.tensor(name).toFloatArray(), xs, DType.F32);

@@ -1,5 +1,7 @@
 package dev.smelter;
 
+import dev.smelter.methods.SceMerge;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
 

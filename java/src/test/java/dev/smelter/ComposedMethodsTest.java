@@ -1,5 +1,7 @@
 package dev.smelter;
 
+import dev.smelter.merge.TensorSpecs;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -7,9 +9,9 @@ import static org.junit.jupiter.api.DynamicTest.dynamicTest;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
-import dev.smelter.config.ComposedMethods;
+import dev.smelter.methods.ComposedMethods;
 import dev.smelter.config.MergeConfig;
-import dev.smelter.config.MergeMethods;
+import dev.smelter.methods.MergeMethods;
 import java.lang.foreign.Arena;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -57,7 +59,7 @@ class ComposedMethodsTest {
         Tensor b = base ? TestData.tensor(arena, in, data.get(0)) : null;
         List<Tensor> models = new ArrayList<>();
         for (float[] x : data.subList(1, data.size())) models.add(TestData.tensor(arena, in, x));
-        MergeMethods.TensorMerge how = MergeMethods.tensorMerge(cfg, TENSOR, 1, 3);
+        MergeMethods.TensorMerge how = TensorSpecs.tensorMerge(cfg, TENSOR, 1, 3);
         MergeSpec spec = how.resolve(ctx, b, models);
         Tensor result = Tensor.allocate(arena, out, data.get(0).length);
         ctx.merge(spec, b, how.inputs(b, models), result);

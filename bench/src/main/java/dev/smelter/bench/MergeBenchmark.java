@@ -3,7 +3,7 @@ package dev.smelter.bench;
 import dev.smelter.Context;
 import dev.smelter.DType;
 import dev.smelter.MergeSpec;
-import dev.smelter.SceMerge;
+import dev.smelter.methods.SceMerge;
 import dev.smelter.Tensor;
 import dev.smelter.TopK;
 import java.lang.foreign.Arena;

@@ -1,6 +1,6 @@
 package dev.smelter.cli;
 
-import dev.smelter.config.MergeMethods;
+import dev.smelter.methods.MergeMethods;
 import java.io.PrintStream;
 import java.util.Locale;
 import java.util.concurrent.Callable;

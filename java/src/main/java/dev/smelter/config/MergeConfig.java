@@ -1,5 +1,7 @@
 package dev.smelter.config;
 
+import dev.smelter.methods.MergeMethods;
+
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
@@ -93,7 +95,12 @@ public record MergeConfig(
         if (root.has("slices"))
             throw new ConfigException("'slices' (layer-stacking / passthrough merges) is not supported; use 'models'");
         String methodName = text(root, "merge_method", "config");
-        MergeMethods.Method method = MergeMethods.byName(methodName);
+        MergeMethods.Method method;
+        try {
+            method = MergeMethods.byName(methodName);
+        } catch (IllegalArgumentException e) {
+            throw new ConfigException(e.getMessage());
+        }
 
         Path base = root.has("base_model") ? resolve(baseDir, text(root, "base_model", "config")) : null;
         if (method.needsBase() && base == null)

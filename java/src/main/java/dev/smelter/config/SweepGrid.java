@@ -1,5 +1,7 @@
 package dev.smelter.config;
 
+import dev.smelter.methods.MergeMethods;
+
 import com.fasterxml.jackson.databind.JsonNode;
 import java.math.BigDecimal;
 import java.math.MathContext;

@@ -10,7 +10,7 @@ import dev.smelter.SmelterException;
 import dev.smelter.Tensor;
 import dev.smelter.TopK;
 import dev.smelter.config.MergeConfig;
-import dev.smelter.config.MergeMethods;
+import dev.smelter.methods.MergeMethods;
 import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
@@ -168,13 +168,13 @@ public final class CheckpointMerger implements AutoCloseable {
     /** Whether some merged tensor of the plan is normalized by the Fisher norms under {@code cfg}. */
     boolean normalizesFishers(MergeConfig cfg, Plan plan) {
         return !fishers.isEmpty() && plan.tensors().stream().anyMatch(t -> t.action() == Action.MERGE
-                && MergeMethods.normalizesFishers(cfg, t.name(), TensorNames.layerIndex(t.name()), layerCount));
+                && TensorSpecs.normalizesFishers(cfg, t.name(), TensorNames.layerIndex(t.name()), layerCount));
     }
 
     /** The Fisher merge of one tensor: the config's weights, divided by the models' Fisher norms where it normalizes. */
     MergeSpec fisherSpec(MergeConfig cfg, MergeSpec spec, String name, double[] norms) {
         float[] c = spec.weights().clone();
-        if (MergeMethods.normalizesFishers(cfg, name, TensorNames.layerIndex(name), layerCount))
+        if (TensorSpecs.normalizesFishers(cfg, name, TensorNames.layerIndex(name), layerCount))
             for (int i = 0; i < c.length; i++) c[i] = (float) (c[i] / norms[i]);
         return spec.toBuilder().weights(c).build();
     }
@@ -438,7 +438,7 @@ public final class CheckpointMerger implements AutoCloseable {
         List<Tensor> inputs = new ArrayList<>();
         for (Checkpoint m : models) inputs.add(inputOf(ctx, t, slice(m.tensor(name), n), at));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
-        MergeMethods.TensorMerge how = MergeMethods.tensorMerge(config, name, layer, layerCount);
+        MergeMethods.TensorMerge how = TensorSpecs.tensorMerge(config, name, layer, layerCount);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
         Context.MergeCounts counts;
@@ -533,7 +533,7 @@ public final class CheckpointMerger implements AutoCloseable {
     static float modelDensity(MergeConfig config, List<TensorPlan> merged, int model, int layerCount) {
         float density = Float.NaN;
         for (TensorPlan t : merged) {
-            float d = MergeMethods.spec(config, t.name(), TensorNames.layerIndex(t.name()), layerCount).densities()[model];
+            float d = TensorSpecs.spec(config, t.name(), TensorNames.layerIndex(t.name()), layerCount).densities()[model];
             if (Float.isNaN(density)) density = d;
             else if (d != density)
                 throw new IllegalArgumentException("trim_scope: model needs one density per model, but models[" + model

@@ -5,13 +5,13 @@ import dev.smelter.DType;
 import dev.smelter.Device;
 import dev.smelter.MergeSpec;
 import dev.smelter.PairStats;
-import dev.smelter.SceMerge;
+import dev.smelter.methods.SceMerge;
 import dev.smelter.Smelter;
 import dev.smelter.Tensor;
 import dev.smelter.TopK;
 import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
-import dev.smelter.config.MergeMethods;
+import dev.smelter.methods.MergeMethods;
 import dev.smelter.config.SweepGrid;
 import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
@@ -436,7 +436,7 @@ public final class SweepRunner implements AutoCloseable {
                                 cuda ? devFishers.get(i) : null));
                     List<MergeMethods.TensorMerge> hows = new ArrayList<>();
                     for (Configuration c : configurations)
-                        hows.add(MergeMethods.tensorMerge(c.config(), name, layer, merger.layerCount()));
+                        hows.add(TensorSpecs.tensorMerge(c.config(), name, layer, merger.layerCount()));
                     MergeSpec[] specs = new MergeSpec[n];
                     SceMerge.Variance[] variance = {null};  // SCE, computed by the first configuration that selects
                     Map<Double, Context.Selection> selections = new HashMap<>();  // SCE, one per distinct select_topk

@@ -1,5 +1,8 @@
 package dev.smelter.config;
 
+import dev.smelter.methods.MergeMethods;
+import dev.smelter.merge.TensorSpecs;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
@@ -37,7 +40,7 @@ class ComposedConfigTest {
         assertEquals(MergeMethods.Method.SLERP, c.method());
         assertEquals(1, c.models().size(), "the base is the t=0 end, not a model");
         assertTrue(c.warnings().isEmpty(), "no 'task vector is zero' warning for slerp: " + c.warnings());
-        assertTrue(MergeMethods.tensorMerge(c, "model.layers.0.self_attn.q_proj.weight", 0, 3).composed());
+        assertTrue(TensorSpecs.tensorMerge(c, "model.layers.0.self_attn.q_proj.weight", 0, 3).composed());
     }
 
     @Test
@@ -97,7 +100,7 @@ class ComposedConfigTest {
                 models: [{model: b}, {model: c}]
                 parameters: {filter_wise: false}
                 """);
-        assertTrue(MergeMethods.tensorMerge(ms, "x", -1, 1).composed());
+        assertTrue(TensorSpecs.tensorMerge(ms, "x", -1, 1).composed());
         assertEquals(Set.of("max_iter", "tol"), MergeMethods.Method.KARCHER.globalParameters());
         assertEquals("10", MergeMethods.Method.KARCHER.parameters().get(0).defaultValue());
         assertEquals("1e-5", MergeMethods.Method.KARCHER.parameters().get(1).defaultValue());

@@ -1,5 +1,8 @@
 package dev.smelter.config;
 
+import dev.smelter.methods.MergeMethods;
+import dev.smelter.merge.TensorSpecs;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -40,7 +43,7 @@ class MergeConfigTest {
         assertEquals(Path.of("/abs/b"), c.models().get(1).path());
         assertEquals(DType.F16, c.outDType());
         assertTrue(c.warnings().stream().anyMatch(w -> w.contains("int8_mask")), c.warnings().toString());
-        MergeSpec s = MergeMethods.spec(c, "model.layers.3.mlp.up_proj.weight", 3, 8);
+        MergeSpec s = TensorSpecs.spec(c, "model.layers.3.mlp.up_proj.weight", 3, 8);
         assertArrayEquals(new float[] {0.7f, 0.3f}, s.weights());
         assertArrayEquals(new float[] {0.4f, 0.6f}, s.densities());
         assertEquals(MergeSpec.Sparsify.MAGNITUDE, s.sparsify());
@@ -52,15 +55,15 @@ class MergeConfigTest {
     @Test
     void methodDefaultsFollowMergekit() throws Exception {
         String models = "\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1.0, density: 0.5}\n";
-        assertTrue(MergeMethods.spec(parse("merge_method: ties" + models), "x", -1, 1).normalize());
-        MergeSpec ta = MergeMethods.spec(parse("merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: a\n"
+        assertTrue(TensorSpecs.spec(parse("merge_method: ties" + models), "x", -1, 1).normalize());
+        MergeSpec ta = TensorSpecs.spec(parse("merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: a\n"
                 + "    parameters: {weight: 1.0}\n"), "x", -1, 1);
         assertEquals(false, ta.normalize());
         assertNull(ta.densities());
-        MergeSpec dare = MergeMethods.spec(parse("merge_method: dare_linear" + models), "x", -1, 1);
+        MergeSpec dare = TensorSpecs.spec(parse("merge_method: dare_linear" + models), "x", -1, 1);
         assertEquals(MergeSpec.Rescale.L1, dare.rescale(), "mergekit's rescale=true is the L1 rescale");
         assertEquals(MergeSpec.Sparsify.RANDOM, dare.sparsify());
-        MergeSpec lin = MergeMethods.spec(parse("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 2}\n"),
+        MergeSpec lin = TensorSpecs.spec(parse("merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 2}\n"),
                 "x", -1, 1);
         assertEquals(MergeSpec.Method.LINEAR, lin.method());
         assertTrue(lin.normalize());

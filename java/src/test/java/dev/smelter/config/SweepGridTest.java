@@ -1,5 +1,7 @@
 package dev.smelter.config;
 
+import dev.smelter.merge.TensorSpecs;
+
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertNull;
@@ -103,14 +105,14 @@ class SweepGridTest {
         SweepGrid g = SweepGrid.of(List.of(SweepGrid.parseAxis("density@0=0.3"), SweepGrid.parseAxis("lambda=0.5")));
         g.validate(c);
         MergeConfig p = SweepGrid.apply(c, g.points().get(0));
-        MergeSpec s = MergeMethods.spec(p, "model.layers.3.mlp.up_proj.weight", 3, 8);
+        MergeSpec s = TensorSpecs.spec(p, "model.layers.3.mlp.up_proj.weight", 3, 8);
         assertEquals(0.3f, s.densities()[0], "model 0's gradient replaced by the grid's constant");
         assertEquals(0.5f, s.densities()[1], "model 1 keeps its density");
         assertEquals(0.5f, s.lambda());
         assertEquals(0.6f, s.weights()[0]);
-        MergeSpec unchanged = MergeMethods.spec(c, "model.layers.7.mlp.up_proj.weight", 7, 8);
+        MergeSpec unchanged = TensorSpecs.spec(c, "model.layers.7.mlp.up_proj.weight", 7, 8);
         assertEquals(0.8f, unchanged.densities()[0], "the original config is not modified");
-        MergeSpec all = MergeMethods.spec(SweepGrid.apply(c, SweepGrid.of(List.of(SweepGrid.parseAxis("density=0.9")))
+        MergeSpec all = TensorSpecs.spec(SweepGrid.apply(c, SweepGrid.of(List.of(SweepGrid.parseAxis("density=0.9")))
                 .points().get(0)), "x", -1, 8);
         assertEquals(0.9f, all.densities()[0]);
         assertEquals(0.9f, all.densities()[1]);

@@ -1,5 +1,11 @@
-package dev.smelter;
+package dev.smelter.methods;
 
+import dev.smelter.Context;
+import dev.smelter.DType;
+import dev.smelter.MergeSpec;
+import dev.smelter.PairStats;
+import dev.smelter.Tensor;
+import dev.smelter.TopK;
 import java.util.List;
 
 /**

@@ -1,4 +1,4 @@
-package dev.smelter.config;
+package dev.smelter.methods;
 
 import dev.smelter.PairStats;
 
