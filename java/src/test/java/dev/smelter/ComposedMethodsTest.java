@@ -147,6 +147,36 @@ class ComposedMethodsTest {
         return tests.stream();
     }
 
+    /**
+     * A model that leaves the tensor unchanged (a frozen tensor, a LoRA expert) has a zero task vector: mergekit's
+     * unit vector for it is 0/(0 + eps) = 0, so it adds nothing to the mean direction. Its coefficient must not be
+     * spread over the model and the base in f32 (1/eps = 1e8 times each, cancelling catastrophically).
+     */
+    @Test
+    void multislerpWithAnUnchangedModelMatchesMergekit() throws Exception {
+        MergeConfig cfg = config("""
+                merge_method: multislerp
+                base_model: base
+                models: [{model: a, parameters: {weight: 0.5}}, {model: b, parameters: {weight: 0.3}},
+                         {model: c, parameters: {weight: 0.2}}]
+                """);
+        for (Device device : TestData.devices())
+            for (DType dtype : DType.values())
+                for (int n : new int[] {7, 1001}) {
+                    List<float[]> data = new ArrayList<>(data(dtype, n, 3, 17 + n, 0.001));
+                    data.set(2, data.get(0).clone());  // models[1] = base
+                    double[] expect = ComposedReference.multislerp(doubles(data.subList(1, 4)),
+                            new double[] {0.5, 0.3, 0.2}, ComposedReference.d(data.get(0)), true, 1e-8);
+                    try (Context ctx = Smelter.open(device); Arena arena = Arena.ofConfined()) {
+                        for (DType out : List.of(dtype, DType.F32)) {
+                            Tensor got = run(ctx, arena, cfg, dtype, out, data, true);
+                            String error = ComposedReference.compare(expect, data, got);
+                            assertNull(error, () -> device + " " + dtype + " -> " + out + " n=" + n + ": " + error);
+                        }
+                    }
+                }
+    }
+
     static final String SLERP = """
             merge_method: slerp
             base_model: base
@@ -207,7 +237,7 @@ class ComposedMethodsTest {
             Tensor b = TestData.tensor(arena, DType.BF16, data.get(0)), x = TestData.tensor(arena, DType.BF16, data.get(1));
             ctx.pairStats(List.of(x, x, x), b, null, null, s);
             double[] w = ComposedMethods.modelStock(s, TENSOR);
-            assertArrayEquals(new double[] {1.0 / 3, 1.0 / 3, 1.0 / 3, 0}, w, 1e-15, "t = 1");
+            assertArrayEquals(new double[] {1.0 / 3, 1.0 / 3, 1.0 / 3}, w, 1e-15, "t = 1");
             assertArrayEquals(data.get(1), run(ctx, arena, config(yaml), DType.BF16, DType.BF16, same, true).toFloatArray());
             assertArrayEquals(data.get(0), run(ctx, arena, config(yaml), DType.BF16, DType.BF16, none, true).toFloatArray(),
                     "zero task vectors: t = 0, the base");

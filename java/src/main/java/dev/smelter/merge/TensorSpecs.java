@@ -26,6 +26,9 @@ public final class TensorSpecs {
         boolean hasBase = config.baseModel() != null;
         Function<double[], MergeSpec> linear = w -> MergeSpec.linear(toFloats(w)).toBuilder().normalize(false)
                 .tensorName(tensorName).build();
+        // Methods on task vectors merge as base + sum c_i (x_i - base): a large c_i is never cancelled by the base's.
+        Function<double[], MergeSpec> taskVectors = c -> MergeSpec.taskArithmetic(toFloats(c)).toBuilder()
+                .normalize(false).tensorName(tensorName).build();
         return switch (m) {
             case SLERP -> {
                 double t = global.applyAsDouble("t");
@@ -34,7 +37,7 @@ public final class TensorSpecs {
             }
             case MODEL_STOCK -> {  // filter_wise: true is refused by MergeConfig
                 yield new TensorMerge(null, TensorMerge.StatsOf.TASK_VECTORS,
-                        s -> linear.apply(ComposedMethods.modelStock(s, tensorName)));
+                        s -> taskVectors.apply(ComposedMethods.modelStock(s, tensorName)));
             }
             case KARCHER -> {
                 double maxIter = global.applyAsDouble("max_iter");
@@ -69,7 +72,7 @@ public final class TensorSpecs {
                 boolean normalize = global.applyAsDouble("normalize_weights") != 0;
                 double eps = global.applyAsDouble("eps");
                 yield new TensorMerge(null, hasBase ? TensorMerge.StatsOf.TASK_VECTORS : TensorMerge.StatsOf.POINTS,
-                        s -> linear.apply(ComposedMethods.multislerp(s, w, normalize, eps, hasBase, tensorName)));
+                        s -> (hasBase ? taskVectors : linear).apply(ComposedMethods.multislerp(s, w, normalize, eps, tensorName)));
             }
             default -> throw new AssertionError(m);
         };

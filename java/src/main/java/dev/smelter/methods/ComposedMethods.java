@@ -33,7 +33,8 @@ public final class ComposedMethods {
     }
 
     /**
-     * model_stock, statistics of the N task vectors: the weights of {@code [models..., base]}, t/N each and 1 - t.
+     * model_stock, statistics of the N task vectors: the coefficients of the task vectors, t/N each (the result is
+     * {@code base + t (mean of the models - base)}, mergekit's {@code t w_avg + (1 - t) w_0}).
      * cos is the mean over pairs of {@code d_i.d_j / max(|d_i||d_j|, 1e-6)} clamped to [-1, 1];
      * {@code t = N cos / (1 + (N-1) cos)} (no guard against a small denominator, as in mergekit).
      */
@@ -53,9 +54,8 @@ public final class ComposedMethods {
         if (!Double.isFinite(t))
             throw new ArithmeticException("model_stock: tensor " + tensorName + ": the mean cosine of the task "
                     + "vectors is " + cos + ", so t = N cos / (1 + (N-1) cos) is " + t);
-        double[] w = new double[n + 1];
-        for (int i = 0; i < n; i++) w[i] = t / n;
-        w[n] = 1 - t;
+        double[] w = new double[n];
+        java.util.Arrays.fill(w, t / n);
         return w;
     }
 
@@ -109,13 +109,14 @@ public final class ComposedMethods {
 
     /**
      * multislerp, statistics of the M vectors d_k (task vectors about the base when there is one, else the models):
-     * the weights of {@code [models..., base]} (or of the models without a base). Units are
-     * {@code d_k / (|d_k| + eps)}; the weighted mean direction m, the tangent vectors {@code unit_k - (unit_k.m) m},
-     * their weighted sum T, and the result {@code (m cos|T| + T sin|T| / |T|) * sum_k w_k |d_k|} with
-     * {@code |T|} taken plus eps, as in mergekit.
+     * the coefficients of the d_k (the result is the base plus their combination, or the combination itself). Units
+     * are {@code d_k / (|d_k| + eps)}; the weighted mean direction m, the tangent vectors
+     * {@code unit_k - (unit_k.m) m}, their weighted sum T, and the result
+     * {@code (m cos|T| + T sin|T| / |T|) * sum_k w_k |d_k|} with {@code |T|} taken plus eps, as in mergekit. A zero
+     * d_k (a model that leaves the tensor unchanged) has the unit vector 0 there, and its coefficient is 0.
      */
     public static double[] multislerp(PairStats s, double[] weights, boolean normalizeWeights, double eps,
-            boolean hasBase, String tensorName) {
+            String tensorName) {
         int m = s.size();
         double[] coef = new double[m];
         if (m == 1) {
@@ -149,16 +150,12 @@ public final class ComposedMethods {
                 double tn = norm(g, tangent) + eps;
                 double avgNorm = 0;
                 for (int a = 0; a < m; a++) avgNorm += norms[a] * w[a];
-                for (int a = 0; a < m; a++)
-                    coef[a] = avgNorm * (mean[a] * Math.cos(tn) + tangent[a] * Math.sin(tn) / tn) / (norms[a] + eps);
+                for (int a = 0; a < m; a++)  // d_k = 0 contributes the zero vector whatever its coefficient
+                    coef[a] = norms[a] == 0 ? 0
+                            : avgNorm * (mean[a] * Math.cos(tn) + tangent[a] * Math.sin(tn) / tn) / (norms[a] + eps);
             }
         }
-        if (!hasBase) return coef;
-        double[] out = java.util.Arrays.copyOf(coef, m + 1);
-        double sum = 0;
-        for (double x : coef) sum += x;
-        out[m] = 1 - sum;
-        return out;
+        return coef;
     }
 
     private static double[] times(double[][] g, double[] c) {

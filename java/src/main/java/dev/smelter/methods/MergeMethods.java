@@ -223,9 +223,10 @@ public final class MergeMethods {
 
     /**
      * How one tensor is merged. A direct method has its {@code spec} from the config alone, to run over (base,
-     * models). A composed method ({@link #composed()}) runs over the points {@code [models..., base]} (base last,
-     * when there is one) with the LINEAR, unnormalized spec that {@code resolver} computes from the pairwise
-     * statistics of {@code statsOf}: the task vectors {@code models[i] - base}, or the points themselves.
+     * models). A composed method ({@link #composed()}) takes an unnormalized spec from {@code resolver}, computed
+     * from the pairwise statistics of {@code statsOf}: for the task vectors {@code models[i] - base} a
+     * TASK_ARITHMETIC spec over (base, models); for the points a LINEAR spec over {@code [models..., base]} (base
+     * last, when there is one).
      */
     public record TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver,
             SceMerge.Settings sce) {
@@ -261,9 +262,12 @@ public final class MergeMethods {
             return resolver.apply(stats);
         }
 
-        /** The model tensors of the merge call: {@code models}, or for a composed method the points. */
+        /**
+         * The model tensors of the merge call: {@code models} (about the base for methods on task vectors), or for a
+         * composed method on points the points {@code [models..., base]}.
+         */
         public List<Tensor> inputs(Tensor base, List<Tensor> models) {
-            if (!composed() || base == null) return models;
+            if (!composed() || base == null || statsOf == StatsOf.TASK_VECTORS) return models;
             List<Tensor> points = new java.util.ArrayList<>(models);
             points.add(base);
             return points;
