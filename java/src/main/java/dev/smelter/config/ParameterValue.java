@@ -21,23 +21,20 @@ public sealed interface ParameterValue {
     }
 
     /**
-     * Values at evenly spaced points from the first to the last layer, linearly interpolated
-     * (mergekit's gradients). Non-layer tensors take the first value for tensors before the layers
-     * (embeddings) and the last for those after them (final norm, lm_head): mergekit places them
-     * at t=0 and t=1 the same way.
+     * Values at evenly spaced points from the first to the last layer, linearly interpolated (mergekit's
+     * gradients), evaluated where mergekit's planner ({@code plan.py}) evaluates them: layer i of n at
+     * {@code t = i / (n - 1)}, the only layer of a one-layer model at t = 1, and every tensor outside the layers
+     * (embeddings, final norm, lm_head) at t = 0. The interpolation is mergekit's {@code evaluate_setting}:
+     * {@code (1 - frac) v[i0] + frac v[i1]} in double.
      */
     record Gradient(double[] values) implements ParameterValue {
         @Override
         public double resolve(String tensorName, int layer, int layerCount) {
-            if (values.length == 1) return values[0];
-            double t;
-            if (layer < 0) t = TensorNames.isAfterLayers(tensorName) ? 1.0 : 0.0;
-            else t = layerCount <= 1 ? 0.0 : (double) layer / (layerCount - 1);
-            double pos = t * (values.length - 1);
-            int i = (int) Math.floor(pos);
-            if (i >= values.length - 1) return values[values.length - 1];
-            double frac = pos - i;
-            return values[i] + (values[i + 1] - values[i]) * frac;
+            double t = layer < 0 ? 0.0 : layerCount <= 1 ? 1.0 : (double) layer / (layerCount - 1);
+            double scaled = t * (values.length - 1);
+            int i0 = (int) scaled, i1 = Math.min(values.length - 1, i0 + 1);
+            double frac = scaled - i0;
+            return (1 - frac) * values[i0] + frac * values[i1];
         }
     }
 

@@ -52,6 +52,36 @@ class MergeConfigTest {
         assertEquals(MergeSpec.tensorKey("model.layers.3.mlp.up_proj.weight"), s.tensorKey());
     }
 
+    /** mergekit's evaluate_setting for a gradient at position t (config.py), written out in double. */
+    static double mergekitGradient(double[] v, double t) {
+        double scaled = t * (v.length - 1);
+        int i0 = (int) scaled, i1 = Math.min(v.length - 1, i0 + 1);
+        double frac = scaled - i0;
+        return (1 - frac) * v[i0] + frac * v[i1];
+    }
+
+    /**
+     * mergekit's planner (plan.py) evaluates gradients at t = idx / (layers - 1) in the layers, t = 1 when there is
+     * one layer, and t = 0 for every tensor outside the layers: embeddings, the final norm and lm_head alike.
+     */
+    @Test
+    void gradientsAreEvaluatedWhereMergekitsPlannerPutsEachTensor() throws Exception {
+        double[] g = {0.2, 0.8};
+        ParameterValue w = ParameterValue.parse(new ObjectMapper().readTree("[0.2, 0.8]"), "weight");
+        for (String outside : new String[] {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight",
+                "transformer.ln_f.weight"})
+            assertEquals(0.2, w.resolve(outside, -1, 32), outside);
+        assertEquals(0.8, w.resolve("model.layers.0.mlp.up_proj.weight", 0, 1), "one layer: t = 1");
+        double[] v = {0.1, 0.55, 0.9, 0.3, 0.7};
+        ParameterValue grad = ParameterValue.parse(new ObjectMapper().readTree("[0.1, 0.55, 0.9, 0.3, 0.7]"), "w");
+        for (int layers : new int[] {2, 3, 7, 32, 80})
+            for (int layer = 0; layer < layers; layer++)
+                assertEquals(mergekitGradient(v, (double) layer / (layers - 1)),
+                        grad.resolve("model.layers." + layer + ".self_attn.o_proj.weight", layer, layers),
+                        "layer " + layer + " of " + layers);
+        assertEquals(mergekitGradient(g, 1.0), w.resolve("model.layers.31.mlp.down_proj.weight", 31, 32));
+    }
+
     @Test
     void methodDefaultsFollowMergekit() throws Exception {
         String models = "\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1.0, density: 0.5}\n";
@@ -90,8 +120,8 @@ class MergeConfigTest {
         var g = new ParameterValue.Gradient(new double[] {0.1, 0.3, 0.9});
         assertEquals(0.2, g.resolve("model.layers.1.x", 1, 5), 1e-12, "t=0.25 lies between 0.1 and 0.3");
         assertEquals(0.1, g.resolve("model.embed_tokens.weight", -1, 5), 1e-12);
-        assertEquals(0.9, g.resolve("lm_head.weight", -1, 5), 1e-12);
-        assertEquals(0.9, g.resolve("model.norm.weight", -1, 5), 1e-12);
+        assertEquals(0.1, g.resolve("lm_head.weight", -1, 5), 1e-12, "mergekit plans lm_head at t = 0 too");
+        assertEquals(0.1, g.resolve("model.norm.weight", -1, 5), 1e-12);
     }
 
     @Test
