@@ -95,6 +95,44 @@ class CliMergeTest {
         assertMatchesReference(dir.resolve("ties.yml"), global, true);
     }
 
+    /** mergekit's linear keeps a base_model listed among the models as one of the weighted sources. */
+    @Test
+    void linearKeepsTheBaseListedAmongTheModels() throws Exception {
+        Path cfg = dir.resolve("linear-with-base.yml"), out = dir.resolve("linear-with-base-out");
+        Files.writeString(cfg, """
+                merge_method: linear
+                base_model: base
+                models:
+                  - model: base
+                    parameters: {weight: 0.4}
+                  - model: expert-de
+                    parameters: {weight: 0.3}
+                  - model: expert-fr
+                    parameters: {weight: 0.2}
+                """);
+        assertEquals(0, merge(cfg.toString(), "-o", out.toString()));
+        double[] w = {0.4, 0.3, 0.2};
+        try (Checkpoint b = Checkpoint.open(dir.resolve("base")); Checkpoint de = Checkpoint.open(dir.resolve("expert-de"));
+                Checkpoint fr = Checkpoint.open(dir.resolve("expert-fr")); Checkpoint merged = Checkpoint.open(out)) {
+            assertEquals(b.tensorNames(), merged.tensorNames());
+            for (String name : b.tensorNames()) {
+                float[][] x = {b.tensor(name).toFloatArray(), de.tensor(name).toFloatArray(), fr.tensor(name).toFloatArray()};
+                double[] expect = new double[x[0].length], tol = new double[x[0].length];
+                for (int j = 0; j < expect.length; j++) {
+                    double sum = 0, mass = 0;
+                    for (int i = 0; i < 3; i++) {
+                        sum += w[i] * x[i][j];
+                        mass += Math.abs(w[i] * x[i][j]);
+                    }
+                    expect[j] = sum / (w[0] + w[1] + w[2]);
+                    tol[j] = 1e-6 * mass;  // f32 weights and accumulation
+                }
+                var ref = new Float64Reference.Result(expect, tol, new boolean[expect.length], null);
+                assertNull(Float64Reference.compare(ref, merged.tensor(name)), name);
+            }
+        }
+    }
+
     @Test
     void dareTiesMatchesTheReferenceAndIsReproducible() throws Exception {
         Path a = dir.resolve("dare-a"), b = dir.resolve("dare-b"), c = dir.resolve("dare-c");

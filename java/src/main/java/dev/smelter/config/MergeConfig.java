@@ -110,6 +110,8 @@ public record MergeConfig(
         if (modelsNode == null || !modelsNode.isArray() || modelsNode.isEmpty())
             throw new ConfigException("'models' must be a non-empty list of {model: path, parameters: {...}}");
         List<ModelEntry> models = new ArrayList<>();
+        List<String> modelPlaces = new ArrayList<>();  // "models[i]" of each entry, for messages
+        boolean baseListed = false;
         for (int i = 0; i < modelsNode.size(); i++) {
             String at = "models[" + i + "]";
             JsonNode m = modelsNode.get(i);
@@ -124,18 +126,33 @@ public record MergeConfig(
             Map<String, ParameterValue> params = parameters(m.get("parameters"), at + ".parameters",
                     method.tensorParameters(), warnings::add);
             if (base != null && path.equals(base)) {
-                // mergekit lets the base appear among the models; it is merged once, as the base.
-                if (!method.composed()) warnings.add(at + " is the base model: its task vector is zero and it is left out");
-                continue;
+                if (weighsTheBase(method)) {
+                    baseListed = true;  // mergekit's linear: one more weighted source
+                } else {
+                    // Methods on task vectors (and the composed ones) take the base once, as the base.
+                    if (!method.composed())
+                        warnings.add(at + " is the base model: its task vector is zero and it is left out");
+                    continue;
+                }
             }
-            for (String required : method.requiredTensorParameters())
-                if (!params.containsKey(required)) throw new ConfigException(at + ".parameters." + required + " is required for " + methodName);
             models.add(new ModelEntry(path, params, fisher));
+            modelPlaces.add(at);
         }
-        if (models.isEmpty()) throw new ConfigException("no models to merge besides the base model");
-
         Map<String, ParameterValue> global = parameters(root.get("parameters"), "parameters",
                 method.globalParameters(), warnings::add);
+        if (base != null && weighsTheBase(method) && !baseListed) {
+            // mergekit adds an unlisted base_model to the sources of every method; linear weighs it like the others,
+            // with the top-level weight (without one mergekit fails on its missing weight).
+            if (!global.containsKey("weight"))
+                throw new ConfigException("merge_method " + methodName + " with base_model: mergekit merges the base as "
+                        + "one more weighted model, and " + base + " has no weight; list it under models with a weight, "
+                        + "give a top-level parameters.weight, or remove base_model");
+            warnings.add("base_model " + base + " is merged as one more model with the top-level weight, as mergekit does");
+            models.add(new ModelEntry(base, new LinkedHashMap<>(), null));
+            modelPlaces.add("base_model");
+        }
+        if (models.isEmpty())
+            throw new ConfigException("no models to merge besides the base model");
         for (String required : method.requiredGlobalParameters())
             if (!global.containsKey(required))
                 throw new ConfigException("parameters." + required + " is required for " + methodName);
@@ -145,9 +162,15 @@ public record MergeConfig(
             throw new ConfigException("model_stock with filter_wise: true (one t per row of each matrix) is not "
                     + "supported; leave it out or set it to false");
         // mergekit also accepts per-tensor parameters at the top level as defaults for every model.
-        for (ModelEntry m : models)
-            for (String p : method.tensorParameters())
-                if (!m.parameters().containsKey(p) && global.containsKey(p)) m.parameters().put(p, global.get(p));
+        for (int i = 0; i < models.size(); i++) {
+            Map<String, ParameterValue> p = models.get(i).parameters();
+            for (String name : method.tensorParameters())
+                if (!p.containsKey(name) && global.containsKey(name)) p.put(name, global.get(name));
+            for (String required : method.requiredTensorParameters())
+                if (!p.containsKey(required))
+                    throw new ConfigException(modelPlaces.get(i) + ".parameters." + required + " is required for "
+                            + methodName + " (or a top-level parameters." + required + " for every model)");
+        }
 
         DType out = null;
         if (root.has("out_dtype")) out = dtype(text(root, "out_dtype", "config"));
@@ -172,6 +195,11 @@ public record MergeConfig(
         SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
         grid.validate(config);
         return new MergeConfig(method, base, config.models(), global, out, scope, seed, config.warnings(), grid);
+    }
+
+    /** Methods that merge the base as a weighted point when it is among the sources (mergekit's linear). */
+    private static boolean weighsTheBase(MergeMethods.Method method) {
+        return method == MergeMethods.Method.LINEAR;
     }
 
     private static void checkModelCount(MergeMethods.Method method, int others) throws ConfigException {

@@ -83,6 +83,24 @@ class MergeConfigTest {
     }
 
     @Test
+    void linearTakesTheBaseAsMergekitDoes() throws Exception {
+        MergeConfig listed = parse("merge_method: linear\nbase_model: base\nmodels:\n  - model: base\n"
+                + "    parameters: {weight: 0.4}\n  - model: a\n    parameters: {weight: 0.6}\n");
+        assertEquals(2, listed.models().size(), "the listed base is a weighted source");
+        assertEquals(DIR.resolve("base"), listed.models().get(0).path());
+        assertArrayEquals(new float[] {0.4f, 0.6f}, TensorSpecs.spec(listed, "x", -1, 1).weights());
+        MergeConfig unlisted = parse("merge_method: linear\nbase_model: base\nparameters: {weight: 0.5}\nmodels:\n"
+                + "  - model: a\n  - model: b\n    parameters: {weight: 2}\n");
+        assertEquals(3, unlisted.models().size(), "mergekit adds the unlisted base to the sources");
+        assertArrayEquals(new float[] {0.5f, 2f, 0.5f}, TensorSpecs.spec(unlisted, "x", -1, 1).weights());
+        assertMessage("merge_method: linear\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1}\n",
+                "has no weight");
+        MergeConfig ties = parse("merge_method: ties\nbase_model: base\nmodels:\n  - model: base\n"
+                + "  - model: a\n    parameters: {weight: 1, density: 0.5}\n");
+        assertEquals(1, ties.models().size(), "methods on task vectors take the base once, as the base");
+    }
+
+    @Test
     void methodDefaultsFollowMergekit() throws Exception {
         String models = "\nbase_model: base\nmodels:\n  - model: a\n    parameters: {weight: 1.0, density: 0.5}\n";
         assertTrue(TensorSpecs.spec(parse("merge_method: ties" + models), "x", -1, 1).normalize());
