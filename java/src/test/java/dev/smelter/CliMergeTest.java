@@ -95,6 +95,45 @@ class CliMergeTest {
         assertMatchesReference(dir.resolve("ties.yml"), global, true);
     }
 
+    /**
+     * {@code dtype} is mergekit's compute dtype: the inputs are cast to it first, so {@code dtype: float32} over
+     * bf16 checkpoints ranks the exact f32 deltas (not bf16-rounded ones), per tensor and model-wide, and
+     * {@code dtype: bfloat16} over f32 checkpoints merges the bf16-rounded inputs. The output takes it too.
+     */
+    @Test
+    void theConfigsDtypeIsTheComputeDtype() throws Exception {
+        float[] w = {0.6f, 0.4f}, d = {0.3f, 0.5f};
+        Path cfg = dir.resolve("ties-f32.yml");
+        Files.writeString(cfg, """
+                merge_method: ties
+                base_model: base
+                models:
+                  - model: expert-de
+                    parameters: {weight: 0.6, density: 0.3}
+                  - model: expert-fr
+                    parameters: {weight: 0.4, density: 0.5}
+                dtype: float32
+                """);
+        for (String scope : List.of("tensor", "model")) {
+            Path out = dir.resolve("ties-f32-" + scope);
+            assertEquals(0, merge(cfg.toString(), "-o", out.toString(), "--trim-scope", scope));
+            try (Checkpoint b = Checkpoint.open(dir.resolve("base")); Checkpoint de = Checkpoint.open(dir.resolve("expert-de"));
+                    Checkpoint fr = Checkpoint.open(dir.resolve("expert-fr")); Checkpoint merged = Checkpoint.open(out)) {
+                int layers = 3;
+                MergeSpec spec = MergeSpec.ties(w, d).toBuilder().keyDType(DType.F32).build();
+                int[] thresholds = scope.equals("model")
+                        ? globalThresholds(MergeConfig.load(cfg), b, List.of(de, fr), layers, DType.F32) : null;
+                for (String name : b.tensorNames()) {
+                    assertEquals(DType.F32, merged.tensor(name).dtype(), name);
+                    MergeSpec s = thresholds == null ? spec : spec.toBuilder().thresholds(thresholds).build();
+                    float[][] xs = {de.tensor(name).toFloatArray(), fr.tensor(name).toFloatArray()};
+                    var ref = Float64Reference.merge(s, b.tensor(name).toFloatArray(), xs, DType.BF16);
+                    assertNull(Float64Reference.compare(ref, merged.tensor(name)), scope + " " + name);
+                }
+            }
+        }
+    }
+
     /** mergekit's linear keeps a base_model listed among the models as one of the weighted sources. */
     @Test
     void linearKeepsTheBaseListedAmongTheModels() throws Exception {
@@ -168,6 +207,42 @@ class CliMergeTest {
         assertFalse(Files.exists(out));
     }
 
+    /** {@code dtype: bfloat16} over f32 checkpoints: mergekit merges the inputs rounded to bf16, and writes bf16. */
+    @Test
+    void aNarrowerComputeDtypeRoundsTheInputsFirst() throws Exception {
+        Path f32 = dir.resolve("f32-rounded");
+        assertEquals(0, SmelterCli.run("demo-checkpoints", f32.toString(), "--hidden", "64", "--layers", "3", "--vocab", "97",
+                "--dtype", "f32"));
+        Path cfg = f32.resolve("ties-bf16.yml"), out = f32.resolve("merged");
+        Files.writeString(cfg, """
+                merge_method: ties
+                base_model: base
+                models:
+                  - model: expert-de
+                    parameters: {weight: 0.6, density: 0.4}
+                  - model: expert-fr
+                    parameters: {weight: 0.4, density: 0.7}
+                dtype: bfloat16
+                """);
+        assertEquals(0, merge(cfg.toString(), "-o", out.toString()));
+        MergeSpec spec = MergeSpec.ties(new float[] {0.6f, 0.4f}, new float[] {0.4f, 0.7f});
+        try (Checkpoint b = Checkpoint.open(f32.resolve("base")); Checkpoint de = Checkpoint.open(f32.resolve("expert-de"));
+                Checkpoint fr = Checkpoint.open(f32.resolve("expert-fr")); Checkpoint merged = Checkpoint.open(out)) {
+            for (String name : b.tensorNames()) {
+                assertEquals(DType.BF16, merged.tensor(name).dtype(), name);
+                float[][] xs = {bf16(de.tensor(name).toFloatArray()), bf16(fr.tensor(name).toFloatArray())};
+                var ref = Float64Reference.merge(spec, bf16(b.tensor(name).toFloatArray()), xs, DType.BF16);
+                assertNull(Float64Reference.compare(ref, merged.tensor(name)), name);
+            }
+        }
+    }
+
+    private static float[] bf16(float[] x) {
+        float[] r = new float[x.length];
+        for (int i = 0; i < x.length; i++) r[i] = TestData.round(DType.BF16, x[i]);
+        return r;
+    }
+
     /** An f32 base with bf16 experts (mergekit takes them): merged from exact f32 copies, against float64. */
     @Test
     void mixedDtypesMergeFromF32Copies() throws Exception {
@@ -212,7 +287,7 @@ class CliMergeTest {
         CliRun.Run r = CliRun.cli("sweep", "--device", "cpu", "-q", dir.resolve("mixed-tensor.yml").toString(), "-o",
                 dir.resolve("mixed-sweep").toString(), "--grid", "density=0.3,0.5");
         assertEquals(1, r.code(), r.err());
-        assertTrue(r.err().contains("different dtypes in the base and the models"), r.err());
+        assertTrue(r.err().contains("sweep needs one dtype"), r.err());
         assertFalse(Files.exists(dir.resolve("mixed-sweep")));
     }
 

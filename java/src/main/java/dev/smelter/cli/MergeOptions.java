@@ -42,9 +42,8 @@ final class MergeOptions {
     /** The config with --trim-scope and --seed applied. */
     MergeConfig apply(MergeConfig cfg) throws ConfigException {
         if (trimScope == null && seed == null) return cfg;
-        return new MergeConfig(cfg.method(), cfg.baseModel(), cfg.models(), cfg.parameters(), cfg.outDType(),
-                trimScope != null ? MergeConfig.trimScope(trimScope) : cfg.trimScope(),
-                seed != null ? seed : cfg.seed(), cfg.warnings(), cfg.grid());
+        return cfg.with(cfg.models(), cfg.parameters(), trimScope != null ? MergeConfig.trimScope(trimScope) : cfg.trimScope(),
+                seed != null ? seed : cfg.seed(), cfg.grid());
     }
 
     Device device() {

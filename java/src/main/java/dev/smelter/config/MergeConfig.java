@@ -32,8 +32,8 @@ import java.util.function.Consumer;
  *   - model: ./expert-fr
  *     parameters: {weight: [0.2, 0.8], density: 0.4}   # gradient over the layers
  * parameters: {normalize: true, lambda: 1.0}
- * dtype: float32          # compute dtype (Smelter always accumulates in f32)
- * out_dtype: bfloat16
+ * dtype: float32          # compute dtype: inputs are cast to it first (Smelter accumulates in f32 always)
+ * out_dtype: bfloat16     # output dtype (default: dtype, else the inputs')
  * smelter: {trim_scope: model, seed: 42}
  * </pre>
  *
@@ -49,13 +49,21 @@ public record MergeConfig(
         TrimScope trimScope,
         long seed,
         List<String> warnings,
-        SweepGrid grid) {
+        SweepGrid grid,
+        DType computeDType) {
 
     /** A config without a sweep grid. */
     public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
             Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
             List<String> warnings) {
-        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null);
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null, null);
+    }
+
+    /** The same config with other models, parameters, trimming, seed or grid (everything else kept). */
+    public MergeConfig with(List<ModelEntry> models, Map<String, ParameterValue> parameters, TrimScope trimScope,
+            long seed, SweepGrid grid) {
+        return new MergeConfig(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid,
+                computeDType);
     }
 
     /**
@@ -172,10 +180,10 @@ public record MergeConfig(
                             + methodName + " (or a top-level parameters." + required + " for every model)");
         }
 
-        DType out = null;
-        if (root.has("out_dtype")) out = dtype(text(root, "out_dtype", "config"));
-        else if (root.has("dtype")) out = dtype(text(root, "dtype", "config"));
-        if (root.has("dtype")) dtype(text(root, "dtype", "config"));  // validated; Smelter always computes in f32
+        // mergekit casts every input to `dtype` before the merge (GatherTensors) and writes `out_dtype`, else the
+        // result's dtype: `dtype`, else the inputs'.
+        DType compute = root.has("dtype") ? dtype(text(root, "dtype", "config")) : null;
+        DType out = root.has("out_dtype") ? dtype(text(root, "out_dtype", "config")) : compute;
 
         TrimScope scope = TrimScope.TENSOR;
         long seed = 0;
@@ -190,11 +198,11 @@ public record MergeConfig(
             }
         }
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
-                List.copyOf(warnings), null);
+                List.copyOf(warnings), null, compute);
         if (s == null || !s.has("grid")) return config;
         SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
         grid.validate(config);
-        return new MergeConfig(method, base, config.models(), global, out, scope, seed, config.warnings(), grid);
+        return config.with(config.models(), global, scope, seed, grid);
     }
 
     /** Methods that merge the base as a weighted point when it is among the sources (mergekit's linear). */

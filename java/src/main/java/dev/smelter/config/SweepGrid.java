@@ -332,7 +332,6 @@ public record SweepGrid(List<Axis> axes) {
         List<MergeConfig.ModelEntry> entries = new ArrayList<>();
         for (int m = 0; m < models.size(); m++) entries.add(new MergeConfig.ModelEntry(config.models().get(m).path(), models.get(m),
                 config.models().get(m).fisher()));
-        return new MergeConfig(config.method(), config.baseModel(), List.copyOf(entries), global, config.outDType(),
-                config.trimScope(), seed, config.warnings(), null);
+        return config.with(List.copyOf(entries), global, config.trimScope(), seed, null);
     }
 }

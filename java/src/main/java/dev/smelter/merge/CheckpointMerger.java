@@ -69,16 +69,16 @@ public final class CheckpointMerger implements AutoCloseable {
     /** What happens to one output tensor. */
     public enum Action { MERGE, COPY }
 
-    /** @param mixedInputs the models and base hold this tensor in different float dtypes: merged from f32 copies */
+    /**
+     * @param computeDType mergekit's compute dtype for this tensor: the config's {@code dtype}, else f32 when the
+     *     models and base hold it in different float dtypes, else theirs; deltas are ranked in it
+     * @param convertedInputs the inputs are merged from copies rounded to {@code computeDType} (their dtypes differ
+     *     from it, and it is not simply f32 over one 16-bit dtype, which the merge reads exactly as it is)
+     */
     public record TensorPlan(String name, TensorInfo info, Action action, DType outDType, long mergedElements,
-            String note, boolean mixedInputs) {
+            String note, DType computeDType, boolean convertedInputs) {
         public long outBytes() {
             return action == Action.COPY ? info.byteSize() : info.elementCount() * outDType.byteSize();
-        }
-
-        /** The dtype the merge reads: the inputs' own, or f32 when they differ (every bf16 and f16 value is an f32). */
-        public DType computeDType() {
-            return mixedInputs ? DType.F32 : info.dtype().toMergeDType().orElseThrow();
         }
     }
 
@@ -224,21 +224,28 @@ public final class CheckpointMerger implements AutoCloseable {
                                 + fi.dtype() + " " + Arrays.toString(fi.shape()) + ", the model's is " + info.dtype() + " "
                                 + Arrays.toString(info.shape()) + " (a float tensor of the same shape is needed)");
                 }
-            DType out = mergeable ? (config.outDType() != null ? config.outDType() : mergeDType.get()) : null;
-            if (mergeable && mixed) {
-                note = (note.isEmpty() ? "" : note + "; ") + "inputs of different dtypes: merged from f32 copies";
-                long converted = (base != null && base.info(name).dtype() != SafetensorsDType.F32 ? 1 : 0)
-                        + models.stream().filter(m -> m.info(name).dtype() != SafetensorsDType.F32).count();
-                largestConvert = Math.max(largestConvert, converted * merged * DType.F32.byteSize());
+            DType compute = !mergeable ? null
+                    : config.computeDType() != null ? config.computeDType() : mixed ? DType.F32 : mergeDType.get();
+            // Rounded copies are needed where an input is not of the compute dtype, except for f32 over one 16-bit
+            // dtype: the merge computes in f32 from those exactly, and ranks f32 keys when told to.
+            boolean convert = mergeable && (mixed || (compute != mergeDType.get() && compute != DType.F32));
+            DType out = mergeable ? (config.outDType() != null ? config.outDType() : compute) : null;
+            if (convert) {
+                note = (note.isEmpty() ? "" : note + "; ") + (mixed ? "inputs of different dtypes: " : "")
+                        + "merged from " + compute.name().toLowerCase(Locale.ROOT) + " copies";
+                SafetensorsDType c = SafetensorsDType.of(compute);
+                long converted = (base != null && base.info(name).dtype() != c ? 1 : 0)
+                        + models.stream().filter(m -> m.info(name).dtype() != c).count();
+                largestConvert = Math.max(largestConvert, converted * merged * compute.byteSize());
             }
             TensorPlan tp = new TensorPlan(name, info, mergeable ? Action.MERGE : Action.COPY, out, merged,
-                    mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName(), mergeable && mixed);
+                    mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName(), compute, convert);
             tensors.add(tp);
             read += tp.action() == Action.MERGE ? info.byteSize() * (models.size() + (base != null ? 1 : 0))
                     * (config.method().composed() ? 2 : 1) : info.byteSize();  // composed: statistics, then merge
             written += tp.outBytes();
             largestOut = Math.max(largestOut, tp.outBytes());
-            largestIn = Math.max(largestIn, tp.mixedInputs() ? merged * DType.F32.byteSize() : info.byteSize());
+            largestIn = Math.max(largestIn, tp.convertedInputs() ? merged * compute.byteSize() : info.byteSize());
         }
         if (config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude())
             read += tensors.stream().filter(t -> t.action() == Action.MERGE)
@@ -311,9 +318,8 @@ public final class CheckpointMerger implements AutoCloseable {
             Tensor[] buffers = new Tensor[2];
             Future<?>[] writes = new Future<?>[2];
             try (ReadAhead ahead = new ReadAhead(inputSegments(plan), readAheadBytes(plan))) {
-                if (plan.largestConvertBytes() > 0)  // f32 copies of inputs whose dtype differs from the others'
-                    convertBuffer = ctx.allocate(DType.F32, plan.largestConvertBytes() / DType.F32.byteSize(),
-                            Tensor.Memory.HOST);
+                if (plan.largestConvertBytes() > 0)  // copies of inputs in the compute dtype
+                    convertBuffer = ctx.allocate(DType.F32, (plan.largestConvertBytes() + 3) / 4, Tensor.Memory.HOST);
                 int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
                         ? modelThresholds(ctx, plan) : null;
                 // One pass over every Fisher, only when some tensor is normalized by their norms.
@@ -433,7 +439,7 @@ public final class CheckpointMerger implements AutoCloseable {
         String name = t.name();
         int layer = TensorNames.layerIndex(name);
         long n = t.mergedElements();
-        long[] at = {0};  // where the next f32 copy goes in convertBuffer (tensors of mixed dtypes only)
+        long[] at = {0};  // where the next copy goes in convertBuffer, in bytes (converted inputs only)
         Tensor baseTensor = base == null ? null : inputOf(ctx, t, slice(base.tensor(name), n), at);
         List<Tensor> inputs = new ArrayList<>();
         for (Checkpoint m : models) inputs.add(inputOf(ctx, t, slice(m.tensor(name), n), at));
@@ -451,6 +457,7 @@ public final class CheckpointMerger implements AutoCloseable {
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
             if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
+            else if (spec.sparsify() != MergeSpec.Sparsify.NONE) spec = spec.toBuilder().keyDType(t.computeDType()).build();
             spec = withRows(spec, t.info().shape(), n);
             inputs = how.inputs(baseTensor, inputs);
             counts = ctx.merge(spec, baseTensor, inputs, out.slice(0, n));
@@ -465,16 +472,19 @@ public final class CheckpointMerger implements AutoCloseable {
         return nonFinite;
     }
 
-    private Tensor convertBuffer;  // during run(): f32 copies of one tensor's inputs when their dtypes differ
+    private Tensor convertBuffer;  // during run(): copies of one tensor's inputs in its compute dtype
 
     /**
-     * An input of tensor {@code t} as the merge reads it: itself, or when the inputs' dtypes differ an exact f32
-     * copy (a LINEAR merge with weight 1) at element {@code at[0]} of the conversion buffer.
+     * An input of tensor {@code t} as the merge reads it: itself, or where the plan converts inputs a copy in the
+     * compute dtype (a LINEAR merge with weight 1: exact, or rounded to nearest even as torch's cast) at byte
+     * {@code at[0]} of the conversion buffer.
      */
     private Tensor inputOf(Context ctx, TensorPlan t, Tensor input, long[] at) {
-        if (!t.mixedInputs() || input.dtype() == DType.F32) return input;
-        Tensor copy = convertBuffer.slice(at[0], input.count());
-        at[0] += input.count();
+        DType to = t.computeDType();
+        if (!t.convertedInputs() || input.dtype() == to) return input;
+        long bytes = input.count() * to.byteSize();
+        Tensor copy = new Tensor(convertBuffer.data().asSlice(at[0], bytes), input.count(), to, Tensor.Memory.HOST);
+        at[0] += bytes;
         ctx.merge(MergeSpec.linear(1.0f), null, List.of(input), copy);
         return copy;
     }

@@ -213,9 +213,12 @@ public final class SweepRunner implements AutoCloseable {
         int inputs = merger.modelCheckpoints().size() + (merger.baseCheckpoint() != null ? 1 : 0);
         long read = 0, out = 0;
         for (CheckpointMerger.TensorPlan t : p.tensors()) {
-            if (t.mixedInputs())
-                throw new CheckpointFormatException("tensor " + t.name() + " has different dtypes in the base and the "
-                        + "models; sweep needs one dtype (smelter merge takes mixed dtypes, one configuration at a time)");
+            if (t.action() == CheckpointMerger.Action.MERGE
+                    && (t.convertedInputs() || t.computeDType() != t.info().dtype().toMergeDType().orElseThrow()))
+                throw new CheckpointFormatException("tensor " + t.name() + " is merged in " + t.computeDType()
+                        + " (the base and the models hold different dtypes, or the config's dtype is not theirs, "
+                        + t.info().dtype() + "); sweep needs one dtype, the checkpoints' (smelter merge takes these, one "
+                        + "configuration at a time)");
             read += t.action() == CheckpointMerger.Action.MERGE ? t.info().byteSize() * inputs : t.info().byteSize();
             out += t.outBytes();
         }
