@@ -194,7 +194,7 @@ typedef struct smelter_merge_params {
     const smelter_tensor *models; /* n_models tensors, same count and dtype */
     const smelter_tensor *base; /* TASK_ARITHMETIC: same count and dtype as the models */
     const float *weights;       /* n_models, host memory; NULL = all 1 */
-    const float *densities;     /* n_models in (0, 1], host memory; NULL = all 1 */
+    const float *densities;     /* n_models in (0, 1], host memory; NULL = all 1 (see densities_f64) */
     int32_t sparsify;           /* smelter_sparsify */
     int32_t consensus;          /* smelter_consensus */
     int32_t zero_sign;          /* smelter_zero_sign */
@@ -243,6 +243,13 @@ typedef struct smelter_merge_params {
      *  out's dtype (a NaN input, or a value beyond a 16-bit type's range), counted during the merge
      *  so that checking an output costs no pass of its own. */
     int64_t *nonfinite_count;
+    /** n_models densities in double, host memory; when set they replace `densities`. Every count
+     *  and probability is then taken from the double: k = floor(density * count) in double, as
+     *  mergekit's int(density * numel) (0.7 of 1000 elements keeps 700; the float 0.7 keeps 699). */
+    const double *densities_f64;
+    /** MAGNITUDE_OUTLIERS: n_models gammas in double, replacing `gammas` when set (the dropped count
+     *  is floor(gamma * count) in double; NULL here and in `gammas`: 0.01). */
+    const double *gammas_f64;
 } smelter_merge_params;
 
 /** Fills defaults: TASK_ARITHMETIC, no sparsify/consensus, lambda 1, key_dtype -1, rest 0/NULL

@@ -202,6 +202,15 @@ private:
     std::unique_ptr<Backend::Staged> whole_;
 };
 
+// Model i's density and breadcrumbs gamma: the double arrays where given, else the float ones.
+double density_at(const smelter_merge_params &p, int i) {
+    return p.densities_f64 ? p.densities_f64[i] : p.densities ? p.densities[i] : 1.0;
+}
+
+double gamma_at(const smelter_merge_params &p, int i) {
+    return p.gammas_f64 ? p.gammas_f64[i] : p.gammas ? p.gammas[i] : 0.01;
+}
+
 // Thresholds for per-tensor trimming: the exact k-th largest key of each model's deltas. Where the
 // tensor is staged whole, the backend may select them itself (the CPU's sampled selection); the rest
 // come from one level-0 histogram per model (one pass over the pieces for all models), refined for
@@ -219,15 +228,14 @@ void per_tensor_thresholds(Backend &b, MergePieces &pieces, const smelter_merge_
     };
     std::vector<Wanted> wanted;
     for (int i = 0; i < plan.n; ++i) {
-        const float density = p.densities ? p.densities[i] : 1.0f;
-        const int64_t k = kept_count(density, count);
+        const int64_t k = kept_count(density_at(p, i), count);
         if (outliers) plan.upper[i] = 0xFFFFFFFFu;  // no cut unless something large is dropped
         if (k == 0) {  // keep nothing: an empty key range
             plan.thresholds[i] = 0xFFFFFFFFu;
             plan.upper[i] = 0;
             continue;
         }
-        const int64_t top = outliers ? std::min(kept_count(p.gammas ? p.gammas[i] : 0.01f, count), count - k) : 0;
+        const int64_t top = outliers ? std::min(kept_count(gamma_at(p, i), count), count - k) : 0;
         wanted.push_back({i, top + k, &plan.thresholds[i]});
         if (top > 0) wanted.push_back({i, top + 1, &plan.upper[i]});
     }
@@ -337,8 +345,8 @@ void check_params(const smelter_context *ctx, const smelter_merge_params *p, con
     require(p->element_offset >= 0, "element_offset must be >= 0");
     for (int i = 0; i < n; ++i) {
         const std::string at = "[" + std::to_string(i) + "]";
-        if (p->gammas) require(p->gammas[i] >= 0.0f && p->gammas[i] <= 1.0f,
-                               "gammas" + at + " must be in [0, 1], got " + std::to_string(p->gammas[i]));
+        const double g = gamma_at(*p, i);
+        require(g >= 0.0 && g <= 1.0, "gammas" + at + " must be in [0, 1], got " + std::to_string(g));
         if (p->element_weight_floors) require(std::isfinite(p->element_weight_floors[i]),
                                               "element_weight_floors" + at + " is not finite");
     }
@@ -397,19 +405,19 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
         const std::string at = "[" + std::to_string(i) + "]";
         float w = p->weights ? p->weights[i] : 1.0f;
         require(std::isfinite(w), "weights" + at + " is not finite");
-        float d = p->densities ? p->densities[i] : 1.0f;
-        require(d > 0.0f && d <= 1.0f, "densities" + at + " must be in (0, 1], got " + std::to_string(d));
+        const double d = density_at(*p, i);
+        require(d > 0.0 && d <= 1.0, "densities" + at + " must be in (0, 1], got " + std::to_string(d));
         plan.weights[i] = w;
         weight_sum = weight_sum + w;
-        plan.scales[i] = p->rescale == SMELTER_RESCALE_INVERSE_DENSITY && !ranked ? 1.0f / d : 1.0f;
+        plan.scales[i] = p->rescale == SMELTER_RESCALE_INVERSE_DENSITY && !ranked ? static_cast<float>(1.0 / d) : 1.0f;
         plan.keep24[i] = keep_threshold24(d);
         plan.thresholds[i] = p->thresholds ? p->thresholds[i] : 0u;
         plan.upper[i] = p->upper_thresholds ? p->upper_thresholds[i] : 0xFFFFFFFFu;
         plan.floors[i] = p->element_weight_floors ? p->element_weight_floors[i] : 0.0f;
         if (ranked) {
-            const float e = p->epsilons ? p->epsilons[i] : 0.15f;
-            if (d < 1.0f) {
-                require(std::isfinite(e) && e >= 0.0f && d - e > 0.0f && d + e <= 1.0f,
+            const double e = p->epsilons ? p->epsilons[i] : 0.15f;
+            if (d < 1.0) {
+                require(std::isfinite(e) && e >= 0.0 && d - e > 0.0 && d + e <= 1.0,
                         "epsilons" + at + " = " + std::to_string(e) + " with density " + std::to_string(d) +
                             ": density +/- epsilon must lie in (0, 1]");
                 plan.keep24[i] = keep_threshold24(d - e);

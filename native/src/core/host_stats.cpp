@@ -24,12 +24,12 @@ uint32_t select_bin(const uint64_t *hist, int bins, uint64_t k, uint64_t *rank_i
     return 0;  // unreachable when 1 <= k <= total
 }
 
-int64_t kept_count(float density, int64_t n) {
-    return static_cast<int64_t>(std::floor(static_cast<double>(density) * static_cast<double>(n)));
+int64_t kept_count(double density, int64_t n) {
+    return static_cast<int64_t>(std::floor(density * static_cast<double>(n)));
 }
 
-uint32_t keep_threshold24(float density) {
-    return static_cast<uint32_t>(std::ceil(static_cast<double>(density) * 16777216.0));
+uint32_t keep_threshold24(double density) {
+    return static_cast<uint32_t>(std::ceil(density * 16777216.0));
 }
 
 }  // namespace smelter

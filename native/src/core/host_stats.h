@@ -13,9 +13,9 @@ double exact_sum_value(const ExactSum &s);
 uint32_t select_bin(const uint64_t *hist, int bins, uint64_t k, uint64_t *rank_in_bin);
 
 // k for a density over n elements: floor(density * n), computed in double.
-int64_t kept_count(float density, int64_t n);
+int64_t kept_count(double density, int64_t n);
 
 // Largest 24-bit draw that is still dropped: keep when draw < ceil(density * 2^24).
-uint32_t keep_threshold24(float density);
+uint32_t keep_threshold24(double density);
 
 }  // namespace smelter

@@ -109,8 +109,8 @@ public final class Context implements AutoCloseable {
             if (base != null && spec.method() != MergeSpec.Method.LINEAR)
                 smelter_merge_params.base(p, struct(arena, base));
             smelter_merge_params.weights(p, arena.allocateFrom(ValueLayout.JAVA_FLOAT, spec.weights()));
-            if (spec.densities() != null)
-                smelter_merge_params.densities(p, arena.allocateFrom(ValueLayout.JAVA_FLOAT, spec.densities()));
+            if (spec.densities() != null)  // in double: mergekit's counts of decimal densities
+                smelter_merge_params.densities_f64(p, arena.allocateFrom(ValueLayout.JAVA_DOUBLE, spec.densities()));
             smelter_merge_params.sparsify(p, spec.sparsify().ordinal());
             smelter_merge_params.consensus(p, spec.consensus().ordinal());
             smelter_merge_params.zero_sign(p, spec.zeroSign().ordinal());
@@ -123,7 +123,8 @@ public final class Context implements AutoCloseable {
             smelter_merge_params.seed(p, spec.seed());
             smelter_merge_params.tensor_key(p, spec.tensorKey());
             smelter_merge_params.element_offset(p, spec.elementOffset());
-            if (spec.gammas() != null) smelter_merge_params.gammas(p, floats(arena, spec.gammas()));
+            if (spec.gammas() != null)
+                smelter_merge_params.gammas_f64(p, arena.allocateFrom(ValueLayout.JAVA_DOUBLE, spec.gammas()));
             if (spec.upperThresholds() != null)
                 smelter_merge_params.upper_thresholds(p, arena.allocateFrom(ValueLayout.JAVA_INT, spec.upperThresholds()));
             if (spec.epsilons() != null) smelter_merge_params.epsilons(p, floats(arena, spec.epsilons()));

@@ -18,7 +18,7 @@ import java.util.Objects;
 public record MergeSpec(
         Method method,
         float[] weights,
-        float[] densities,
+        double[] densities,
         Sparsify sparsify,
         Consensus consensus,
         ZeroSign zeroSign,
@@ -30,7 +30,7 @@ public record MergeSpec(
         long seed,
         long tensorKey,
         long elementOffset,
-        float[] gammas,
+        double[] gammas,
         int[] upperThresholds,
         float[] epsilons,
         long rowLength,
@@ -79,7 +79,15 @@ public record MergeSpec(
                     + " models");
     }
 
-    private static MergeSpec of(Method m, float[] w, float[] d, Sparsify s, Consensus c, Rescale r, boolean normalize) {
+    /** A float array widened exactly to double (null stays null). */
+    static double[] widen(float[] v) {
+        if (v == null) return null;
+        double[] d = new double[v.length];
+        for (int i = 0; i < v.length; i++) d[i] = v[i];
+        return d;
+    }
+
+    private static MergeSpec of(Method m, float[] w, double[] d, Sparsify s, Consensus c, Rescale r, boolean normalize) {
         return new MergeSpec(m, w, d, s, c, ZeroSign.POSITIVE, r, normalize, 1.0f, null, null, 0, 0, 0, null, null,
                 null, 0, 0.0f, null);
     }
@@ -94,9 +102,18 @@ public record MergeSpec(
         return of(Method.TASK_ARITHMETIC, weights, null, Sparsify.NONE, Consensus.NONE, Rescale.NONE, false);
     }
 
-    /** TIES: magnitude trim to {@code densities}, sign election by mass, disjoint mean (mergekit {@code ties}). */
-    public static MergeSpec ties(float[] weights, float[] densities) {
+    /**
+     * TIES: magnitude trim to {@code densities}, sign election by mass, disjoint mean (mergekit {@code ties}). Each
+     * model keeps {@code floor(density * n)} of a tensor's n deltas, computed in double: pass the densities as
+     * doubles for mergekit's counts of decimal densities (the float 0.7f keeps 699 of 1000, the double 0.7 700).
+     */
+    public static MergeSpec ties(float[] weights, double[] densities) {
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.MAGNITUDE, Consensus.SUM, Rescale.NONE, true);
+    }
+
+    /** {@link #ties(float[], double[])} with densities given as floats (widened exactly). */
+    public static MergeSpec ties(float[] weights, float[] densities) {
+        return ties(weights, widen(densities));
     }
 
     /**
@@ -104,6 +121,11 @@ public record MergeSpec(
      * {@code dare_linear} rescales to the L1 norm by default: {@code .rescale(Rescale.L1)}, as the CLI sets it.)
      */
     public static MergeSpec dareLinear(float[] weights, float[] densities, long seed) {
+        return dareLinear(weights, widen(densities), seed);
+    }
+
+    /** {@link #dareLinear(float[], float[], long)} with densities in double. */
+    public static MergeSpec dareLinear(float[] weights, double[] densities, long seed) {
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.RANDOM, Consensus.NONE, Rescale.INVERSE_DENSITY, false)
                 .toBuilder().seed(seed).build();
     }
@@ -114,6 +136,11 @@ public record MergeSpec(
      * deltas; the CLI follows mergekit: {@code .rescale(Rescale.L1).normalize(false)}.)
      */
     public static MergeSpec dareTies(float[] weights, float[] densities, long seed) {
+        return dareTies(weights, widen(densities), seed);
+    }
+
+    /** {@link #dareTies(float[], float[], long)} with densities in double. */
+    public static MergeSpec dareTies(float[] weights, double[] densities, long seed) {
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.RANDOM, Consensus.SUM, Rescale.INVERSE_DENSITY, true)
                 .toBuilder().seed(seed).build();
     }
@@ -123,6 +150,11 @@ public record MergeSpec(
      * the largest {@code gammas} and the smallest magnitudes, keeping {@code densities}; weighted sum.
      */
     public static MergeSpec breadcrumbs(float[] weights, float[] densities, float[] gammas, boolean ties) {
+        return breadcrumbs(weights, widen(densities), widen(gammas), ties);
+    }
+
+    /** {@link #breadcrumbs(float[], float[], float[], boolean)} with densities and gammas in double (mergekit's counts). */
+    public static MergeSpec breadcrumbs(float[] weights, double[] densities, double[] gammas, boolean ties) {
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.MAGNITUDE_OUTLIERS,
                 ties ? Consensus.SUM : Consensus.NONE, Rescale.NONE, ties).toBuilder().gammas(gammas).build();
     }
@@ -133,6 +165,12 @@ public record MergeSpec(
      * epsilon} (largest), kept deltas rescaled by 1/p (the paper's rule).
      */
     public static MergeSpec della(float[] weights, float[] densities, float[] epsilons, long rowLength, long seed,
+            boolean ties) {
+        return della(weights, widen(densities), epsilons, rowLength, seed, ties);
+    }
+
+    /** {@link #della(float[], float[], float[], long, long, boolean)} with densities in double. */
+    public static MergeSpec della(float[] weights, double[] densities, float[] epsilons, long rowLength, long seed,
             boolean ties) {
         return of(Method.TASK_ARITHMETIC, weights, densities, Sparsify.RANKED, ties ? Consensus.SUM : Consensus.NONE,
                 Rescale.INVERSE_DENSITY, ties).toBuilder().epsilons(epsilons).rowLength(rowLength).seed(seed).build();
@@ -164,7 +202,8 @@ public record MergeSpec(
     /** Changes some parameters of a spec: {@code MergeSpec.ties(w, d).toBuilder().lambda(0.5f).build()}. */
     public static final class Builder {
         private Method method;
-        private float[] weights, densities;
+        private float[] weights;
+        private double[] densities, gammas;
         private Sparsify sparsify;
         private Consensus consensus;
         private ZeroSign zeroSign;
@@ -174,7 +213,7 @@ public record MergeSpec(
         private DType keyDType;
         private int[] thresholds, upperThresholds;
         private long seed, tensorKey, elementOffset, rowLength;
-        private float[] gammas, epsilons, elementWeightFloors;
+        private float[] epsilons, elementWeightFloors;
         private float minDivisor;
 
         private Builder(MergeSpec s) {
@@ -201,7 +240,9 @@ public record MergeSpec(
         }
 
         public Builder weights(float... v) { weights = v; return this; }
-        public Builder densities(float... v) { densities = v; return this; }
+        /** Per-model densities; counts are {@code floor(density * n)} in double. */
+        public Builder densities(double... v) { densities = v; return this; }
+        public Builder densities(float... v) { densities = widen(v); return this; }
         public Builder sparsify(Sparsify v) { sparsify = v; return this; }
         public Builder consensus(Consensus v) { consensus = v; return this; }
         public Builder zeroSign(ZeroSign v) { zeroSign = v; return this; }
@@ -219,7 +260,8 @@ public record MergeSpec(
         /** Index of the views' first element in the whole tensor, for chunked calls. */
         public Builder elementOffset(long v) { elementOffset = v; return this; }
         /** Breadcrumbs: fraction of the largest magnitudes dropped per model (null: 0.01). */
-        public Builder gammas(float... v) { gammas = v; return this; }
+        public Builder gammas(double... v) { gammas = v; return this; }
+        public Builder gammas(float... v) { gammas = widen(v); return this; }
         /** Breadcrumbs with model-wide ranking: per-model upper keys from {@link TopK} (with {@link #thresholds}). */
         public Builder upperThresholds(int[] v) { upperThresholds = v; return this; }
         /** DELLA: half-width of the keep probabilities per model (null: 0.15). */

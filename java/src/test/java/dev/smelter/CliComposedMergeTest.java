@@ -104,5 +104,8 @@ class CliComposedMergeTest {
         assertTrue(text.matches("(?s).*max_iter\\s+global\\s+default 10.*"), text);
         assertTrue(text.matches("(?s).*t\\s+global\\s+required.*"), text);
         assertTrue(text.matches("(?s).*weight\\s+per model\\s+required.*"), text);
+        for (String rule : List.of("int(density * n)", "tied with the k-th largest", "sum >= 0 elects +",
+                "dtype casts the inputs first", "t = 0 outside the layers", "docs/MERGEKIT.md"))
+            assertTrue(text.contains(rule), rule);
     }
 }

@@ -78,8 +78,8 @@ class CliMergeTest {
             }
             long[] all = found.stream().mapToLong(Long::longValue).toArray();
             String first = base.tensorNames().get(0);
-            float d = TensorSpecs.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
-            t[i] = (int) Float64Reference.kthLargest(all, (long) Math.floor((double) d * all.length));
+            double d = TensorSpecs.spec(cfg, first, TensorNames.layerIndex(first), layers).densities()[i];
+            t[i] = (int) Float64Reference.kthLargest(all, (long) Math.floor(d * all.length));
         }
         return t;
     }

@@ -31,10 +31,11 @@ final class Float64Reference {
         double[] out = new double[len], tol = new double[len];
         boolean[] ambiguous = new boolean[len];
         long[] counts = new long[3];
-        float[] w = new float[n], d = new float[n];
+        float[] w = new float[n];
+        double[] d = new double[n];  // as the ABI takes them: counts and keep limits from the double
         for (int i = 0; i < n; i++) {
             w[i] = spec.weights()[i];
-            d[i] = spec.densities() == null ? 1f : spec.densities()[i];
+            d[i] = spec.densities() == null ? 1 : spec.densities()[i];
         }
         final double eps = Math.scalb(1.0, -24);
         if (spec.method() == MergeSpec.Method.LINEAR) {
@@ -95,7 +96,7 @@ final class Float64Reference {
                 case NONE -> Arrays.fill(keep[i], true);
                 case MAGNITUDE -> {
                     long threshold = spec.thresholds() != null ? spec.thresholds()[i] & 0xFFFFFFFFL
-                            : kthLargest(keys, (long) Math.floor((double) d[i] * len));
+                            : kthLargest(keys, (long) Math.floor(d[i] * len));
                     for (int j = 0; j < len; j++) keep[i][j] = keys[j] >= threshold;
                 }
                 case RANDOM -> {
@@ -103,9 +104,9 @@ final class Float64Reference {
                         keep[i][j] = Philox.keep(spec.seed(), spec.tensorKey(), spec.elementOffset() + j, i, d[i]);
                 }
                 case MAGNITUDE_OUTLIERS -> {
-                    long k = (long) Math.floor((double) d[i] * len);
-                    float gamma = spec.gammas() == null ? 0.01f : spec.gammas()[i];
-                    long top = Math.min((long) Math.floor((double) gamma * len), len - k);
+                    long k = (long) Math.floor(d[i] * len);
+                    double gamma = spec.gammas() == null ? 0.01 : spec.gammas()[i];
+                    long top = Math.min((long) Math.floor(gamma * len), len - k);
                     long lower, upper;
                     if (spec.thresholds() != null) {
                         lower = spec.thresholds()[i] & 0xFFFFFFFFL;
@@ -118,9 +119,9 @@ final class Float64Reference {
                 }
                 case RANKED -> {
                     int rowLength = spec.rowLength() == 0 ? len : (int) spec.rowLength();
-                    float e = spec.epsilons() == null ? 0.15f : spec.epsilons()[i];
-                    long lo = d[i] >= 1 ? 1L << 24 : (long) Math.ceil((double) (d[i] - e) * 16777216.0);
-                    long span = d[i] >= 1 ? 0 : (long) Math.ceil((double) (d[i] + e) * 16777216.0) - lo;
+                    double e = spec.epsilons() == null ? 0.15f : spec.epsilons()[i];
+                    long lo = d[i] >= 1 ? 1L << 24 : (long) Math.ceil((d[i] - e) * 16777216.0);
+                    long span = d[i] >= 1 ? 0 : (long) Math.ceil((d[i] + e) * 16777216.0) - lo;
                     elementScale[i] = new double[len];
                     for (int r0 = 0; r0 < len; r0 += rowLength) {
                         final int start = r0;

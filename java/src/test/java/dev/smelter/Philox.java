@@ -45,8 +45,8 @@ final class Philox {
     }
 
     /** Keep decision: draw < ceil(density * 2^24). */
-    static boolean keep(long seed, long tensorKey, long index, int model, float density) {
-        long limit = (long) Math.ceil((double) density * 16777216.0);
+    static boolean keep(long seed, long tensorKey, long index, int model, double density) {
+        long limit = (long) Math.ceil(density * 16777216.0);
         return draw24(seed, tensorKey, index, model) < limit;
     }
 }

@@ -25,6 +25,17 @@ final class MethodsCommand implements Callable<Integer> {
                         p.required() ? "required" : "default " + p.defaultValue());
         }
         out.println();
+        out.println("Rules every method follows (mergekit's, except where marked; all differences: docs/MERGEKIT.md):");
+        out.println("  - keep counts are int(density * n) and int(gamma * n), from the config's value in double");
+        out.println("  - elements tied with the k-th largest magnitude (or SCE variance) are all kept (Smelter: mergekit");
+        out.println("    keeps an arbitrary subset of such ties)");
+        out.println("  - TIES sign vote: a weighted sum >= 0 elects +; Smelter sums in f32, so whether a sum is exactly 0");
+        out.println("    can differ from mergekit's sum in the tensor dtype");
+        out.println("  - dtype casts the inputs first (the compute dtype); arithmetic is f32 (Smelter), out_dtype is the");
+        out.println("    output's (default dtype, else the inputs')");
+        out.println("  - gradients: layer i of n at t = i/(n-1), t = 1 for one layer, t = 0 outside the layers");
+        out.println("  - linear weighs a base_model listed among the models; the other methods take it once, as the base");
+        out.println();
         out.println("Every parameter above can be an axis of smelter sweep (--grid NAME=START:STOP:STEP or NAME=V1,V2,...):");
         out.println("a per-model one is set for every model, or for models[I] alone as NAME@I; seed is an axis too for");
         out.println("dare_linear and dare_ties.");

@@ -44,6 +44,8 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     const smelter_tensor *element_weights;
  *     const float *element_weight_floors;
  *     int64_t *nonfinite_count;
+ *     const double *densities_f64;
+ *     const double *gammas_f64;
  * }
  * }
  */
@@ -84,7 +86,9 @@ public class smelter_merge_params {
         smelter_h.C_FLOAT.withName("min_divisor"),
         smelter_h.C_POINTER.withName("element_weights"),
         smelter_h.C_POINTER.withName("element_weight_floors"),
-        smelter_h.C_POINTER.withName("nonfinite_count")
+        smelter_h.C_POINTER.withName("nonfinite_count"),
+        smelter_h.C_POINTER.withName("densities_f64"),
+        smelter_h.C_POINTER.withName("gammas_f64")
     ).withName("smelter_merge_params");
 
     /**
@@ -1368,6 +1372,94 @@ public class smelter_merge_params {
      */
     public static void nonfinite_count(MemorySegment struct, MemorySegment fieldValue) {
         struct.set(nonfinite_count$LAYOUT, nonfinite_count$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout densities_f64$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("densities_f64"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const double *densities_f64
+     * }
+     */
+    public static final AddressLayout densities_f64$layout() {
+        return densities_f64$LAYOUT;
+    }
+
+    private static final long densities_f64$OFFSET = $LAYOUT.byteOffset(groupElement("densities_f64"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const double *densities_f64
+     * }
+     */
+    public static final long densities_f64$offset() {
+        return densities_f64$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const double *densities_f64
+     * }
+     */
+    public static MemorySegment densities_f64(MemorySegment struct) {
+        return struct.get(densities_f64$LAYOUT, densities_f64$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const double *densities_f64
+     * }
+     */
+    public static void densities_f64(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(densities_f64$LAYOUT, densities_f64$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout gammas_f64$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("gammas_f64"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * const double *gammas_f64
+     * }
+     */
+    public static final AddressLayout gammas_f64$layout() {
+        return gammas_f64$LAYOUT;
+    }
+
+    private static final long gammas_f64$OFFSET = $LAYOUT.byteOffset(groupElement("gammas_f64"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * const double *gammas_f64
+     * }
+     */
+    public static final long gammas_f64$offset() {
+        return gammas_f64$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * const double *gammas_f64
+     * }
+     */
+    public static MemorySegment gammas_f64(MemorySegment struct) {
+        return struct.get(gammas_f64$LAYOUT, gammas_f64$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * const double *gammas_f64
+     * }
+     */
+    public static void gammas_f64(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(gammas_f64$LAYOUT, gammas_f64$OFFSET, fieldValue);
     }
 
     /**

@@ -525,7 +525,7 @@ public final class CheckpointMerger implements AutoCloseable {
         long total = merged.stream().mapToLong(TensorPlan::mergedElements).sum();
         for (int i = 0; i < models.size(); i++) {
             Checkpoint model = models.get(i);
-            long k = (long) Math.floor((double) modelDensity(config, merged, i, layerCount) * total);
+            long k = (long) Math.floor(modelDensity(config, merged, i, layerCount) * total);
             try (TopK topK = ctx.topK(key)) {
                 thresholds[i] = topK.threshold(k, pass -> {
                     for (TensorPlan t : merged) {
@@ -540,11 +540,11 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** The one density of model i; model-wide trimming has no meaning for per-tensor densities. */
-    static float modelDensity(MergeConfig config, List<TensorPlan> merged, int model, int layerCount) {
-        float density = Float.NaN;
+    static double modelDensity(MergeConfig config, List<TensorPlan> merged, int model, int layerCount) {
+        double density = Double.NaN;
         for (TensorPlan t : merged) {
-            float d = TensorSpecs.spec(config, t.name(), TensorNames.layerIndex(t.name()), layerCount).densities()[model];
-            if (Float.isNaN(density)) density = d;
+            double d = TensorSpecs.spec(config, t.name(), TensorNames.layerIndex(t.name()), layerCount).densities()[model];
+            if (Double.isNaN(density)) density = d;
             else if (d != density)
                 throw new IllegalArgumentException("trim_scope: model needs one density per model, but models[" + model
                         + "] has " + density + " and " + d + " (tensor " + t.name() + "); use trim_scope: tensor");

@@ -239,7 +239,7 @@ public final class SweepRunner implements AutoCloseable {
     private int maxDistinctDensities(List<CheckpointMerger.TensorPlan> merged) {
         int most = 1;
         for (int i = 0; i < merger.modelCheckpoints().size(); i++) {
-            TreeSet<Float> d = new TreeSet<>();
+            TreeSet<Double> d = new TreeSet<>();
             for (Configuration c : configurations)
                 d.add(CheckpointMerger.modelDensity(c.config(), merged, i, merger.layerCount()));
             most = Math.max(most, d.size());
@@ -622,8 +622,8 @@ public final class SweepRunner implements AutoCloseable {
     }
 
     /** k for a density over n elements, as the native merge counts it: floor(density * n) in double. */
-    static long keptCount(float density, long n) {
-        return (long) Math.floor((double) density * (double) n);
+    static long keptCount(double density, long n) {
+        return (long) Math.floor(density * (double) n);
     }
 
     /**
@@ -663,8 +663,8 @@ public final class SweepRunner implements AutoCloseable {
             long[] k = new long[configurations.size()];
             TreeSet<Long> ks = new TreeSet<>();
             for (int c = 0; c < k.length; c++) {
-                float d = CheckpointMerger.modelDensity(configurations.get(c).config(), merged, i, merger.layerCount());
-                ks.add(k[c] = (long) Math.floor((double) d * total));
+                double d = CheckpointMerger.modelDensity(configurations.get(c).config(), merged, i, merger.layerCount());
+                ks.add(k[c] = (long) Math.floor(d * total));
             }
             Map<Long, Integer> found = thresholds(ctx, key, ks, pass -> {
                 for (CheckpointMerger.TensorPlan t : merged)

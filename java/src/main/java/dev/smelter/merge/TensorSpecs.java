@@ -98,15 +98,16 @@ public final class TensorSpecs {
         if (m.composed()) throw new IllegalArgumentException(m.mergekitName() + " is a composed method: use tensorMerge");
         List<MergeConfig.ModelEntry> models = config.models();
         float[] weights = new float[models.size()];
-        float[] densities = new float[models.size()];
-        float[] gammas = new float[models.size()], epsilons = new float[models.size()];
+        // Densities and gammas stay in double: the kernels count floor(density * n) as mergekit's int(density * n).
+        double[] densities = new double[models.size()], gammas = new double[models.size()];
+        float[] epsilons = new float[models.size()];
         for (int i = 0; i < weights.length; i++) {
             Map<String, ParameterValue> p = models.get(i).parameters();
             weights[i] = (float) p.get("weight").resolve(tensorName, layer, layerCount);
             ParameterValue d = p.get("density");
-            densities[i] = d == null ? 1.0f : (float) d.resolve(tensorName, layer, layerCount);
+            densities[i] = d == null ? 1.0 : d.resolve(tensorName, layer, layerCount);
             ParameterValue g = p.get("gamma"), e = p.get("epsilon");
-            gammas[i] = g == null ? 0.01f : (float) g.resolve(tensorName, layer, layerCount);
+            gammas[i] = g == null ? 0.01 : g.resolve(tensorName, layer, layerCount);
             epsilons[i] = e == null ? 0.15f : (float) e.resolve(tensorName, layer, layerCount);
         }
         Map<String, ParameterValue> g = config.parameters();

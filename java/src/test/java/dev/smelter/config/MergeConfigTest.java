@@ -45,7 +45,7 @@ class MergeConfigTest {
         assertTrue(c.warnings().stream().anyMatch(w -> w.contains("int8_mask")), c.warnings().toString());
         MergeSpec s = TensorSpecs.spec(c, "model.layers.3.mlp.up_proj.weight", 3, 8);
         assertArrayEquals(new float[] {0.7f, 0.3f}, s.weights());
-        assertArrayEquals(new float[] {0.4f, 0.6f}, s.densities());
+        assertArrayEquals(new double[] {0.4, 0.6}, s.densities(), "densities stay in double (mergekit's counts)");
         assertEquals(MergeSpec.Sparsify.MAGNITUDE, s.sparsify());
         assertEquals(MergeSpec.Consensus.SUM, s.consensus());
         assertEquals(false, s.normalize(), "explicit normalize: false wins over the ties default");

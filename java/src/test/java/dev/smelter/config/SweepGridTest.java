@@ -106,16 +106,16 @@ class SweepGridTest {
         g.validate(c);
         MergeConfig p = SweepGrid.apply(c, g.points().get(0));
         MergeSpec s = TensorSpecs.spec(p, "model.layers.3.mlp.up_proj.weight", 3, 8);
-        assertEquals(0.3f, s.densities()[0], "model 0's gradient replaced by the grid's constant");
-        assertEquals(0.5f, s.densities()[1], "model 1 keeps its density");
+        assertEquals(0.3, s.densities()[0], "model 0's gradient replaced by the grid's constant");
+        assertEquals(0.5, s.densities()[1], "model 1 keeps its density");
         assertEquals(0.5f, s.lambda());
         assertEquals(0.6f, s.weights()[0]);
         MergeSpec unchanged = TensorSpecs.spec(c, "model.layers.7.mlp.up_proj.weight", 7, 8);
-        assertEquals(0.8f, unchanged.densities()[0], "the original config is not modified");
+        assertEquals(0.8, unchanged.densities()[0], "the original config is not modified");
         MergeSpec all = TensorSpecs.spec(SweepGrid.apply(c, SweepGrid.of(List.of(SweepGrid.parseAxis("density=0.9")))
                 .points().get(0)), "x", -1, 8);
-        assertEquals(0.9f, all.densities()[0]);
-        assertEquals(0.9f, all.densities()[1]);
+        assertEquals(0.9, all.densities()[0]);
+        assertEquals(0.9, all.densities()[1]);
 
         MergeConfig dare = parse(TIES.replace("ties", "dare_ties"));
         SweepGrid seeds = SweepGrid.of(List.of(SweepGrid.parseAxis("seed=7,8")));
