@@ -130,6 +130,31 @@ static void test_breadcrumbs_and_variance_by_hand(smelter_context *ctx) {
     CHECK(strstr(smelter_last_error(), "epsilons[0]") != NULL, "message: %s", smelter_last_error());
 }
 
+/* Keep counts from densities_f64 are floor(density * n) of the double, as mergekit's int(0.7 * 1000)
+ * = 700; the float 0.7f (0.69999999) keeps 699. */
+static void test_decimal_density_counts(smelter_context *ctx) {
+    enum { N = 1000 };
+    static float base[N], m[N], out[N];
+    for (int i = 0; i < N; i++) m[i] = (float)(i + 1) * 1e-3f;
+    smelter_tensor model = host_f32(m, N), b = host_f32(base, N), o = host_f32(out, N);
+    const float density_f = 0.7f;
+    const double density = 0.7;
+    for (int exact = 0; exact < 2; exact++) {
+        smelter_merge_params p;
+        smelter_merge_params_init(&p);
+        p.n_models = 1;
+        p.models = &model;
+        p.base = &b;
+        p.sparsify = SMELTER_SPARSIFY_MAGNITUDE;
+        if (exact) p.densities_f64 = &density;
+        else p.densities = &density_f;
+        CHECK(smelter_merge(ctx, &p, &o) == SMELTER_OK, "density counts: %s", smelter_last_error());
+        int kept = 0;
+        for (int i = 0; i < N; i++) kept += out[i] != 0.0f;
+        CHECK(kept == (exact ? 700 : 699), "%s density 0.7 kept %d of 1000", exact ? "double" : "float", kept);
+    }
+}
+
 static void test_dare_thread_independent(void) {
     enum { N = 100003 };
     static float base[N], a[N], c[N], out1[N], out2[N];
@@ -443,6 +468,7 @@ int main(void) {
     CHECK(smelter_context_create(SMELTER_BACKEND_CPU, 0, 0, &ctx) == SMELTER_OK, "cpu ctx: %s", smelter_last_error());
     test_ties_by_hand(ctx);
     test_breadcrumbs_and_variance_by_hand(ctx);
+    test_decimal_density_counts(ctx);
     test_nonfinite_count(ctx);
     test_dare_thread_independent();
     test_topk(ctx);
