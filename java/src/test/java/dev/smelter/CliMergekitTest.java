@@ -354,6 +354,9 @@ class CliMergekitTest {
         CliRun.Run r = merge(out("missing.yml"), out("m"));
         assertEquals(2, r.code());
         assertTrue(r.err().contains("config file " + out("missing.yml") + " does not exist"), r.err());
+        r = merge(out("missing.yml"));  // the config first, then the output
+        assertEquals(2, r.code());
+        assertTrue(r.err().contains("config file " + out("missing.yml") + " does not exist"), r.err());
         r = merge(dir.toString(), out("m"));
         assertEquals(2, r.code());
         assertTrue(r.err().contains("is a directory, not a config file"), r.err());

@@ -104,8 +104,8 @@ public final class SmelterCli {
 
         @Override
         public Integer call() throws IOException, ConfigException {
-            Path output = output(spec, outputArgument, outputOption);
             MergeConfig cfg = MergeConfig.load(config);
+            Path output = output(spec, outputArgument, outputOption);
             if (cfg.grid() != null)
                 throw new ConfigException(config + " has a smelter.grid (" + cfg.grid().size() + " configurations): run "
                         + "it with smelter sweep, or remove the grid to merge one configuration");

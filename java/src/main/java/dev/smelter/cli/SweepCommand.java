@@ -71,8 +71,8 @@ final class SweepCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException, ConfigException {
-        Path output = SmelterCli.output(spec, outputArgument, outputOption);
         MergeConfig cfg = MergeConfig.load(config);
+        Path output = SmelterCli.output(spec, outputArgument, outputOption);
         SweepGrid sweep = cfg.grid();
         if (!grid.isEmpty()) {
             List<SweepGrid.Axis> axes = new ArrayList<>();
