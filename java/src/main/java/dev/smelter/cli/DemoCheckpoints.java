@@ -117,7 +117,7 @@ final class DemoCheckpoints implements Callable<Integer> {
                 .toList();
         SplittableRandom deltas = new SplittableRandom(deltaSeed);
         try (Arena arena = Arena.ofConfined();
-                CheckpointWriter w = new CheckpointWriter(out, specs, Sizes.parse(maxShardSize), Map.of("format", "pt"), true)) {
+                CheckpointWriter w = new CheckpointWriter(out, specs, Sizes.parse("--max-shard-size", maxShardSize), Map.of("format", "pt"), true)) {
             for (int t = 0; t < shapes.size(); t++) {
                 Shape s = shapes.get(t);
                 long n = 1;

@@ -1,5 +1,6 @@
 package dev.smelter.cli;
 
+import dev.smelter.DType;
 import dev.smelter.Device;
 import dev.smelter.Smelter;
 import dev.smelter.config.ConfigException;
@@ -7,18 +8,25 @@ import dev.smelter.config.MergeConfig;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.TensorInfo;
+import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
+import dev.smelter.merge.SideFiles;
 import java.io.IOException;
 import java.io.PrintStream;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Locale;
 import java.util.concurrent.Callable;
+import java.util.stream.Stream;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
+import picocli.CommandLine.ParameterException;
 import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
 
 /** The {@code smelter} command line: merge, sweep, cka, neurons, compare, info, doctor, demo-checkpoints, methods. */
 @Command(name = "smelter", mixinStandardHelpOptions = true, versionProvider = SmelterCli.Version.class,
@@ -39,6 +47,14 @@ public final class SmelterCli {
             cmd.getErr().println("smelter: " + message(e));
             return e instanceof ConfigException || e instanceof IllegalArgumentException ? EXIT_USAGE : EXIT_FAILURE;
         });
+        // A usage error: the message and where the options are listed, not the whole help.
+        cli.setParameterExceptionHandler((e, a) -> {
+            CommandLine cmd = e.getCommandLine();
+            cmd.getErr().println("smelter: " + e.getMessage());
+            CommandLine.UnmatchedArgumentException.printSuggestions(e, cmd.getErr());
+            cmd.getErr().println("(" + cmd.getCommandSpec().qualifiedName() + " --help lists the options)");
+            return EXIT_USAGE;
+        });
         return cli.execute(args);
     }
 
@@ -55,37 +71,64 @@ public final class SmelterCli {
     }
 
     @Command(name = "merge", mixinStandardHelpOptions = true,
-            description = "Merge checkpoints as a mergekit YAML config says; the output appears only when complete.")
+            description = {"Merge checkpoints as a mergekit YAML config says; the output appears only when complete.",
+                    "mergekit-yaml's command line works: smelter merge CONFIG OUT with its options (those that change "
+                            + "nothing here are accepted with a note)."})
     static final class Merge implements Callable<Integer> {
         @Parameters(index = "0", paramLabel = "CONFIG", description = "mergekit-style YAML config")
         Path config;
 
-        @Option(names = {"-o", "--output"}, required = true, paramLabel = "DIR", description = "output checkpoint directory")
-        Path output;
+        @Parameters(index = "1", arity = "0..1", paramLabel = "OUT", description = "output checkpoint directory (or -o)")
+        Path outputArgument;
+
+        @Option(names = {"-o", "--output"}, paramLabel = "DIR", description = "output checkpoint directory (or OUT)")
+        Path outputOption;
 
         @Option(names = "--dry-run", description = "print the plan (tensors, bytes, peak memory) and write nothing")
         boolean dryRun;
 
+        @Option(names = "--copy-tokenizer", negatable = true, defaultValue = "true", fallbackValue = "true",
+                description = "copy the tokenizer files of the base (or first) model (default; --no-copy-tokenizer: none)")
+        boolean copyTokenizer;
+
+        @Option(names = "--write-model-card", negatable = true, defaultValue = "true", fallbackValue = "true",
+                description = "write README.md (a model card: the method, the models, the config) and "
+                        + "mergekit_config.yml (the config as given), as mergekit does (default; --no-write-model-card: neither)")
+        boolean writeModelCard;
+
         @Mixin
         MergeOptions options;
+
+        @Spec
+        CommandSpec spec;
 
         @Override
         public Integer call() throws IOException, ConfigException {
             MergeConfig cfg = MergeConfig.load(config);
+            Path output = output(spec, outputArgument, outputOption);
             if (cfg.grid() != null)
                 throw new ConfigException(config + " has a smelter.grid (" + cfg.grid().size() + " configurations): run "
                         + "it with smelter sweep, or remove the grid to merge one configuration");
             cfg = options.apply(cfg);
             PrintStream err = System.err;
+            for (String n : options.notes()) err.println("note: " + n);
             for (String w : cfg.warnings()) err.println("warning: " + w);
             Device dev = options.device();
-            var mergeOptions = new CheckpointMerger.Options(dev, output, options.maxShardBytes(), options.overwrite,
-                    options.allowVocabMismatch, options.nonFinite(), options.memoryLimit());
+            long shardBytes = options.maxShardBytes();
+            long memoryLimit = options.memoryLimit();
+            ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
+            String existing = describeExisting(output, options.overwrite);
+            if (existing != null && !dryRun && !options.overwrite) throw new ConfigException(existing);
+            var mergeOptions = new CheckpointMerger.Options(dev, output, shardBytes, options.overwrite,
+                    options.allowVocabMismatch, options.nonFinite(), memoryLimit, copyTokenizer,
+                    writeModelCard ? Files.readString(config) : null);
             try (CheckpointMerger merger = new CheckpointMerger(cfg, mergeOptions)) {
                 CheckpointMerger.Plan plan = merger.plan();
                 for (String w : plan.warnings()) err.println("warning: " + w);
+                if (options.verbose()) printDetails(cfg, plan, output, shardBytes, err);
                 if (dryRun) {
                     PlanPrinter.print(plan, cfg, dev, System.out);
+                    System.out.println(existing != null ? existing : "output " + output + " (a new directory)");
                     return 0;
                 }
                 err.printf(Locale.ROOT, "merging %d tensors (%s) with %s on %s (%s)%n", plan.tensors().size(),
@@ -102,6 +145,45 @@ public final class SmelterCli {
                 return 0;
             }
         }
+
+        /** -v: the inputs as resolved, the output's dtype and shards, and the tensors the plan notes something about. */
+        private static void printDetails(MergeConfig cfg, CheckpointMerger.Plan plan, Path output, long shardBytes,
+                PrintStream err) {
+            if (cfg.baseModel() != null) err.println("base_model: " + cfg.baseModel());
+            for (MergeConfig.ModelEntry m : cfg.models()) err.println("model: " + m.path());
+            DType out = SideFiles.outputDType(plan);
+            err.printf(Locale.ROOT, "output: %s, %s, shards of at most %s%n", output,
+                    out == null ? "no merged tensors" : "torch_dtype " + SideFiles.torchName(out),
+                    shardBytes == Long.MAX_VALUE ? "any size (one shard)" : Sizes.format(shardBytes));
+            for (CheckpointMerger.TensorPlan t : plan.tensors())
+                if (!t.note().isEmpty()) err.println("note: tensor " + t.name() + ": " + t.note());
+        }
+    }
+
+    /** OUT (positional) or -o OUT: one of them, the same if both. */
+    static Path output(CommandSpec spec, Path argument, Path option) {
+        if (argument == null && option == null)
+            throw new ParameterException(spec.commandLine(), "no output directory: give it after the config ("
+                    + spec.qualifiedName() + " CONFIG OUT, as mergekit-yaml takes it) or with -o OUT");
+        if (argument != null && option != null
+                && !argument.toAbsolutePath().normalize().equals(option.toAbsolutePath().normalize()))
+            throw new ParameterException(spec.commandLine(), "two output directories: " + argument + " (after the "
+                    + "config) and -o " + option + "; give one");
+        return argument != null ? argument : option;
+    }
+
+    /**
+     * What a run would do with an output that exists: null when it does not exist (or is an empty directory), else a
+     * line saying whether --overwrite replaces it.
+     */
+    static String describeExisting(Path output, boolean overwrite) throws IOException {
+        if (!Files.exists(output)) return null;
+        if (!Files.isDirectory(output)) return "output " + output + " exists and is not a directory: the merge would fail";
+        try (Stream<Path> s = Files.list(output)) {
+            if (s.findAny().isEmpty()) return null;
+        }
+        return overwrite ? "output " + output + " exists and is not empty: --overwrite replaces it once the new one is complete"
+                : "output " + output + " exists and is not empty (use --overwrite to replace it once the new one is complete)";
     }
 
     @Command(name = "info", mixinStandardHelpOptions = true, description = "List a checkpoint's tensors, dtypes and sizes.")

@@ -5,12 +5,12 @@ import dev.smelter.Smelter;
 import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.config.SweepGrid;
+import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
 import dev.smelter.merge.SweepReport;
 import dev.smelter.merge.SweepRunner;
 import java.io.IOException;
 import java.io.PrintStream;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
@@ -18,9 +18,11 @@ import java.util.Locale;
 import java.util.concurrent.Callable;
 import java.util.stream.Stream;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Model.CommandSpec;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
+import picocli.CommandLine.Spec;
 
 /**
  * {@code smelter sweep CONFIG --grid density=0.4:0.9:0.1 --grid lambda=0.5,1 -o OUTDIR}: every configuration of a
@@ -41,8 +43,11 @@ final class SweepCommand implements Callable<Integer> {
             + "(repeatable; replaces the config's smelter.grid)")
     List<String> grid = new ArrayList<>();
 
-    @Option(names = {"-o", "--output"}, required = true, paramLabel = "OUTDIR", description = "output directory")
-    Path output;
+    @Parameters(index = "1", arity = "0..1", paramLabel = "OUTDIR", description = "output directory (or -o)")
+    Path outputArgument;
+
+    @Option(names = {"-o", "--output"}, paramLabel = "OUTDIR", description = "output directory (or OUTDIR)")
+    Path outputOption;
 
     @Option(names = "--stats-only", description = "write no weights: per-layer statistics of each configuration's "
             + "merged task vector (norms, kept fraction, sign agreement)")
@@ -61,9 +66,13 @@ final class SweepCommand implements Callable<Integer> {
     @Mixin
     MergeOptions options;
 
+    @Spec
+    CommandSpec spec;
+
     @Override
     public Integer call() throws IOException, ConfigException {
         MergeConfig cfg = MergeConfig.load(config);
+        Path output = SmelterCli.output(spec, outputArgument, outputOption);
         SweepGrid sweep = cfg.grid();
         if (!grid.isEmpty()) {
             List<SweepGrid.Axis> axes = new ArrayList<>();
@@ -76,11 +85,13 @@ final class SweepCommand implements Callable<Integer> {
         if (statsOnly && noStats) throw new ConfigException("--stats-only and --no-stats leave nothing to do");
         cfg = options.apply(cfg);
         PrintStream err = System.err;
+        for (String n : options.notes()) err.println("note: " + n);
         for (String w : cfg.warnings()) err.println("warning: " + w);
         if (!grid.isEmpty() && cfg.grid() != null) err.println("note: --grid replaces the config's smelter.grid");
         Device dev = options.device();
-        if (!options.overwrite && !dryRun && nonEmpty(output))
-            throw new ConfigException(output + " exists and is not empty (use --overwrite to replace it)");
+        ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
+        String existing = SmelterCli.describeExisting(output, options.overwrite);
+        if (!options.overwrite && !dryRun && existing != null) throw new ConfigException(existing);
         var sweepOptions = new SweepRunner.Options(dev, output, options.maxShardBytes(), options.overwrite,
                 options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential,
                 options.memoryLimit());
@@ -88,8 +99,12 @@ final class SweepCommand implements Callable<Integer> {
             SweepRunner.SweepPlan plan = runner.plan();
             for (String w : plan.merge().warnings()) err.println("warning: " + w);
             int n = plan.configurations();
+            if (options.verbose())
+                for (CheckpointMerger.TensorPlan t : plan.merge().tensors())
+                    if (!t.note().isEmpty()) err.println("note: tensor " + t.name() + ": " + t.note());
             if (dryRun) {
                 printPlan(runner, plan, cfg, dev, System.out);
+                System.out.println(existing != null ? existing : "output " + output + " (a new directory)");
                 return 0;
             }
             if (!noStats && !runner.statsEnabled())
@@ -127,13 +142,6 @@ final class SweepCommand implements Callable<Integer> {
 
     private static String cpu(double seconds) {
         return seconds < 0 ? "" : String.format(Locale.ROOT, " (CPU %.3f s)", seconds);
-    }
-
-    private static boolean nonEmpty(Path dir) throws IOException {
-        if (!Files.isDirectory(dir)) return Files.exists(dir);
-        try (Stream<Path> s = Files.list(dir)) {
-            return s.findAny().isPresent();
-        }
     }
 
     private static String describe(SweepGrid grid) {

@@ -3,6 +3,7 @@ package dev.smelter.config;
 import dev.smelter.methods.MergeMethods;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.MappingIterator;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import dev.smelter.DType;
@@ -17,6 +18,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Consumer;
+import java.util.regex.Pattern;
 
 /**
  * A merge configuration in mergekit's YAML format (the subset Smelter runs), plus Smelter's own
@@ -83,18 +85,48 @@ public record MergeConfig(
             "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", "smelter", "slices");
     private static final Set<String> IGNORED_TOP_KEYS = Set.of("tokenizer_source", "tokenizer", "chat_template", "name");
 
+    /**
+     * Reads a config file. Relative model paths resolve as mergekit resolves them, against the working directory,
+     * and where nothing is there against the config's folder ({@link #parse(JsonNode, Path, Path)}).
+     */
     public static MergeConfig load(Path file) throws IOException, ConfigException {
-        JsonNode root;
-        try {
-            root = new ObjectMapper(new YAMLFactory()).readTree(Files.readString(file));
-        } catch (IOException e) {
+        return load(file, Path.of("").toAbsolutePath());
+    }
+
+    /** {@link #load(Path)} with {@code workDir} as the working directory. */
+    public static MergeConfig load(Path file, Path workDir) throws IOException, ConfigException {
+        if (Files.isDirectory(file)) throw new ConfigException(file + " is a directory, not a config file");
+        if (!Files.exists(file)) throw new ConfigException("config file " + file + " does not exist");
+        List<JsonNode> documents = new ArrayList<>();
+        try (MappingIterator<JsonNode> it = new ObjectMapper(new YAMLFactory()).readerFor(JsonNode.class)
+                .readValues(Files.readString(file))) {
+            while (it.hasNextValue()) {
+                JsonNode d = it.nextValue();
+                if (d != null && !d.isMissingNode() && !d.isNull()) documents.add(d);
+            }
+        } catch (IOException | RuntimeException e) {
             throw new ConfigException(file + ": not valid YAML: " + e.getMessage());
         }
-        return parse(root, file.toAbsolutePath().getParent());
+        if (documents.size() > 1)
+            throw new ConfigException(file + " holds " + documents.size() + " YAML documents (configs separated by "
+                    + "'---', as mergekit-multi takes them): multi-document configs are not supported yet; split them "
+                    + "into one file per document and merge each");
+        return parse(documents.isEmpty() ? null : documents.get(0), file.toAbsolutePath().getParent(),
+                workDir.toAbsolutePath());
     }
 
     /** Parses a config; relative model paths are resolved against {@code baseDir}. */
     public static MergeConfig parse(JsonNode root, Path baseDir) throws ConfigException {
+        return parse(root, baseDir, null);
+    }
+
+    /**
+     * Parses a config. With {@code workDir} null, relative model paths are resolved against {@code baseDir} (the
+     * config's folder) and need not exist. Otherwise as mergekit does, against {@code workDir} (the working directory)
+     * where the path exists there, else against {@code baseDir} (a warning says which is used when both exist); a
+     * path found in neither is an error, which for a Hub ID ({@code org/name}) says how to download it.
+     */
+    public static MergeConfig parse(JsonNode root, Path baseDir, Path workDir) throws ConfigException {
         if (root == null || !root.isObject()) throw new ConfigException("the config must be a YAML mapping");
         List<String> warnings = new ArrayList<>();
         checkKeys(root, TOP_KEYS, "config");
@@ -110,7 +142,7 @@ public record MergeConfig(
             throw new ConfigException(e.getMessage());
         }
 
-        Path base = root.has("base_model") ? resolve(baseDir, text(root, "base_model", "config")) : null;
+        Path base = root.has("base_model") ? resolve(baseDir, workDir, text(root, "base_model", "config"), "base_model", warnings) : null;
         if (method.needsBase() && base == null)
             throw new ConfigException("merge_method " + methodName + " needs base_model");
 
@@ -126,8 +158,8 @@ public record MergeConfig(
             if (!m.isObject()) throw new ConfigException(at + " must be a mapping with 'model'");
             checkKeys(m, method == MergeMethods.Method.FISHER ? Set.of("model", "parameters", "fisher")
                     : Set.of("model", "parameters"), at);
-            Path path = resolve(baseDir, text(m, "model", at));
-            Path fisher = m.has("fisher") ? resolve(baseDir, text(m, "fisher", at)) : null;
+            Path path = resolve(baseDir, workDir, text(m, "model", at), at + ".model", warnings);
+            Path fisher = m.has("fisher") ? resolve(baseDir, workDir, text(m, "fisher", at), at + ".fisher", warnings) : null;
             if (method == MergeMethods.Method.FISHER && fisher == null)
                 throw new ConfigException(at + ".fisher is required for merge_method fisher: the model's diagonal "
                         + "Fisher as a safetensors checkpoint with the model's tensor names");
@@ -281,6 +313,43 @@ public record MergeConfig(
         if (v == null || v.isNull()) throw new ConfigException(where + "." + key + " is missing");
         if (!v.isValueNode()) throw new ConfigException(where + "." + key + " must be a string");
         return v.asText();
+    }
+
+    private static final Pattern HUB_ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?");
+
+    private static Path resolve(Path baseDir, Path workDir, String p, String where, List<String> warnings)
+            throws ConfigException {
+        if (workDir == null) return resolve(baseDir, p);
+        boolean hub = HUB_ID.matcher(p).matches() && !p.contains("..");
+        int at = hub ? p.indexOf('@') : -1;
+        List<Path> searched = new ArrayList<>();
+        for (String variant : at < 0 ? List.of(p) : List.of(p, p.substring(0, at))) {  // org/name@revision: org/name
+            List<Path> candidates = candidates(baseDir, workDir, variant);
+            List<Path> found = candidates.stream().filter(Files::exists).toList();
+            if (found.size() > 1)
+                warnings.add(where + " '" + p + "' is " + found.get(0) + " (relative to the working directory, as "
+                        + "mergekit reads it), not " + found.get(1) + " (relative to the config's folder)");
+            if (!found.isEmpty()) return found.get(0);
+            for (Path c : candidates) if (!searched.contains(c)) searched.add(c);
+        }
+        String paths = String.join(" and ", searched.stream().map(Path::toString).toList());
+        if (hub) {
+            String id = at < 0 ? p : p.substring(0, at);
+            throw new ConfigException(where + " '" + p + "' is not a local checkpoint (searched " + paths + "). It looks "
+                    + "like a Hugging Face Hub ID, and Smelter reads local checkpoints only for now: download it with "
+                    + "`huggingface-cli download " + id + (at < 0 ? "" : " --revision " + p.substring(at + 1))
+                    + " --local-dir DIR` and give DIR as the path");
+        }
+        throw new ConfigException(where + " '" + p + "' does not exist (searched " + paths + ")");
+    }
+
+    /** Where a model path may be: itself if absolute, else in the working directory, then in the config's folder. */
+    private static List<Path> candidates(Path baseDir, Path workDir, String p) {
+        Path path = p.startsWith("~/") ? Path.of(System.getProperty("user.home")).resolve(p.substring(2)) : Path.of(p);
+        if (path.isAbsolute()) return List.of(path.normalize());
+        Path inWork = workDir.resolve(path).normalize();
+        Path inConfig = baseDir == null ? inWork : baseDir.resolve(path).normalize();
+        return inWork.equals(inConfig) ? List.of(inWork) : List.of(inWork, inConfig);
     }
 
     private static Path resolve(Path baseDir, String p) {

@@ -90,7 +90,7 @@ public final class CheckpointWriter implements AutoCloseable {
         if (!Files.isDirectory(output)) throw new IOException(output + " exists and is not a directory");
         try (Stream<Path> s = Files.list(output)) {
             if (s.findAny().isPresent() && !overwrite)
-                throw new IOException(output + " exists and is not empty (use overwrite to replace it)");
+                throw new IOException(output + " exists and is not empty (use --overwrite to replace it)");
         }
     }
 
@@ -188,6 +188,16 @@ public final class CheckpointWriter implements AutoCloseable {
     /** Copies a side file (config.json, tokenizer files) into the checkpoint under its own name. */
     public void copyFile(Path source) throws IOException {
         Files.copy(source, temp.resolve(source.getFileName().toString()), StandardCopyOption.REPLACE_EXISTING);
+    }
+
+    /**
+     * Writes a small file (a model card, the config, an edited config.json) into the checkpoint under {@code name},
+     * replacing one copied there before.
+     */
+    public void writeFile(String name, byte[] content) throws IOException {
+        Path file = temp.resolve(name).normalize();
+        if (!file.getParent().equals(temp)) throw new IllegalArgumentException("not a plain file name: " + name);
+        Files.write(file, content);
     }
 
     /** Checks completeness, syncs, writes the index, and moves the checkpoint into place. */

@@ -21,6 +21,7 @@ import dev.smelter.io.TensorInfo;
 import dev.smelter.io.WriteBehind;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -50,12 +51,26 @@ public final class CheckpointMerger implements AutoCloseable {
             "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json", "vocab.json", "merges.txt",
             "added_tokens.json", "chat_template.jinja");
 
+    /** The tokenizer files among {@link #SIDE_FILES}: left out with {@code copyTokenizer} false. */
+    static final Set<String> TOKENIZER_FILES = Set.of("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+            "special_tokens_map.json", "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja");
+
     /** What a merged tensor with NaN or infinite values does: nothing, a warning, or a failed merge. */
     public enum NonFinite { IGNORE, WARN, FAIL }
 
-    /** @param memoryLimit bytes one merge call works on at once (0: the default, see {@link Context#setMemoryLimit}) */
+    /**
+     * @param memoryLimit bytes one merge call works on at once (0: the default, see {@link Context#setMemoryLimit})
+     * @param copyTokenizer copy the tokenizer files ({@link #TOKENIZER_FILES}) of the base (or the first model)
+     * @param configText the config as given: written as {@code mergekit_config.yml} with a model card {@code README.md}
+     *     ({@link ModelCard}), as mergekit does; null writes neither
+     */
     public record Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch,
-            NonFinite nonFinite, long memoryLimit) {
+            NonFinite nonFinite, long memoryLimit, boolean copyTokenizer, String configText) {
+        public Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch,
+                NonFinite nonFinite, long memoryLimit) {
+            this(device, output, maxShardBytes, overwrite, allowVocabMismatch, nonFinite, memoryLimit, true, null);
+        }
+
         public Options(Device device, Path output, long maxShardBytes, boolean overwrite, boolean allowVocabMismatch,
                 NonFinite nonFinite) {
             this(device, output, maxShardBytes, overwrite, allowVocabMismatch, nonFinite, 0);
@@ -357,10 +372,11 @@ public final class CheckpointMerger implements AutoCloseable {
                 if (convertBuffer != null) ctx.free(convertBuffer);
                 convertBuffer = null;
             }
-            Path sideSource = reference().directory();
-            for (String f : SIDE_FILES) {
-                Path p = sideSource.resolve(f);
-                if (Files.isRegularFile(p)) writer.copyFile(p);
+            warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer()));
+            if (options.configText() != null) {
+                writer.writeFile("README.md", ModelCard.markdown(ModelCard.name(options.output()), config,
+                        options.configText()).getBytes(StandardCharsets.UTF_8));
+                writer.writeFile("mergekit_config.yml", options.configText().getBytes(StandardCharsets.UTF_8));
             }
             writer.commit();
         }

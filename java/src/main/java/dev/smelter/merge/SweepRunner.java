@@ -553,10 +553,7 @@ public final class SweepRunner implements AutoCloseable {
                 if (options.writeCheckpoints()) {
                     long s = System.nanoTime();
                     CheckpointWriter w = writers.get(c);
-                    for (String f : CheckpointMerger.SIDE_FILES) {
-                        Path p = sideSource.resolve(f);
-                        if (Files.isRegularFile(p)) w.copyFile(p);
-                    }
+                    warnings.get(c).addAll(SideFiles.write(w, sideSource, SideFiles.outputDType(plan.merge()), true));
                     w.commit();
                     own[c] += System.nanoTime() - s;
                     out = temp.resolve(configurations.get(c).name());
