@@ -211,7 +211,7 @@ public final class CheckpointMerger implements AutoCloseable {
             boolean mixed = false;
             for (int i = 0; i < models.size(); i++) {
                 Checkpoint m = models.get(i);
-                if (!m.tensorNames().contains(name))
+                if (!m.contains(name))
                     throw new CheckpointFormatException(m.directory() + ": tensor " + name + " is missing (present in "
                             + ref.directory() + ")");
                 TensorInfo mi = m.info(name);
@@ -231,7 +231,7 @@ public final class CheckpointMerger implements AutoCloseable {
             boolean mergeable = mergeDType.isPresent() && (base != null || merged == info.elementCount());
             if (mergeable)
                 for (Checkpoint f : fishers) {  // merge_method fisher: each model's Fisher, tensor by tensor
-                    if (!f.tensorNames().contains(name))
+                    if (!f.contains(name))
                         throw new CheckpointFormatException(f.directory() + ": Fisher tensor " + name + " is missing");
                     TensorInfo fi = f.info(name);
                     if (!Arrays.equals(fi.shape(), info.shape()) || fi.dtype().toMergeDType().isEmpty())
