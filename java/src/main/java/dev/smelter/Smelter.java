@@ -15,6 +15,13 @@ public final class Smelter {
         return smelter_h.smelter_build_info().reinterpret(1024).getString(0);
     }
 
+    /** The version alone ("0.1.0"), without the build's features: what outputs record, so builds agree. */
+    public static String version() {
+        String info = buildInfo();  // "smelter 0.1.0 (cpu avx2, ...)"
+        String[] words = info.split(" ");
+        return words.length > 1 ? words[1] : info;
+    }
+
     /** Where the loaded libsmelter lives. */
     public static java.nio.file.Path libraryPath() {
         Native.load();

@@ -134,6 +134,30 @@ class CliMergeTest {
         }
     }
 
+    /** Same inputs, config and version: the same bytes in every output file (metadata order, model card, index). */
+    @Test
+    void identicalMergesWriteIdenticalBytes() throws Exception {
+        // The model card is titled with the output's name, as mergekit's: the same name in two places.
+        Path a = dir.resolve("same-a").resolve("merged"), b = dir.resolve("same-b").resolve("merged");
+        assertEquals(0, merge(dir.resolve("ties.yml").toString(), a.toString(), "--max-shard-size", "100kB"));
+        assertEquals(0, merge(dir.resolve("ties.yml").toString(), b.toString(), "--max-shard-size", "100kB"));
+        List<String> files;
+        try (Stream<Path> s = Files.list(a)) {
+            files = s.map(p -> p.getFileName().toString()).sorted().toList();
+        }
+        try (Stream<Path> s = Files.list(b)) {
+            assertEquals(files, s.map(p -> p.getFileName().toString()).sorted().toList());
+        }
+        assertTrue(files.size() > 3, files.toString());
+        for (String f : files)
+            assertEquals(-1, Files.mismatch(a.resolve(f), b.resolve(f)), f);
+        String shard = files.stream().filter(f -> f.endsWith(".safetensors")).findFirst().orElseThrow();
+        try (var f = dev.smelter.io.SafetensorsFile.open(a.resolve(shard))) {
+            String by = f.metadata().get("merged_by");
+            assertTrue(by != null && by.matches("smelter \\d+\\.\\d+\\.\\d+\\S*"), "merged_by: " + by);
+        }
+    }
+
     /** mergekit's linear keeps a base_model listed among the models as one of the weighted sources. */
     @Test
     void linearKeepsTheBaseListedAmongTheModels() throws Exception {

@@ -119,7 +119,7 @@ public final class CheckpointWriter implements AutoCloseable {
             throws IOException {
         ObjectNode root = SafetensorsFile.JSON.createObjectNode();
         ObjectNode meta = root.putObject("__metadata__");
-        metadata.forEach(meta::put);
+        new java.util.TreeMap<>(metadata).forEach(meta::put);  // sorted: the same bytes whatever the map's order
         long offset = 0;
         for (TensorSpec t : tensors) {
             ObjectNode e = root.putObject(t.name());

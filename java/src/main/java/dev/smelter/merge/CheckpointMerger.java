@@ -320,7 +320,7 @@ public final class CheckpointMerger implements AutoCloseable {
         for (TensorPlan t : plan.tensors())
             specs.add(new CheckpointWriter.TensorSpec(t.name(),
                     t.action() == Action.COPY ? t.info().dtype() : SafetensorsDType.of(t.outDType()), t.info().shape()));
-        Map<String, String> metadata = Map.of("format", "pt", "merged_by", "smelter " + Smelter.buildInfo());
+        Map<String, String> metadata = outputMetadata();
         long done = 0, peakAnon = anonymousResidentBytes();
         List<String> warnings = new ArrayList<>();
         try (Context ctx = Smelter.open(options.device());
@@ -382,6 +382,11 @@ public final class CheckpointMerger implements AutoCloseable {
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
         return new Summary(plan, seconds, plan.bytesRead(), plan.bytesWritten(), peakAnon, List.copyOf(warnings));
+    }
+
+    /** The {@code __metadata__} of every merged shard: the same for the same version, whatever the build. */
+    static Map<String, String> outputMetadata() {
+        return Map.of("format", "pt", "merged_by", "smelter " + Smelter.version());
     }
 
     /** What each tensor of the plan reads, in order, for the read-ahead: base, models and Fishers, or the copied tensor. */

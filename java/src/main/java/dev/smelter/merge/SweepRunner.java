@@ -311,7 +311,7 @@ public final class SweepRunner implements AutoCloseable {
                 for (CheckpointMerger.TensorPlan t : plan.merge().tensors())
                     specs.add(new CheckpointWriter.TensorSpec(t.name(), t.action() == CheckpointMerger.Action.COPY
                             ? t.info().dtype() : SafetensorsDType.of(t.outDType()), t.info().shape()));
-                Map<String, String> metadata = Map.of("format", "pt", "merged_by", "smelter " + Smelter.buildInfo());
+                Map<String, String> metadata = CheckpointMerger.outputMetadata();
                 for (int c = 0; c < n; c++) {
                     long s = System.nanoTime();
                     writers.add(new CheckpointWriter(temp.resolve(configurations.get(c).name()), specs,

@@ -45,6 +45,23 @@ class CheckpointIoTest {
         }
     }
 
+    /** The metadata's order in the header does not depend on the map's iteration order: same input, same bytes. */
+    @Test
+    void metadataIsWrittenInOneOrder() throws IOException {
+        java.util.LinkedHashMap<String, String> forward = new java.util.LinkedHashMap<>(), backward = new java.util.LinkedHashMap<>();
+        for (String k : List.of("format", "merged_by", "zeta", "alpha")) forward.put(k, k + "!");
+        List<String> keys = List.of("alpha", "zeta", "merged_by", "format");
+        for (String k : keys) backward.put(k, k + "!");
+        Path a = dir.resolve("meta-a").resolve("m"), b = dir.resolve("meta-b").resolve("m");
+        for (var run : List.of(Map.entry(a, forward), Map.entry(b, backward)))
+            try (Arena arena = Arena.ofConfined();
+                    CheckpointWriter w = new CheckpointWriter(run.getKey(), SPECS, 1 << 20, run.getValue(), false)) {
+                for (int i = 0; i < SPECS.size(); i++) w.write(SPECS.get(i).name(), bytes(arena, SPECS.get(i).byteSize(), i));
+                w.commit();
+            }
+        assertEquals(-1, Files.mismatch(a.resolve(Checkpoint.SINGLE), b.resolve(Checkpoint.SINGLE)));
+    }
+
     @Test
     void roundTripSingleAndSharded() throws IOException {
         for (long shard : new long[] {1 << 20, 40}) {
