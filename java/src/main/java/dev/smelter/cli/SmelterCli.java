@@ -7,6 +7,7 @@ import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
+import dev.smelter.io.OutputGuard;
 import dev.smelter.io.TensorInfo;
 import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
@@ -17,6 +18,7 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Arrays;
 import java.util.Locale;
+import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.stream.Stream;
 import picocli.CommandLine;
@@ -56,6 +58,13 @@ public final class SmelterCli {
             return EXIT_USAGE;
         });
         return cli.execute(args);
+    }
+
+    /** The inputs of a merge and its config file, which an output must not replace either. */
+    static Map<String, Path> withConfig(Map<String, Path> inputs, Path config) {
+        Map<String, Path> all = new java.util.LinkedHashMap<>(inputs);
+        all.put("the config", config);
+        return all;
     }
 
     static String message(Throwable e) {
@@ -117,6 +126,7 @@ public final class SmelterCli {
             long shardBytes = options.maxShardBytes();
             long memoryLimit = options.memoryLimit();
             ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
+            OutputGuard.check(output, withConfig(CheckpointMerger.inputs(cfg), config));
             String existing = describeExisting(output, options.overwrite);
             if (existing != null && !dryRun && !options.overwrite) throw new ConfigException(existing);
             var mergeOptions = new CheckpointMerger.Options(dev, output, shardBytes, options.overwrite,

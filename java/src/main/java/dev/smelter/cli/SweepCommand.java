@@ -5,6 +5,7 @@ import dev.smelter.Smelter;
 import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.config.SweepGrid;
+import dev.smelter.io.OutputGuard;
 import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
 import dev.smelter.merge.SweepReport;
@@ -14,6 +15,7 @@ import java.io.PrintStream;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Locale;
 import java.util.concurrent.Callable;
 import java.util.stream.Stream;
@@ -90,6 +92,7 @@ final class SweepCommand implements Callable<Integer> {
         if (!grid.isEmpty() && cfg.grid() != null) err.println("note: --grid replaces the config's smelter.grid");
         Device dev = options.device();
         ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
+        OutputGuard.check(output, SmelterCli.withConfig(CheckpointMerger.inputs(cfg), config));
         String existing = SmelterCli.describeExisting(output, options.overwrite);
         if (!options.overwrite && !dryRun && existing != null) throw new ConfigException(existing);
         var sweepOptions = new SweepRunner.Options(dev, output, options.maxShardBytes(), options.overwrite,

@@ -15,6 +15,7 @@ import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
+import dev.smelter.io.OutputGuard;
 import dev.smelter.io.SafetensorsDType;
 import dev.smelter.io.ReadAhead;
 import dev.smelter.io.TensorInfo;
@@ -137,6 +138,7 @@ public final class CheckpointMerger implements AutoCloseable {
     public CheckpointMerger(MergeConfig config, Options options) throws IOException {
         this.config = config;
         this.options = options;
+        OutputGuard.check(options.output(), inputs(config));
         List<Checkpoint> opened = new ArrayList<>();
         try {
             Checkpoint b = config.baseModel() == null ? null : Checkpoint.open(config.baseModel());
@@ -159,6 +161,17 @@ public final class CheckpointMerger implements AutoCloseable {
         int layers = 0;
         for (String name : reference().tensorNames()) layers = Math.max(layers, TensorNames.layerIndex(name) + 1);
         layerCount = layers;
+    }
+
+    /** Every checkpoint the config reads, named as the config names it ("base_model", "models[1]", ...). */
+    public static Map<String, Path> inputs(MergeConfig config) {
+        Map<String, Path> inputs = new java.util.LinkedHashMap<>();
+        if (config.baseModel() != null) inputs.put("base_model", config.baseModel());
+        for (int i = 0; i < config.models().size(); i++) {
+            inputs.put("models[" + i + "]", config.models().get(i).path());
+            if (config.models().get(i).fisher() != null) inputs.put("models[" + i + "].fisher", config.models().get(i).fisher());
+        }
+        return inputs;
     }
 
     /** The checkpoint that defines the output's tensors: the base, or the first model for LINEAR. */
