@@ -3,9 +3,6 @@ package dev.smelter.config;
 import dev.smelter.methods.MergeMethods;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.MappingIterator;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.dataformat.yaml.YAMLFactory;
 import dev.smelter.DType;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -97,13 +94,11 @@ public record MergeConfig(
     public static MergeConfig load(Path file, Path workDir) throws IOException, ConfigException {
         if (Files.isDirectory(file)) throw new ConfigException(file + " is a directory, not a config file");
         if (!Files.exists(file)) throw new ConfigException("config file " + file + " does not exist");
-        List<JsonNode> documents = new ArrayList<>();
-        try (MappingIterator<JsonNode> it = new ObjectMapper(new YAMLFactory()).readerFor(JsonNode.class)
-                .readValues(Files.readString(file))) {
-            while (it.hasNextValue()) {
-                JsonNode d = it.nextValue();
-                if (d != null && !d.isMissingNode() && !d.isNull()) documents.add(d);
-            }
+        List<JsonNode> documents;
+        try {
+            documents = YamlReader.readAll(Files.readString(file));
+        } catch (ConfigException e) {
+            throw new ConfigException(file + ": " + e.getMessage());
         } catch (IOException | RuntimeException e) {
             throw new ConfigException(file + ": not valid YAML: " + e.getMessage());
         }
@@ -197,6 +192,14 @@ public record MergeConfig(
             if (!global.containsKey(required))
                 throw new ConfigException("parameters." + required + " is required for " + methodName);
         checkModelCount(method, models.size());
+        if (models.size() > MAX_MODELS)
+            throw new ConfigException(models.size() + " models to merge; Smelter merges at most " + MAX_MODELS
+                    + " in one merge (merge them in groups, then merge the groups)");
+        for (int i = 0; i < models.size(); i++)
+            for (Map.Entry<String, ParameterValue> p : models.get(i).parameters().entrySet())
+                checkRange(modelPlaces.get(i) + ".parameters." + p.getKey(), p.getKey(), p.getValue());
+        for (Map.Entry<String, ParameterValue> p : global.entrySet())
+            checkRange("parameters." + p.getKey(), p.getKey(), p.getValue());
         if (method == MergeMethods.Method.MODEL_STOCK && global.containsKey("filter_wise")
                 && !(global.get("filter_wise") instanceof ParameterValue.Constant c && c.value() == 0))
             throw new ConfigException("model_stock with filter_wise: true (one t per row of each matrix) is not "
@@ -235,6 +238,30 @@ public record MergeConfig(
         SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
         grid.validate(config);
         return config.with(config.models(), global, scope, seed, grid);
+    }
+
+    /** The most models one merge takes (SMELTER_MAX_MODELS of the C ABI). */
+    public static final int MAX_MODELS = 64;
+
+    /**
+     * The range of a parameter, checked on every value the config writes before anything is read. Combinations
+     * (DELLA's density +- epsilon) are checked per tensor by the planner.
+     */
+    static void checkRange(String where, String name, ParameterValue value) throws ConfigException {
+        for (double x : value.written().toArray()) {
+            String must = switch (name) {
+                case "density" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of each task vector kept)";
+                case "select_topk" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of positions selected)";
+                case "gamma" -> x >= 0 && x <= 1 ? null : "a fraction in [0, 1] (the share of the largest magnitudes dropped)";
+                case "epsilon" -> x >= 0 && x < 1 ? null : "in [0, 1) (the half-width of DELLA's keep probabilities)";
+                case "max_iter" -> x >= 0 && x == Math.rint(x) && x <= 1e6 ? null : "a whole number from 0 to 1000000";
+                case "tol", "eps", "fisher_floor" -> x >= 0 && Double.isFinite(x) ? null : "a finite number >= 0";
+                default -> Double.isFinite(x) ? null : "a finite number";
+            };
+            if (must != null)
+                throw new ConfigException(where + " is " + (x == Math.rint(x) && Math.abs(x) < 1e15 ? Long.toString((long) x)
+                        : Double.toString(x)) + "; it must be " + must);
+        }
     }
 
     /** Methods that merge the base as a weighted point when it is among the sources (mergekit's linear). */

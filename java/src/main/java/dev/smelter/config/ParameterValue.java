@@ -13,6 +13,18 @@ public sealed interface ParameterValue {
     /** The value for a tensor. {@code layer} is its layer index (-1 for non-layer tensors). */
     double resolve(String tensorName, int layer, int layerCount);
 
+    /**
+     * Every value written in the config (a gradient's points, each condition's values): a tensor's value lies
+     * between them, so range checks on these hold for every tensor.
+     */
+    default java.util.stream.DoubleStream written() {
+        return switch (this) {
+            case Constant c -> java.util.stream.DoubleStream.of(c.value());
+            case Gradient g -> java.util.Arrays.stream(g.values());
+            case Conditional c -> c.values().stream().flatMapToDouble(ParameterValue::written);
+        };
+    }
+
     record Constant(double value) implements ParameterValue {
         @Override
         public double resolve(String tensorName, int layer, int layerCount) {

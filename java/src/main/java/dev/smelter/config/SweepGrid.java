@@ -294,10 +294,7 @@ public record SweepGrid(List<Axis> axes) {
                 double x = v.value();
                 if (isFlag && x != 0 && x != 1)
                     throw new ConfigException(at + ": " + p.name() + " is true or false (1 or 0), got " + v.text());
-                if (p.name().equals("density") && !(x > 0 && x <= 1))
-                    throw new ConfigException(at + ": a density must be in (0, 1], got " + v.text());
-                if (p.name().equals("max_iter") && (x < 0 || x != Math.rint(x)))
-                    throw new ConfigException(at + ": max_iter must be a whole number >= 0, got " + v.text());
+                if (!isFlag) MergeConfig.checkRange(at, p.name(), new ParameterValue.Constant(x));
             }
         }
     }

@@ -266,6 +266,7 @@ public final class CheckpointMerger implements AutoCloseable {
                         + models.stream().filter(m -> m.info(name).dtype() != c).count();
                 largestConvert = Math.max(largestConvert, converted * merged * compute.byteSize());
             }
+            if (mergeable) TensorSpecs.checkTensor(config, name, TensorNames.layerIndex(name), layerCount);
             TensorPlan tp = new TensorPlan(name, info, mergeable ? Action.MERGE : Action.COPY, out, merged,
                     mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName(), compute, convert);
             tensors.add(tp);

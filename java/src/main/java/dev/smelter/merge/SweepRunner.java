@@ -213,6 +213,9 @@ public final class SweepRunner implements AutoCloseable {
         int inputs = merger.modelCheckpoints().size() + (merger.baseCheckpoint() != null ? 1 : 0);
         long read = 0, out = 0;
         for (CheckpointMerger.TensorPlan t : p.tensors()) {
+            if (t.action() == CheckpointMerger.Action.MERGE)  // every configuration's values, before anything is read
+                for (Configuration c : configurations)
+                    TensorSpecs.checkTensor(c.config(), t.name(), TensorNames.layerIndex(t.name()), merger.layerCount());
             if (t.action() == CheckpointMerger.Action.MERGE
                     && (t.convertedInputs() || t.computeDType() != t.info().dtype().toMergeDType().orElseThrow()))
                 throw new CheckpointFormatException("tensor " + t.name() + " is merged in " + t.computeDType()

@@ -132,6 +132,24 @@ public final class TensorSpecs {
                 .build();
     }
 
+    /**
+     * The checks a tensor's resolved values need beyond each parameter's range (done when the config is read):
+     * DELLA's keep probabilities {@code density +- epsilon} must lie in (0, 1] where density is below 1 (mergekit
+     * refuses them too). A failure is a configuration error (IllegalArgumentException, exit 2), found by the planner
+     * before anything is read.
+     */
+    public static void checkTensor(MergeConfig config, String tensorName, int layer, int layerCount) {
+        if (config.method().composed() || config.method().sparsify() != MergeSpec.Sparsify.RANKED) return;
+        MergeSpec s = spec(config, tensorName, layer, layerCount);
+        for (int i = 0; i < s.modelCount(); i++) {
+            double d = s.densities()[i], e = s.epsilons()[i];
+            if (d < 1 && !(d - e > 0 && d + e <= 1))
+                throw new IllegalArgumentException("models[" + i + "] at tensor " + tensorName + ": density " + d
+                        + " and epsilon " + e + " give keep probabilities from " + (d - e) + " to " + (d + e)
+                        + "; density +- epsilon must lie in (0, 1] (lower epsilon)");
+        }
+    }
+
     /** merge_method fisher: whether this tensor's coefficients are divided by each model's Fisher norm. */
     public static boolean normalizesFishers(MergeConfig config, String tensorName, int layer, int layerCount) {
         return flag(config.parameters(), "normalize_fishers", "true".equals(Method.FISHER.defaultOf("normalize_fishers")),

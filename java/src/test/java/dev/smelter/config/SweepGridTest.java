@@ -128,7 +128,7 @@ class SweepGridTest {
         MergeConfig ties = parse(TIES);
         String[][] cases = {
                 {"t=0.5", "merge_method ties has no parameter 't'"},
-                {"density=0:1:0.5", "a density must be in (0, 1]"},
+                {"density=0:1:0.5", "it must be a fraction in (0, 1]"},
                 {"density@2=0.5", "there is no models[2]"},
                 {"lambda@0=0.5", "global parameter"},
                 {"normalize=0.5", "true or false"},
