@@ -22,7 +22,7 @@ final class PlanPrinter {
                     t.note().isEmpty() ? "" : "  (" + t.note() + ")");
         }
         out.printf(Locale.ROOT, "read %s, write %s%n", Sizes.format(plan.bytesRead()), Sizes.format(plan.bytesWritten()));
-        out.printf(Locale.ROOT, "peak host memory %s (two output buffers of the largest tensor; inputs are memory-mapped)%n",
+        out.printf(Locale.ROOT, "peak host memory %s (the largest tensor's inputs and two output buffers of it)%n",
                 Sizes.format(plan.peakHostBytes()));
         if (device.kind() == Device.Kind.CUDA)
             out.printf(Locale.ROOT, "peak device memory %s (inputs and output of the largest tensor; less where it merges "

@@ -180,7 +180,7 @@ final class SweepCommand implements Callable<Integer> {
                 Sizes.format(plan.bytesRead()), plan.bytesWritten() == 0 ? "statistics only"
                         : plan.configurations() + " x " + Sizes.format(plan.bytesWritten() / plan.configurations()) + " = "
                                 + Sizes.format(plan.bytesWritten()));
-        out.printf(Locale.ROOT, "peak host memory %s (two output buffers; inputs are memory-mapped)%n",
+        out.printf(Locale.ROOT, "peak host memory %s (the largest tensor's inputs and two output buffers)%n",
                 Sizes.format(plan.peakHostBytes()));
         if (dev.kind() == Device.Kind.CUDA)
             out.printf(Locale.ROOT, "peak device memory %s (inputs and output of the largest tensor)%n",

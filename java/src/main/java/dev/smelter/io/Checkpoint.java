@@ -134,6 +134,16 @@ public final class Checkpoint implements AutoCloseable {
         return fileOf.containsKey(name);
     }
 
+    /** Positional read of tensor {@code name}'s bytes from {@code byteOffset} into {@code dst} (see {@link SafetensorsFile#read}). */
+    public void read(String name, long byteOffset, MemorySegment dst) throws IOException {
+        file(name).read(name, byteOffset, dst);
+    }
+
+    /** Fails naming the file if any shard changed since it was opened (see {@link SafetensorsFile#checkUnchanged}). */
+    public void checkUnchanged() throws IOException {
+        for (SafetensorsFile f : files) f.checkUnchanged();
+    }
+
     public TensorInfo info(String name) {
         return file(name).tensors().get(name);
     }

@@ -87,11 +87,23 @@ public final class SafetensorsFile implements AutoCloseable {
     private final long dataStart;
     private final Map<String, TensorInfo> tensors;
     private final Map<String, String> metadata;
+    private final FileChannel channel;  // positional reads: a truncated file is a short read, never a signal
+    private final Identity identity;
     private final AtomicBoolean closed = new AtomicBoolean();
 
+    /** What identifies the file's contents for {@link #checkUnchanged()}: its size, modification time and inode. */
+    private record Identity(long size, java.nio.file.attribute.FileTime modified, Object key) {
+        static Identity of(Path path) throws IOException {
+            var a = java.nio.file.Files.readAttributes(path, java.nio.file.attribute.BasicFileAttributes.class);
+            return new Identity(a.size(), a.lastModifiedTime(), a.fileKey());
+        }
+    }
+
     private SafetensorsFile(Path path, Arena arena, MemorySegment file, long dataStart, Map<String, TensorInfo> tensors,
-            Map<String, String> metadata) {
+            Map<String, String> metadata, FileChannel channel, Identity identity) {
         this.path = path;
+        this.channel = channel;
+        this.identity = identity;
         this.arena = arena;
         this.file = file;
         this.dataStart = dataStart;
@@ -107,7 +119,9 @@ public final class SafetensorsFile implements AutoCloseable {
      */
     public static SafetensorsFile open(Path path) throws IOException {
         Arena arena = Arena.ofShared();
-        try (FileChannel ch = FileChannel.open(path, StandardOpenOption.READ)) {
+        FileChannel ch = FileChannel.open(path, StandardOpenOption.READ);
+        try {
+            Identity identity = Identity.of(path);
             long size = ch.size();
             if (size < 8)
                 throw new CheckpointFormatException(path, size + " bytes is too short for a safetensors file (at least 8)");
@@ -125,9 +139,10 @@ public final class SafetensorsFile implements AutoCloseable {
             Map<String, TensorInfo> byName = new LinkedHashMap<>();
             for (TensorInfo t : sorted) byName.put(t.name(), t);
             return new SafetensorsFile(path, arena, file, 8 + n, Collections.unmodifiableMap(byName),
-                    Collections.unmodifiableMap(h.metadata()));
+                    Collections.unmodifiableMap(h.metadata()), ch, identity);
         } catch (IOException | RuntimeException | Error e) {
             arena.close();
+            ch.close();
             throw e;
         }
     }
@@ -285,9 +300,62 @@ public final class SafetensorsFile implements AutoCloseable {
         return file.asSlice(dataStart + t.dataBegin(), t.byteSize());
     }
 
-    /** Unmaps the file; segments from {@link #data} become inaccessible. Idempotent. */
+    /** Positional reads of at most this many bytes (a ByteBuffer holds less than 2 GiB). */
+    private static final long READ_CHUNK = 1L << 30;
+
+    /**
+     * Copies {@code dst.byteSize()} bytes of tensor {@code name}, from byte {@code byteOffset} of its data, into
+     * {@code dst} with positional reads. Unlike reading the mapping from native code, a file truncated by another
+     * process meanwhile is an exception naming the file and the tensor, never a SIGBUS. Thread-safe.
+     */
+    public void read(String name, long byteOffset, MemorySegment dst) throws IOException {
+        TensorInfo t = tensors.get(name);
+        if (t == null) throw new IllegalArgumentException(path + " has no tensor '" + name + "'");
+        if (byteOffset < 0 || byteOffset + dst.byteSize() > t.byteSize())
+            throw new IllegalArgumentException("bytes " + byteOffset + ".." + (byteOffset + dst.byteSize()) + " of tensor "
+                    + name + " (" + t.byteSize() + " bytes)");
+        long position = dataStart + t.dataBegin() + byteOffset;
+        for (long done = 0; done < dst.byteSize(); ) {
+            ByteBuffer buffer = dst.asSlice(done, Math.min(READ_CHUNK, dst.byteSize() - done)).asByteBuffer();
+            while (buffer.hasRemaining()) {
+                int n = channel.read(buffer, position + done);
+                if (n < 0)
+                    throw new CheckpointFormatException(path, name, "the file ends at byte " + (position + done)
+                            + ", inside this tensor: it was truncated or replaced while in use (it had "
+                            + identity.size() + " bytes)");
+                done += n;
+            }
+        }
+    }
+
+    /**
+     * Fails if the file is not the one opened any more: another size, modification time or inode (a file rewritten
+     * in place, truncated or replaced while it was read).
+     */
+    public void checkUnchanged() throws IOException {
+        Identity now;
+        try {
+            now = Identity.of(path);
+        } catch (IOException e) {
+            throw new CheckpointFormatException(path, "is gone or unreadable since it was opened: " + e.getMessage());
+        }
+        if (!now.equals(identity))
+            throw new CheckpointFormatException(path, "changed while it was read (" + (now.size() != identity.size()
+                    ? "size " + identity.size() + " -> " + now.size() : !now.modified().equals(identity.modified())
+                    ? "modified at " + now.modified() + ", opened at " + identity.modified() : "replaced by another file")
+                    + "): the result would mix old and new contents");
+    }
+
+    /** Unmaps and closes the file; segments from {@link #data} become inaccessible. Idempotent. */
     @Override
     public void close() {
-        if (closed.compareAndSet(false, true)) arena.close();
+        if (closed.compareAndSet(false, true)) {
+            arena.close();
+            try {
+                channel.close();
+            } catch (IOException e) {
+                // read-only: nothing to lose
+            }
+        }
     }
 }

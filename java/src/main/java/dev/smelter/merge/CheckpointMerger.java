@@ -42,9 +42,10 @@ import java.util.function.Consumer;
  * tensors, the calling thread merges tensor i, and a write-behind thread writes tensor i-1 (and syncs
  * every 256 MiB, so writeback does not pile up for the end).
  *
- * <p>Host memory beyond the memory-mapped inputs is bounded by two output buffers of the largest
- * tensor (page-locked on CUDA), plus, on CUDA, device staging buffers for the inputs and output of
- * that tensor. The page cache filled by reading ahead is bounded by {@link #readAheadBytes}.
+ * <p>Each tensor's inputs are read into {@link InputBuffers} with positional reads (native code never reads a
+ * mapping another process could truncate), and every input file is checked unchanged before the output is
+ * committed. Host memory is bounded by those input buffers and two output buffers of the largest tensor
+ * (page-locked on CUDA), plus, on CUDA, device staging buffers for the inputs and output of that tensor. The page cache filled by reading ahead is bounded by {@link #readAheadBytes}.
  */
 public final class CheckpointMerger implements AutoCloseable {
     /** Side files copied from the base model (or the first model) into the output. */
@@ -98,16 +99,21 @@ public final class CheckpointMerger implements AutoCloseable {
         }
     }
 
-    /** @param warnings what the plan leaves out that a user should hear about (tensors only some models have) */
+    /**
+     * @param warnings what the plan leaves out that a user should hear about (tensors only some models have)
+     * @param inputSlots inputs read per tensor (base, models, Fishers), each into a buffer of {@code inputSlotBytes}
+     */
     public record Plan(List<TensorPlan> tensors, long bytesRead, long bytesWritten, long largestOutputBytes,
             long largestInputBytes, int modelCount, MergeConfig.TrimScope trimScope, List<String> warnings,
-            long largestConvertBytes) {
+            long largestConvertBytes, int inputSlots, long inputSlotBytes) {
         /**
-         * Host memory Smelter allocates itself: two output buffers of the largest tensor, one being merged into while
-         * the other is written (inputs are memory-mapped, read ahead by at most {@link #readAheadBytes}).
+         * Host memory Smelter allocates itself: the inputs of the largest tensor (read into buffers, see
+         * {@link InputBuffers}), two output buffers of the largest tensor (one merged into while the other is
+         * written), and copies of inputs converted to the compute dtype. The read-ahead fills the page cache by at
+         * most {@link #readAheadBytes} beyond that.
          */
         public long peakHostBytes() {
-            return 2 * largestOutputBytes + largestConvertBytes;
+            return (long) inputSlots * inputSlotBytes + 2 * largestOutputBytes + largestConvertBytes;
         }
 
         /** Device memory on CUDA: staging for the inputs and the output of the largest tensor. */
@@ -290,8 +296,15 @@ public final class CheckpointMerger implements AutoCloseable {
                         + ref.directory() + " lacks, left out of the merge: " + String.join(", ",
                                 extra.subList(0, Math.min(5, extra.size()))) + (extra.size() > 5 ? ", ..." : ""));
         }
+        long slotBytes = 0;  // the largest merged tensor of any input, as stored
+        for (TensorPlan t : tensors) {
+            if (t.action() != Action.MERGE) continue;
+            if (base != null) slotBytes = Math.max(slotBytes, base.info(t.name()).byteSize());
+            for (Checkpoint m : models) slotBytes = Math.max(slotBytes, m.info(t.name()).byteSize());
+            for (Checkpoint f : fishers) slotBytes = Math.max(slotBytes, f.info(t.name()).byteSize());
+        }
         return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope(),
-                List.copyOf(warnings), largestConvert);
+                List.copyOf(warnings), largestConvert, 1 + models.size() + fishers.size(), slotBytes);
     }
 
     private long vocabCommonElements(String name, long[] ref, long[] other, Path where) throws CheckpointFormatException {
@@ -346,13 +359,14 @@ public final class CheckpointMerger implements AutoCloseable {
             // from the other; the inputs of the next tensors are read ahead meanwhile.
             Tensor[] buffers = new Tensor[2];
             Future<?>[] writes = new Future<?>[2];
-            try (ReadAhead ahead = new ReadAhead(inputSegments(plan), readAheadBytes(plan))) {
+            try (ReadAhead ahead = new ReadAhead(inputSegments(plan), readAheadBytes(plan));
+                    InputBuffers in = inputBuffers(ctx, plan)) {
                 if (plan.largestConvertBytes() > 0)  // copies of inputs in the compute dtype
                     convertBuffer = ctx.allocate(DType.F32, (plan.largestConvertBytes() + 3) / 4, Tensor.Memory.HOST);
                 int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
-                        ? modelThresholds(ctx, plan) : null;
+                        ? modelThresholds(ctx, in, plan) : null;
                 // One pass over every Fisher, only when some tensor is normalized by their norms.
-                fisherNorms = normalizesFishers(config, plan) ? fisherNorms(ctx, plan) : null;
+                fisherNorms = normalizesFishers(config, plan) ? fisherNorms(ctx, in, plan) : null;
                 DType key = thresholds != null ? keyDType(plan.tensors()) : null;
                 for (int b = 0; b < 2; b++)
                     buffers[b] = ctx.allocate(DType.BF16, (Math.max(plan.largestOutputBytes(), 2) + 1) / 2, Tensor.Memory.HOST);
@@ -366,12 +380,12 @@ public final class CheckpointMerger implements AutoCloseable {
                         MemorySegment outBuffer = buffers[b].data();
                         long nonFinite;
                         try {
-                            nonFinite = mergeTensor(ctx, t, thresholds, key, outBuffer);
+                            nonFinite = mergeTensor(ctx, in, t, thresholds, key, outBuffer);
                         } catch (SmelterException e) {  // e.g. device out of memory: say which tensor
                             throw e.within(String.format(Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
                                     t.info().byteSize() / 1048576.0));
                         }
-                        checkFinite(ctx, t, nonFinite, warnings);
+                        checkFinite(ctx, in, t, nonFinite, "", options.nonFinite(), warnings);
                         writes[b] = behind.write(writer, t.name(), outBuffer.asSlice(0, t.outBytes()));
                     }
                     ahead.consumed(i);
@@ -392,6 +406,7 @@ public final class CheckpointMerger implements AutoCloseable {
                         options.configText()).getBytes(StandardCharsets.UTF_8));
                 writer.writeFile("mergekit_config.yml", options.configText().getBytes(StandardCharsets.UTF_8));
             }
+            checkInputsUnchanged();  // a file rewritten in place meanwhile would give a silent mix
             writer.commit();
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
@@ -401,6 +416,18 @@ public final class CheckpointMerger implements AutoCloseable {
     /** The {@code __metadata__} of every merged shard: the same for the same version, whatever the build. */
     static Map<String, String> outputMetadata() {
         return Map.of("format", "pt", "merged_by", "smelter " + Smelter.version());
+    }
+
+    /** One slot per input (base, models, Fishers), each as large as the largest merged tensor of any input. */
+    InputBuffers inputBuffers(Context ctx, Plan plan) {
+        return new InputBuffers(ctx, plan.inputSlots(), plan.inputSlotBytes());
+    }
+
+    /** Fails naming the file if an input changed since it was opened (size, modification time, inode). */
+    void checkInputsUnchanged() throws IOException {
+        if (base != null) base.checkUnchanged();
+        for (Checkpoint m : models) m.checkUnchanged();
+        for (Checkpoint f : fishers) f.checkUnchanged();
     }
 
     /** What each tensor of the plan reads, in order, for the read-ahead: base, models and Fishers, or the copied tensor. */
@@ -429,24 +456,21 @@ public final class CheckpointMerger implements AutoCloseable {
      * NaN inputs give NaN outputs, and values beyond a 16-bit output's range become infinite, so the merge's count
      * of non-finite outputs finds both; only when it is not zero are the inputs scanned, to say where they came from.
      */
-    private void checkFinite(Context ctx, TensorPlan t, long bad, List<String> warnings) throws CheckpointFormatException {
-        checkFinite(ctx, t, bad, "", options.nonFinite(), warnings);
-    }
-
     /**
      * The non-finite check of one merged tensor ({@code bad} values), shared with the sweep ({@code prefix} names the
      * configuration there): nothing, a warning naming the input checkpoints that hold such values, or a failure.
      */
-    void checkFinite(Context ctx, TensorPlan t, long bad, String prefix, NonFinite action, List<String> warnings)
-            throws CheckpointFormatException {
+    void checkFinite(Context ctx, InputBuffers in, TensorPlan t, long bad, String prefix, NonFinite action,
+            List<String> warnings) throws IOException {
         if (action == NonFinite.IGNORE || bad == 0) return;
         List<String> sources = new ArrayList<>();
         if (base != null) {
-            long b = ctx.countNonFinite(base.tensor(t.name()));
+            long b = ctx.countNonFinite(in.read(0, base, t.name(), t.info().elementCount()));
             if (b > 0) sources.add(b + " in " + base.directory());
         }
-        for (Checkpoint m : models) {
-            long b = ctx.countNonFinite(m.tensor(t.name()));
+        for (int i = 0; i < models.size(); i++) {
+            Checkpoint m = models.get(i);
+            long b = ctx.countNonFinite(in.read(1 + i, m, t.name(), m.info(t.name()).elementCount()));
             if (b > 0) sources.add(b + " in " + m.directory());
         }
         String message = prefix + "tensor " + t.name() + ": " + bad + " of " + t.info().elementCount() + " merged values are NaN or infinite ("
@@ -470,14 +494,17 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** Merges one tensor into {@code outBuffer}; returns how many of its values are NaN or infinite. */
-    private long mergeTensor(Context ctx, TensorPlan t, int[] thresholds, DType key, MemorySegment outBuffer) {
+    private long mergeTensor(Context ctx, InputBuffers in, TensorPlan t, int[] thresholds, DType key,
+            MemorySegment outBuffer) throws IOException {
         String name = t.name();
         int layer = TensorNames.layerIndex(name);
         long n = t.mergedElements();
         long[] at = {0};  // where the next copy goes in convertBuffer, in bytes (converted inputs only)
-        Tensor baseTensor = base == null ? null : inputOf(ctx, t, slice(base.tensor(name), n), at);
+        // Every input is read into Smelter's buffers first: native code never reads a mapping (see InputBuffers).
+        Tensor baseWhole = base == null ? null : in.read(0, base, name, t.info().elementCount());
+        Tensor baseTensor = base == null ? null : inputOf(ctx, t, slice(baseWhole, n), at);
         List<Tensor> inputs = new ArrayList<>();
-        for (Checkpoint m : models) inputs.add(inputOf(ctx, t, slice(m.tensor(name), n), at));
+        for (int i = 0; i < models.size(); i++) inputs.add(inputOf(ctx, t, in.read(1 + i, models.get(i), name, n), at));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
         MergeMethods.TensorMerge how = TensorSpecs.tensorMerge(config, name, layer, layerCount);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
@@ -485,7 +512,7 @@ public final class CheckpointMerger implements AutoCloseable {
         Context.MergeCounts counts;
         if (!fishers.isEmpty()) {
             List<Tensor> weights = new ArrayList<>();
-            for (Checkpoint f : fishers) weights.add(slice(f.tensor(name), n));
+            for (int i = 0; i < fishers.size(); i++) weights.add(in.read(1 + models.size() + i, fishers.get(i), name, n));
             counts = ctx.merge(fisherSpec(config, how.spec(), name, fisherNorms), null, inputs, null, weights, out.slice(0, n));
         } else if (how.sce() != null) {
             counts = how.mergeSce(ctx, baseTensor, inputs, out.slice(0, n));
@@ -500,7 +527,7 @@ public final class CheckpointMerger implements AutoCloseable {
         long nonFinite = counts.nonFinite();
         if (n < t.info().elementCount()) {
             // Rows only the reference has (vocabulary mismatch): take them from the base unchanged.
-            Tensor rest = base.tensor(name).slice(n, t.info().elementCount() - n);
+            Tensor rest = baseWhole.slice(n, t.info().elementCount() - n);
             MergeSpec copy = MergeSpec.linear(1.0f);
             nonFinite += ctx.merge(copy, null, List.of(rest), out.slice(n, t.info().elementCount() - n)).nonFinite();
         }
@@ -537,13 +564,14 @@ public final class CheckpointMerger implements AutoCloseable {
     private double[] fisherNorms;
 
     /** The L2 norm of each model's whole Fisher (its merged tensors), Matena and Raffel's normalization. */
-    double[] fisherNorms(Context ctx, Plan plan) {
+    double[] fisherNorms(Context ctx, InputBuffers in, Plan plan) throws IOException {
         double[] norms = new double[fishers.size()];
         for (int i = 0; i < fishers.size(); i++) {
             PairStats s = new PairStats(1);
             for (TensorPlan t : plan.tensors())
-                if (t.action() == Action.MERGE) ctx.pairStats(List.of(slice(fishers.get(i).tensor(t.name()), t.mergedElements())),
-                        null, null, null, s);
+                if (t.action() == Action.MERGE)
+                    ctx.pairStats(List.of(in.read(1 + models.size() + i, fishers.get(i), t.name(), t.mergedElements())),
+                            null, null, null, s);
             norms[i] = Math.sqrt(s.dot(0, 0));
             if (!(norms[i] > 0) || !Double.isFinite(norms[i]))
                 throw new IllegalArgumentException(fishers.get(i).directory() + ": the Fisher's L2 norm is " + norms[i]
@@ -553,7 +581,7 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** Model-wide TIES thresholds: one exact k-th largest |delta| per model over all merged tensors. */
-    private int[] modelThresholds(Context ctx, Plan plan) {
+    private int[] modelThresholds(Context ctx, InputBuffers in, Plan plan) throws IOException {
         List<TensorPlan> merged = plan.tensors().stream().filter(t -> t.action() == Action.MERGE).toList();
         DType key = keyDType(plan.tensors());
         int[] thresholds = new int[models.size()];
@@ -561,14 +589,17 @@ public final class CheckpointMerger implements AutoCloseable {
         for (int i = 0; i < models.size(); i++) {
             Checkpoint model = models.get(i);
             long k = (long) Math.floor(modelDensity(config, merged, i, layerCount) * total);
+            final int slot = 1 + i;
             try (TopK topK = ctx.topK(key)) {
                 thresholds[i] = topK.threshold(k, pass -> {
                     for (TensorPlan t : merged) {
                         long[] at = {0};
-                        pass.add(inputOf(ctx, t, slice(base.tensor(t.name()), t.mergedElements()), at),
-                                inputOf(ctx, t, slice(model.tensor(t.name()), t.mergedElements()), at));
+                        pass.add(inputOf(ctx, t, in.readUnchecked(0, base, t.name(), t.mergedElements()), at),
+                                inputOf(ctx, t, in.readUnchecked(slot, model, t.name(), t.mergedElements()), at));
                     }
                 });
+            } catch (java.io.UncheckedIOException e) {
+                throw e.getCause();
             }
         }
         return thresholds;

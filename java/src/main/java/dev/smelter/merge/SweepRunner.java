@@ -137,7 +137,7 @@ public final class SweepRunner implements AutoCloseable {
      */
     public record SweepPlan(CheckpointMerger.Plan merge, int configurations, long bytesRead, long bytesWritten,
             long workBytes, boolean deviceCopies) {
-        /** Host memory Smelter allocates: two output buffers (one merged into, one being written), shared by all. */
+        /** Host memory Smelter allocates: the largest tensor's inputs and two output buffers, shared by all. */
         public long peakHostBytes() {
             return merge.peakHostBytes();
         }
@@ -323,7 +323,9 @@ public final class SweepRunner implements AutoCloseable {
                 }
             }
             try {
-                return sweepTensors(ctx, behind, plan, temp, progress, t0, cpu0, own, writers, buffers);
+                try (InputBuffers in = merger.inputBuffers(ctx, plan.merge())) {
+                    return sweepTensors(ctx, in, behind, plan, temp, progress, t0, cpu0, own, writers, buffers);
+                }
             } finally {
                 behind.close();  // no write may still read a buffer when it is freed
                 for (Tensor b : buffers) {
@@ -347,7 +349,7 @@ public final class SweepRunner implements AutoCloseable {
         }
     }
 
-    private Summary sweepTensors(Context ctx, WriteBehind behind, SweepPlan plan, Path temp, Consumer<Long> progress,
+    private Summary sweepTensors(Context ctx, InputBuffers in, WriteBehind behind, SweepPlan plan, Path temp, Consumer<Long> progress,
             long t0, long cpu0, long[] own, List<CheckpointWriter> writers, List<Tensor> buffers) throws IOException {
         int n = configurations.size();
         long shared = 0;
@@ -367,8 +369,8 @@ public final class SweepRunner implements AutoCloseable {
             // Fisher norms over the whole model, once for every configuration that normalizes by them.
             boolean normalizes = false;
             for (Configuration c : configurations) normalizes |= merger.normalizesFishers(c.config(), plan.merge());
-            double[] fisherNorms = normalizes ? merger.fisherNorms(ctx, plan.merge()) : null;
-            int[][] modelThresholds = modelWideTrim() ? modelThresholds(ctx, plan.merge()) : null;
+            double[] fisherNorms = normalizes ? merger.fisherNorms(ctx, in, plan.merge()) : null;
+            int[][] modelThresholds = modelWideTrim() ? modelThresholds(ctx, in, plan.merge()) : null;
             DType modelKey = modelWideTrim() ? CheckpointMerger.keyDType(plan.merge().tensors()) : null;
             boolean cuda = ctx.device().kind() == Device.Kind.CUDA;
             long largestIn = Math.max(plan.merge().largestInputBytes(), 2), largestOut = Math.max(plan.merge().largestOutputBytes(), 2);
@@ -430,15 +432,17 @@ public final class SweepRunner implements AutoCloseable {
                     String layerKey = layer < 0 ? "other" : Integer.toString(layer);
                     long count = t.mergedElements(), full = t.info().elementCount();
                     DType inType = t.info().dtype().toMergeDType().orElseThrow();
-                    Tensor hostBase = base == null ? null : CheckpointMerger.slice(base.tensor(name), count);
+                    // Read into Smelter's buffers: native code never reads a file mapping (see InputBuffers).
+                    Tensor baseWhole = base == null ? null : in.read(0, base, name, full);
+                    Tensor hostBase = base == null ? null : CheckpointMerger.slice(baseWhole, count);
                     List<Tensor> hostModels = new ArrayList<>();
-                    for (Checkpoint m : models) hostModels.add(CheckpointMerger.slice(m.tensor(name), count));
+                    for (int i = 0; i < models.size(); i++) hostModels.add(in.read(1 + i, models.get(i), name, count));
                     Tensor inBase = hostBase == null ? null : resident(ctx, hostBase, devBase);
                     List<Tensor> inModels = new ArrayList<>(), inFishers = new ArrayList<>();
                     for (int i = 0; i < models.size(); i++)
                         inModels.add(resident(ctx, hostModels.get(i), cuda ? devModels.get(i) : null));
                     for (int i = 0; i < fishers.size(); i++)
-                        inFishers.add(resident(ctx, CheckpointMerger.slice(fishers.get(i).tensor(name), count),
+                        inFishers.add(resident(ctx, in.read(1 + models.size() + i, fishers.get(i), name, count),
                                 cuda ? devFishers.get(i) : null));
                     List<MergeMethods.TensorMerge> hows = new ArrayList<>();
                     for (Configuration c : configurations)
@@ -514,12 +518,12 @@ public final class SweepRunner implements AutoCloseable {
                         long nonFinite = counts.nonFinite();
                         if (count < full) {
                             // Rows only the reference has (vocabulary mismatch): the base's, unchanged.
-                            Tensor rest = base.tensor(name).slice(count, full - count);
+                            Tensor rest = baseWhole.slice(count, full - count);
                             Tensor outRest = cuda ? view(devOut, count * outType.byteSize(), full - count, outType)
                                     : hostView.slice(count, full - count);
                             nonFinite += ctx.merge(MergeSpec.linear(1.0f), null, List.of(rest), outRest).nonFinite();
                         }
-                        merger.checkFinite(ctx, t, nonFinite, "configuration " + cf.name() + ": ", options.nonFinite(),
+                        merger.checkFinite(ctx, in, t, nonFinite, "configuration " + cf.name() + ": ", options.nonFinite(),
                                 warnings.get(c));
                         boolean onHost = !cuda;
                         if (options.writeCheckpoints()) {
@@ -549,6 +553,7 @@ public final class SweepRunner implements AutoCloseable {
                 }
             }
             behind.finish();
+            merger.checkInputsUnchanged();  // a file rewritten in place meanwhile would give a silent mix
             List<ConfigResult> results = new ArrayList<>();
             Path sideSource = merger.reference().directory();
             for (int c = 0; c < n; c++) {
@@ -652,7 +657,7 @@ public final class SweepRunner implements AutoCloseable {
     }
 
     /** Model-wide TIES trimming: per configuration, one threshold per model over every merged tensor. */
-    private int[][] modelThresholds(Context ctx, CheckpointMerger.Plan plan) {
+    private int[][] modelThresholds(Context ctx, InputBuffers in, CheckpointMerger.Plan plan) throws IOException {
         List<CheckpointMerger.TensorPlan> merged = mergedTensors(plan);
         DType key = CheckpointMerger.keyDType(plan.tensors());
         long total = merged.stream().mapToLong(CheckpointMerger.TensorPlan::mergedElements).sum();
@@ -666,11 +671,17 @@ public final class SweepRunner implements AutoCloseable {
                 double d = CheckpointMerger.modelDensity(configurations.get(c).config(), merged, i, merger.layerCount());
                 ks.add(k[c] = (long) Math.floor(d * total));
             }
-            Map<Long, Integer> found = thresholds(ctx, key, ks, pass -> {
-                for (CheckpointMerger.TensorPlan t : merged)
-                    pass.add(CheckpointMerger.slice(base.tensor(t.name()), t.mergedElements()),
-                            CheckpointMerger.slice(model.tensor(t.name()), t.mergedElements()));
-            });
+            final int slot = 1 + i;
+            Map<Long, Integer> found;
+            try {
+                found = thresholds(ctx, key, ks, pass -> {
+                    for (CheckpointMerger.TensorPlan t : merged)
+                        pass.add(in.readUnchecked(0, base, t.name(), t.mergedElements()),
+                                in.readUnchecked(slot, model, t.name(), t.mergedElements()));
+                });
+            } catch (java.io.UncheckedIOException e) {
+                throw e.getCause();
+            }
             for (int c = 0; c < k.length; c++) out[c][i] = found.get(k[c]);
         }
         return out;
