@@ -8,6 +8,7 @@ import dev.smelter.config.MergeConfig;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.OutputGuard;
+import dev.smelter.io.WorkDirs;
 import dev.smelter.io.TensorInfo;
 import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
@@ -127,6 +128,7 @@ public final class SmelterCli {
             long memoryLimit = options.memoryLimit();
             ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
             OutputGuard.check(output, withConfig(CheckpointMerger.inputs(cfg), config));
+            if (!dryRun) for (String s : WorkDirs.removeStale(output)) err.println("note: " + s);
             String existing = describeExisting(output, options.overwrite);
             if (existing != null && !dryRun && !options.overwrite) throw new ConfigException(existing);
             var mergeOptions = new CheckpointMerger.Options(dev, output, shardBytes, options.overwrite,

@@ -6,6 +6,7 @@ import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.config.SweepGrid;
 import dev.smelter.io.OutputGuard;
+import dev.smelter.io.WorkDirs;
 import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
 import dev.smelter.merge.SweepReport;
@@ -93,6 +94,7 @@ final class SweepCommand implements Callable<Integer> {
         Device dev = options.device();
         ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
         OutputGuard.check(output, SmelterCli.withConfig(CheckpointMerger.inputs(cfg), config));
+        if (!dryRun) for (String s : WorkDirs.removeStale(output)) err.println("note: " + s);
         String existing = SmelterCli.describeExisting(output, options.overwrite);
         if (!options.overwrite && !dryRun && existing != null) throw new ConfigException(existing);
         var sweepOptions = new SweepRunner.Options(dev, output, options.maxShardBytes(), options.overwrite,

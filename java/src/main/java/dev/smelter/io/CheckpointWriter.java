@@ -19,7 +19,6 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
-import java.util.UUID;
 import java.util.stream.Stream;
 
 /**
@@ -69,8 +68,7 @@ public final class CheckpointWriter implements AutoCloseable {
         checkOutput();
         Path parent = this.output.getParent();
         Files.createDirectories(parent);
-        this.temp = parent.resolve("." + this.output.getFileName() + ".tmp-" + UUID.randomUUID().toString().substring(0, 8));
-        Files.createDirectory(temp);
+        this.temp = WorkDirs.create(this.output, "tmp");
         try {
             List<List<TensorSpec>> shards = planShards(tensors, maxShardBytes);
             for (int s = 0; s < shards.size(); s++) {
@@ -222,12 +220,13 @@ public final class CheckpointWriter implements AutoCloseable {
         Path old = null;
         if (Files.exists(output)) {
             checkOutput();
-            old = output.resolveSibling("." + output.getFileName() + ".old-" + UUID.randomUUID().toString().substring(0, 8));
+            old = WorkDirs.reserve(output, "old");
             move(output, old);
+            WorkDirs.claim(old);
         }
-        move(temp, output);
+        WorkDirs.commit(temp, output);
         committed = true;
-        if (old != null) deleteTree(old);
+        if (old != null) WorkDirs.delete(old);
     }
 
     /** Renames atomically where the file system can (a plain move where it cannot). */
@@ -248,7 +247,7 @@ public final class CheckpointWriter implements AutoCloseable {
     public void close() throws IOException {
         if (committed) return;
         for (FileChannel ch : channels) if (ch.isOpen()) ch.close();
-        deleteTree(temp);
+        WorkDirs.delete(temp);
     }
 
     /** Deletes a directory tree (nothing when it does not exist). */

@@ -19,6 +19,7 @@ import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
 import dev.smelter.io.ReadAhead;
 import dev.smelter.io.SafetensorsDType;
+import dev.smelter.io.WorkDirs;
 import dev.smelter.io.WriteBehind;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -33,7 +34,6 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.TreeSet;
-import java.util.UUID;
 import java.util.concurrent.Future;
 import java.util.function.Consumer;
 import java.util.stream.IntStream;
@@ -286,8 +286,7 @@ public final class SweepRunner implements AutoCloseable {
         Path target = options.output().toAbsolutePath().normalize();
         Path parent = target.getParent();
         Files.createDirectories(parent);
-        Path temp = parent.resolve("." + target.getFileName() + ".sweep-" + UUID.randomUUID().toString().substring(0, 8));
-        Files.createDirectory(temp);
+        Path temp = WorkDirs.create(target, "sweep");
         boolean done = false;
         try {
             Summary s = sweep(plan, temp, progress);
@@ -297,7 +296,7 @@ public final class SweepRunner implements AutoCloseable {
             done = true;
             return relocated(s, temp, target);
         } finally {
-            if (!done) CheckpointWriter.deleteTree(temp);
+            if (!done) WorkDirs.delete(temp);
         }
     }
 
@@ -848,11 +847,12 @@ public final class SweepRunner implements AutoCloseable {
                 if (s.findAny().isPresent() && !options.overwrite())
                     throw new IOException(target + " exists and is not empty (use --overwrite to replace it)");
             }
-            old = target.resolveSibling("." + target.getFileName() + ".old-" + UUID.randomUUID().toString().substring(0, 8));
+            old = WorkDirs.reserve(target, "old");
             CheckpointWriter.move(target, old);
+            WorkDirs.claim(old);
         }
-        CheckpointWriter.move(temp, target);
-        if (old != null) CheckpointWriter.deleteTree(old);
+        WorkDirs.commit(temp, target);
+        if (old != null) WorkDirs.delete(old);
     }
 
     @Override
