@@ -9,10 +9,22 @@ public final class TensorNames {
 
     private TensorNames() {}
 
-    /** The layer index of a tensor, or -1 when it belongs to no layer (embeddings, final norm, head). */
+    /** Layer indices beyond this are refused: no model has a million layers, and the planner counts them in an int. */
+    static final int MAX_LAYER = 1_000_000;
+
+    /**
+     * The layer index of a tensor, or -1 when it belongs to no layer (embeddings, final norm, head).
+     *
+     * @throws IllegalArgumentException naming the tensor when the index is above {@link #MAX_LAYER}
+     */
     public static int layerIndex(String name) {
         Matcher m = LAYER.matcher(name);
-        return m.find() ? Integer.parseInt(m.group(1)) : -1;
+        if (!m.find()) return -1;
+        String digits = m.group(1);
+        if (digits.length() > 7 || Integer.parseInt(digits) > MAX_LAYER)
+            throw new IllegalArgumentException("tensor " + name + ": layer index " + digits + " is above "
+                    + MAX_LAYER + " (a corrupt or hostile tensor name?)");
+        return Integer.parseInt(digits);
     }
 
     /** Non-layer tensors that come after the layers: the final norm and the output head. */

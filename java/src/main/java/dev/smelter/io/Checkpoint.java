@@ -58,12 +58,12 @@ public final class Checkpoint implements AutoCloseable {
         SafetensorsFile f = SafetensorsFile.open(file);
         Map<String, SafetensorsFile> fileOf = new LinkedHashMap<>();
         for (String name : f.tensors().keySet()) fileOf.put(name, f);
-        Path dir = file.toAbsolutePath().getParent();
+        Path dir = file.toAbsolutePath().normalize().getParent();
         return new Checkpoint(dir, List.of(f), fileOf, f.metadata());
     }
 
     private static Checkpoint openIndex(Path index) throws IOException {
-        Path dir = index.toAbsolutePath().getParent();
+        Path dir = index.toAbsolutePath().normalize().getParent();  // "../base" is inside "../base"
         JsonNode root;
         try {
             root = SafetensorsFile.JSON.readTree(Files.readString(index));

@@ -34,9 +34,12 @@ public final class CheckpointWriter implements AutoCloseable {
     /** One output tensor: name, dtype, shape. */
     public record TensorSpec(String name, SafetensorsDType dtype, long[] shape) {
         long byteSize() {
-            long n = dtype.byteSize();
-            for (long d : shape) n = Math.multiplyExact(n, d);
-            return n;
+            try {
+                return dtype.sizeInBytes(TensorInfo.elements(shape));  // sub-byte types included
+            } catch (ArithmeticException e) {
+                throw new IllegalArgumentException("tensor " + name + ": shape " + java.util.Arrays.toString(shape)
+                        + " of " + dtype + ": " + e.getMessage());
+            }
         }
     }
 

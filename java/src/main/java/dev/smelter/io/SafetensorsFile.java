@@ -218,11 +218,11 @@ public final class SafetensorsFile implements AutoCloseable {
                 throw new CheckpointFormatException(path, name, "shape " + shape + ": entry " + i + " (" + d
                         + ") is not a non-negative 64-bit integer");
             dims[i] = d.longValue();
-            try {
-                elements = Math.multiplyExact(elements, dims[i]);
-            } catch (ArithmeticException e) {
-                throw new CheckpointFormatException(path, name, "shape " + shape + ": element count overflows 64 bits");
-            }
+        }
+        try {
+            elements = TensorInfo.elements(dims);
+        } catch (ArithmeticException e) {
+            throw new CheckpointFormatException(path, name, "shape " + shape + ": element count overflows 64 bits");
         }
         long bytes;
         try {

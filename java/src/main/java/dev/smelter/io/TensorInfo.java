@@ -32,6 +32,15 @@ public record TensorInfo(String name, SafetensorsDType dtype, long[] shape, long
 
     /** The product of the shape (1 for a scalar). */
     public long elementCount() {
+        return elements(shape);
+    }
+
+    /**
+     * The product of {@code shape}: 0 when any dimension is 0, however large the others ({@code [2^62, 0]} is an
+     * empty tensor); ArithmeticException when it overflows 64 bits.
+     */
+    public static long elements(long[] shape) {
+        for (long d : shape) if (d == 0) return 0;
         long n = 1;
         for (long d : shape) n = Math.multiplyExact(n, d);
         return n;

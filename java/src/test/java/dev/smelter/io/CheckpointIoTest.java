@@ -62,6 +62,17 @@ class CheckpointIoTest {
         assertEquals(-1, Files.mismatch(a.resolve(Checkpoint.SINGLE), b.resolve(Checkpoint.SINGLE)));
     }
 
+    /** A sharded checkpoint named through ".." (smelter info ../base) is the same checkpoint. */
+    @Test
+    void aPathThroughDotDotOpens() throws IOException {
+        Path out = dir.resolve("dotdot").resolve("ckpt");
+        writeAll(out, 40);
+        Files.createDirectories(dir.resolve("dotdot/elsewhere"));
+        try (Checkpoint c = Checkpoint.open(dir.resolve("dotdot/elsewhere/../ckpt"))) {
+            assertEquals(SPECS.size(), c.tensorNames().size());
+        }
+    }
+
     @Test
     void roundTripSingleAndSharded() throws IOException {
         for (long shard : new long[] {1 << 20, 40}) {

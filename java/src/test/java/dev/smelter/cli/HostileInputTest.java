@@ -1,0 +1,60 @@
+package dev.smelter.cli;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.smelter.io.CheckpointWriter;
+import dev.smelter.io.SafetensorsDType;
+import java.lang.foreign.Arena;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.Map;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** Valid but unusual checkpoints: huge layer indices, empty tensors with huge dimensions. A message names them. */
+class HostileInputTest {
+    @TempDir
+    Path dir;
+
+    void checkpoint(Path out, List<CheckpointWriter.TensorSpec> specs) throws Exception {
+        try (Arena arena = Arena.ofConfined();
+                CheckpointWriter w = new CheckpointWriter(out, specs, 1L << 30, Map.of("format", "pt"), false)) {
+            for (CheckpointWriter.TensorSpec s : specs) {
+                long bytes = s.dtype().sizeInBytes(java.util.Arrays.stream(s.shape()).reduce(1, (x, y) -> x * y));
+                w.write(s.name(), arena.allocate(Math.max(1, bytes)).asSlice(0, bytes));
+            }
+            w.commit();
+        }
+    }
+
+    CliRun.Run merge(List<CheckpointWriter.TensorSpec> specs) throws Exception {
+        checkpoint(dir.resolve("base"), specs);
+        checkpoint(dir.resolve("a"), specs);
+        Files.writeString(dir.resolve("c.yml"), """
+                merge_method: task_arithmetic
+                base_model: base
+                models: [{model: a, parameters: {weight: 0.5}}]
+                """);
+        return CliRun.cli("merge", "--device", "cpu", "-q", dir.resolve("c.yml").toString(), dir.resolve("out").toString());
+    }
+
+    @Test
+    void aLayerIndexBeyondAnIntIsNamed() throws Exception {
+        String name = "model.layers.99999999999.mlp.up_proj.weight";
+        CliRun.Run r = merge(List.of(new CheckpointWriter.TensorSpec(name, SafetensorsDType.BF16, new long[] {2, 3})));
+        assertTrue(r.err().contains(name) && !r.err().contains("For input string"), r.err());
+        assertFalse(Files.exists(dir.resolve("out")));
+    }
+
+    @Test
+    void anEmptyTensorWithAHugeDimensionMerges() throws Exception {
+        CliRun.Run r = merge(List.of(
+                new CheckpointWriter.TensorSpec("model.layers.0.empty.weight", SafetensorsDType.BF16, new long[] {1L << 62, 0}),
+                new CheckpointWriter.TensorSpec("model.layers.0.mlp.up_proj.weight", SafetensorsDType.BF16, new long[] {4, 3})));
+        assertEquals(0, r.code(), r.err());
+        assertFalse(r.err().contains("overflow"), r.err());
+    }
+}
