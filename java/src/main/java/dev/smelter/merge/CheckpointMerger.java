@@ -11,6 +11,7 @@ import dev.smelter.Tensor;
 import dev.smelter.TopK;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.methods.MergeMethods;
+import dev.smelter.methods.NanOutput;
 import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
@@ -518,6 +519,7 @@ public final class CheckpointMerger implements AutoCloseable {
             counts = how.mergeSce(ctx, baseTensor, inputs, out.slice(0, n));
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
+            if (spec == null) return NanOutput.fill(ctx, out).nonFinite();  // non-finite inputs: NaN throughout, every row
             if (thresholds != null) spec = spec.toBuilder().thresholds(thresholds).keyDType(key).build();
             else if (spec.sparsify() != MergeSpec.Sparsify.NONE) spec = spec.toBuilder().keyDType(t.computeDType()).build();
             spec = withRows(spec, t.info().shape(), n);

@@ -12,6 +12,7 @@ import dev.smelter.TopK;
 import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.methods.MergeMethods;
+import dev.smelter.methods.NanOutput;
 import dev.smelter.config.SweepGrid;
 import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
@@ -503,16 +504,22 @@ public final class SweepRunner implements AutoCloseable {
                                         k -> SceMerge.selection(ctx, variance[0], k));
                             }
                             SceMerge.Plan sp = SceMerge.plan(ctx, inBase, inModels, st, selection);
-                            counts = ctx.merge(sp.spec(), inBase, inModels,
-                                    st.variant() == SceMerge.Variant.MERGEKIT ? sp.selection() : null, null,
-                                    count == full ? out : prefix(out, count));
+                            counts = !sp.finite() ? NanOutput.fill(ctx, count == full ? out : prefix(out, count))
+                                    : ctx.merge(sp.spec(), inBase, inModels,
+                                            st.variant() == SceMerge.Variant.MERGEKIT ? sp.selection() : null, null,
+                                            count == full ? out : prefix(out, count));
                         } else if (!fishers.isEmpty()) {
                             counts = ctx.merge(merger.fisherSpec(cf.config(), how.spec(), name, fisherNorms), null, inModels,
                                     null, inFishers, count == full ? out : prefix(out, count));
                         } else {
-                            MergeSpec spec = how.composed() ? how.resolver().apply(pairStats.get(how.statsOf())) : specs[c];
-                            spec = CheckpointMerger.withRows(spec, t.info().shape(), count);
-                            counts = ctx.merge(spec, inBase, how.inputs(inBase, inModels), count == full ? out : prefix(out, count));
+                            MergeSpec spec = how.composed() ? how.resolveWith(pairStats.get(how.statsOf())) : specs[c];
+                            if (spec == null) {  // non-finite inputs: NaN throughout, as mergekit's coefficients are
+                                counts = NanOutput.fill(ctx, count == full ? out : prefix(out, count));
+                            } else {
+                                spec = CheckpointMerger.withRows(spec, t.info().shape(), count);
+                                counts = ctx.merge(spec, inBase, how.inputs(inBase, inModels),
+                                        count == full ? out : prefix(out, count));
+                            }
                         }
                         long nonFinite = counts.nonFinite();
                         if (count < full) {

@@ -253,12 +253,21 @@ public final class MergeMethods {
             return resolver != null;
         }
 
-        /** The spec for these tensors: for a composed method, from one {@link Context#pairStats} pass over them. */
+        /**
+         * The spec for these tensors: for a composed method, from one {@link Context#pairStats} pass over them; null
+         * when an input holds NaN or infinity (the coefficients are NaN: write {@link NanOutput} instead).
+         */
         public MergeSpec resolve(Context ctx, Tensor base, List<Tensor> models) {
             if (!composed()) return spec;
             List<Tensor> vectors = statsOf == StatsOf.TASK_VECTORS ? models : inputs(base, models);
             PairStats stats = new PairStats(vectors.size());
             ctx.pairStats(vectors, statsOf == StatsOf.TASK_VECTORS ? base : null, null, null, stats);
+            return resolveWith(stats);
+        }
+
+        /** A composed method's spec from the statistics of its vectors; null where some value is not finite. */
+        public MergeSpec resolveWith(PairStats stats) {
+            for (int i = 0; i < stats.size(); i++) if (stats.nonfinite(i) > 0) return null;
             return resolver.apply(stats);
         }
 

@@ -37,7 +37,13 @@ public final class SceMerge {
     public record Variance(Tensor scores, long nonzero) {}
 
     /** The resolved per-tensor pieces: the merge spec and the selection it runs with (null: none). */
-    public record Plan(MergeSpec spec, Context.Selection selection, double[] weights) {}
+    public record Plan(MergeSpec spec, Context.Selection selection, double[] weights) {
+        /** Whether the weights are finite: an input holding NaN or infinity makes them NaN (mergekit's output too). */
+        public boolean finite() {
+            for (double w : weights) if (!Double.isFinite(w)) return false;
+            return true;
+        }
+    }
 
     /**
      * Merges {@code models} about {@code base} into {@code out}. {@code scratch} is an f32 tensor of the same
@@ -46,6 +52,7 @@ public final class SceMerge {
     public static Context.MergeCounts merge(Context ctx, Tensor base, List<Tensor> models, double selectTopK,
             Variant variant, String tensorName, Tensor scratch, Tensor out) {
         Plan plan = plan(ctx, base, models, selectTopK, variant, tensorName, scratch);
+        if (!plan.finite()) return NanOutput.fill(ctx, out);
         return ctx.merge(plan.spec(), base, models, variant == Variant.MERGEKIT ? plan.selection() : null, null, out);
     }
 
