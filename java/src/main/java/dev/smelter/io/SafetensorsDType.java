@@ -96,6 +96,11 @@ public enum SafetensorsDType {
     }
 
     /** The dtype a header names (exact, case-sensitive, as the format requires), or empty. */
+    /** Floating-point types (all F*, and complex C64): weights a merge would have to combine, not just carry. */
+    public boolean isFloat() {
+        return name().startsWith("F") || this == C64 || this == BF16;
+    }
+
     public static Optional<SafetensorsDType> parse(String name) {
         for (SafetensorsDType d : values()) if (d.name().equals(name)) return Optional.of(d);
         return Optional.empty();

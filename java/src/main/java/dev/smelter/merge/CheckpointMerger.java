@@ -249,6 +249,7 @@ public final class CheckpointMerger implements AutoCloseable {
                 }
             }
             boolean mergeable = mergeDType.isPresent() && (base != null || merged == info.elementCount());
+            if (mergeDType.isEmpty() && info.dtype().isFloat()) requireIdentical(name, info);
             if (mergeable)
                 for (Checkpoint f : fishers) {  // merge_method fisher: each model's Fisher, tensor by tensor
                     if (!f.contains(name))
@@ -306,6 +307,25 @@ public final class CheckpointMerger implements AutoCloseable {
         }
         return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope(),
                 List.copyOf(warnings), largestConvert, 1 + models.size() + fishers.size(), slotBytes);
+    }
+
+    /**
+     * A float tensor of a type Smelter does not merge (FP8, FP4, FP6, F64, C64) is copied only where every input holds
+     * the same bytes; otherwise copying the reference's would silently leave it unmerged. (FP8 checkpoints carry
+     * block scales beside their weights: merging them needs dequantizing first.)
+     */
+    private void requireIdentical(String name, TensorInfo info) throws CheckpointFormatException {
+        List<Checkpoint> others = new ArrayList<>(models);
+        if (base != null && reference() != base) others.add(base);
+        for (Checkpoint m : others) {
+            TensorInfo mi = m.info(name);
+            if (mi.dtype() != info.dtype() || !Arrays.equals(mi.shape(), info.shape())
+                    || m.data(name).mismatch(reference().data(name)) != -1)
+                throw new CheckpointFormatException(m.directory() + ": tensor " + name + " is " + mi.dtype()
+                        + " and differs from " + reference().directory() + "'s; Smelter merges F32, F16 and BF16 tensors "
+                        + "and copies others only when every input has the same bytes (dequantize "
+                        + info.dtype() + " checkpoints to bf16 first, e.g. FP8 weights with their block scales)");
+        }
     }
 
     private long vocabCommonElements(String name, long[] ref, long[] other, Path where) throws CheckpointFormatException {

@@ -20,11 +20,16 @@ class HostileInputTest {
     Path dir;
 
     void checkpoint(Path out, List<CheckpointWriter.TensorSpec> specs) throws Exception {
+        checkpoint(out, specs, (byte) 0);
+    }
+
+    /** Every tensor's bytes are {@code fill}. */
+    void checkpoint(Path out, List<CheckpointWriter.TensorSpec> specs, byte fill) throws Exception {
         try (Arena arena = Arena.ofConfined();
                 CheckpointWriter w = new CheckpointWriter(out, specs, 1L << 30, Map.of("format", "pt"), false)) {
             for (CheckpointWriter.TensorSpec s : specs) {
                 long bytes = s.dtype().sizeInBytes(java.util.Arrays.stream(s.shape()).reduce(1, (x, y) -> x * y));
-                w.write(s.name(), arena.allocate(Math.max(1, bytes)).asSlice(0, bytes));
+                w.write(s.name(), arena.allocate(Math.max(1, bytes)).asSlice(0, bytes).fill(fill));
             }
             w.commit();
         }
@@ -39,6 +44,30 @@ class HostileInputTest {
                 models: [{model: a, parameters: {weight: 0.5}}]
                 """);
         return CliRun.cli("merge", "--device", "cpu", "-q", dir.resolve("c.yml").toString(), dir.resolve("out").toString());
+    }
+
+    /** FP8 weights: copied where every input holds the same bytes; where they differ, refused naming tensor and dtype. */
+    @Test
+    void fp8TensorsAreCopiedOnlyWhenIdentical() throws Exception {
+        List<CheckpointWriter.TensorSpec> specs = List.of(
+                new CheckpointWriter.TensorSpec("model.layers.0.mlp.up_proj.weight", SafetensorsDType.F8_E4M3, new long[] {4, 8}),
+                new CheckpointWriter.TensorSpec("model.layers.0.mlp.up_proj.weight_scale_inv", SafetensorsDType.F32, new long[] {1, 1}),
+                new CheckpointWriter.TensorSpec("model.norm.weight", SafetensorsDType.BF16, new long[] {8}));
+        CliRun.Run same = merge(specs);
+        assertEquals(0, same.code(), same.err());
+        try (var c = dev.smelter.io.Checkpoint.open(dir.resolve("out"))) {
+            assertEquals(SafetensorsDType.F8_E4M3, c.info("model.layers.0.mlp.up_proj.weight").dtype());
+        }
+        checkpoint(dir.resolve("a2"), specs, (byte) 0x21);
+        Files.writeString(dir.resolve("c2.yml"), """
+                merge_method: task_arithmetic
+                base_model: base
+                models: [{model: a2, parameters: {weight: 0.5}}]
+                """);
+        CliRun.Run r = CliRun.cli("merge", "--device", "cpu", "-q", dir.resolve("c2.yml").toString(), dir.resolve("out2").toString());
+        assertEquals(1, r.code(), r.err());
+        assertTrue(r.err().contains("model.layers.0.mlp.up_proj.weight is F8_E4M3 and differs"), r.err());
+        assertFalse(Files.exists(dir.resolve("out2")));
     }
 
     @Test
