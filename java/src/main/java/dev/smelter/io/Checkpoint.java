@@ -66,7 +66,7 @@ public final class Checkpoint implements AutoCloseable {
         Path dir = index.toAbsolutePath().normalize().getParent();  // "../base" is inside "../base"
         JsonNode root;
         try {
-            root = SafetensorsFile.JSON.readTree(Files.readString(index));
+            root = SafetensorsFile.JSON.readTree(utf8(index));
         } catch (JsonProcessingException e) {
             throw new CheckpointFormatException(index + ": not valid JSON: " + e.getOriginalMessage());
         }
@@ -119,6 +119,20 @@ public final class Checkpoint implements AutoCloseable {
             throw e;
         }
         return new Checkpoint(dir, List.copyOf(files), fileOf, Collections.unmodifiableMap(metadata));
+    }
+
+    /** A text file as UTF-8; a malformed byte is an error naming the file and the byte's offset. */
+    static String utf8(Path file) throws IOException {
+        byte[] bytes = Files.readAllBytes(file);
+        java.nio.ByteBuffer in = java.nio.ByteBuffer.wrap(bytes);
+        java.nio.CharBuffer out = java.nio.CharBuffer.allocate(bytes.length);
+        java.nio.charset.CoderResult r = java.nio.charset.StandardCharsets.UTF_8.newDecoder()
+                .onMalformedInput(java.nio.charset.CodingErrorAction.REPORT)
+                .onUnmappableCharacter(java.nio.charset.CodingErrorAction.REPORT).decode(in, out, true);
+        if (r.isError())
+            throw new CheckpointFormatException(file + ": not valid UTF-8 at byte " + in.position()
+                    + " (0x" + Integer.toHexString(bytes[in.position()] & 0xFF) + "); an index file is JSON text");
+        return out.flip().toString();
     }
 
     public Path directory() {

@@ -89,6 +89,7 @@ public final class CheckpointWriter implements AutoCloseable {
     private void checkOutput() throws IOException {
         if (!Files.exists(output)) return;
         if (!Files.isDirectory(output)) throw new IOException(output + " exists and is not a directory");
+        WorkDirs.checkReplaceable(output);
         try (Stream<Path> s = Files.list(output)) {
             if (s.findAny().isPresent() && !overwrite)
                 throw new IOException(output + " exists and is not empty (use --overwrite to replace it)");

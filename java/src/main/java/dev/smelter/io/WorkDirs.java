@@ -39,9 +39,32 @@ public final class WorkDirs {
         Path out = output.toAbsolutePath().normalize();
         removeStale(out);
         Path dir = reserve(out, kind);
-        Files.createDirectory(dir);
-        claim(dir);
+        try {
+            Files.createDirectory(dir);
+            claim(dir);
+        } catch (IOException e) {
+            try {
+                CheckpointWriter.deleteTree(dir);
+            } catch (IOException ignored) {
+                // nothing was made
+            }
+            throw new IOException("cannot write the output " + out + ": its folder " + out.getParent() + " does not take "
+                    + "a new directory (" + e.getClass().getSimpleName() + ": " + e.getMessage() + "); choose an output "
+                    + "in a writable folder", e);
+        }
         return dir;
+    }
+
+    /**
+     * Refuses to replace {@code output} when it is a mount point: it is replaced by renaming, which a mount point
+     * does not allow (EBUSY after the whole merge). Checked before anything is written.
+     */
+    public static void checkReplaceable(Path output) throws IOException {
+        Path out = output.toAbsolutePath().normalize();
+        if (!Files.isDirectory(out) || out.getParent() == null) return;
+        if (!Files.getFileStore(out).equals(Files.getFileStore(out.getParent())))
+            throw new IOException(out + " is a mount point: Smelter replaces an output by renaming a finished directory "
+                    + "onto it, which a mount point does not allow; write to a directory inside it instead");
     }
 
     /** A fresh name {@code .NAME.KIND-xxxxxxxx} beside {@code output}, for a directory moved there. */

@@ -263,6 +263,7 @@ public final class SweepRunner implements AutoCloseable {
         Path target = options.output().toAbsolutePath().normalize();
         if (Files.exists(target)) {
             if (!Files.isDirectory(target)) throw new IOException(target + " exists and is not a directory");
+            WorkDirs.checkReplaceable(target);
             try (Stream<Path> s = Files.list(target)) {
                 if (s.findAny().isPresent() && !options.overwrite())
                     throw new IOException(target + " exists and is not empty (use --overwrite to replace it)");

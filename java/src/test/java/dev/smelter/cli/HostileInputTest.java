@@ -70,6 +70,36 @@ class HostileInputTest {
         assertFalse(Files.exists(dir.resolve("out2")));
     }
 
+    /** Outputs that cannot be: under a read-only folder, or a mount point. Each message names the output and why. */
+    @Test
+    void unwritableOutputsAreNamed() throws Exception {
+        merge(List.of(new CheckpointWriter.TensorSpec("model.norm.weight", SafetensorsDType.BF16, new long[] {8})));
+        String cfg = dir.resolve("c.yml").toString();
+        CliRun.Run r = CliRun.cli("merge", "--device", "cpu", "-q", cfg, "/proc/smelter-output");
+        assertEquals(1, r.code(), r.err());
+        assertTrue(r.err().contains("cannot write the output /proc/smelter-output") && r.err().contains("writable folder"), r.err());
+        CliRun.Run m = CliRun.cli("merge", "--device", "cpu", "-q", cfg, "/proc", "--overwrite");
+        assertTrue(m.code() != 0 && m.err().contains("/proc is a mount point"), m.err());
+    }
+
+    @Test
+    void anIndexThatIsNotUtf8IsNamedWithTheOffset() throws Exception {
+        Path ckpt = dir.resolve("sharded");
+        List<CheckpointWriter.TensorSpec> specs = List.of(
+                new CheckpointWriter.TensorSpec("a", SafetensorsDType.BF16, new long[] {64}),
+                new CheckpointWriter.TensorSpec("b", SafetensorsDType.BF16, new long[] {64}));
+        try (Arena arena = Arena.ofConfined(); CheckpointWriter w = new CheckpointWriter(ckpt, specs, 100, Map.of(), false)) {
+            for (CheckpointWriter.TensorSpec s : specs) w.write(s.name(), arena.allocate(128));
+            w.commit();
+        }
+        Path index = ckpt.resolve(dev.smelter.io.Checkpoint.INDEX);
+        byte[] bytes = Files.readAllBytes(index);
+        bytes[10] = (byte) 0xFF;
+        Files.write(index, bytes);
+        CliRun.Run r = CliRun.cli("info", ckpt.toString());
+        assertTrue(r.err().contains(index.toString()) && r.err().contains("not valid UTF-8 at byte 10"), r.err());
+    }
+
     @Test
     void aLayerIndexBeyondAnIntIsNamed() throws Exception {
         String name = "model.layers.99999999999.mlp.up_proj.weight";
