@@ -346,6 +346,11 @@ public record MergeConfig(
 
     private static Path resolve(Path baseDir, Path workDir, String p, String where, List<String> warnings)
             throws ConfigException {
+        try {
+            Path.of(p);
+        } catch (java.nio.file.InvalidPathException e) {
+            throw new ConfigException(where + " '" + p + "' is not a valid path here: " + e.getReason());
+        }
         if (workDir == null) return resolve(baseDir, p);
         boolean hub = HUB_ID.matcher(p).matches() && !p.contains("..");
         int at = hub ? p.indexOf('@') : -1;

@@ -153,6 +153,8 @@ public record SweepGrid(List<Axis> axes) {
     private static Value scalar(JsonNode v, String at) throws ConfigException {
         if (v.isBoolean()) return flag(v.booleanValue());
         if (v.isNumber()) {
+            if (!v.isIntegralNumber() && !Double.isFinite(v.doubleValue()))
+                throw new ConfigException(at + " is " + v.doubleValue() + "; a grid value must be a finite number");
             BigDecimal d = v.isIntegralNumber() ? new BigDecimal(v.bigIntegerValue()) : BigDecimal.valueOf(v.doubleValue());
             return number(d, at);
         }
