@@ -86,7 +86,13 @@ public final class Checkpoint implements AutoCloseable {
             if (!e.getValue().isTextual())
                 throw new CheckpointFormatException(index + ": weight_map entry " + e.getKey() + " is not a file name");
             String shard = e.getValue().asText();
-            Path p = dir.resolve(shard).normalize();
+            Path p;
+            try {
+                p = dir.resolve(shard).normalize();
+            } catch (java.nio.file.InvalidPathException x) {
+                throw new CheckpointFormatException(index + ": shard '" + shard + "' of tensor " + e.getKey()
+                        + " is not a valid file name: " + x.getReason());
+            }
             if (!p.startsWith(dir) || Path.of(shard).isAbsolute())
                 throw new CheckpointFormatException(index + ": shard '" + shard + "' of tensor " + e.getKey()
                         + " lies outside the checkpoint directory");
