@@ -22,7 +22,13 @@ public final class Context implements AutoCloseable {
     private MemorySegment handle;
 
     Context(Device device, int threads) {
+        this(device, threads, true);
+    }
+
+    /** {@code gate}: a CUDA context opens only once {@link SelfCheck} passed on its device. */
+    Context(Device device, int threads, boolean gate) {
         Native.load();
+        if (gate) SelfCheck.gate(device);
         this.device = device;
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment out = arena.allocate(ValueLayout.ADDRESS);

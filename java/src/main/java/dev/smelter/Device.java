@@ -27,9 +27,9 @@ public record Device(Kind kind, int ordinal) {
         return new Device(Kind.CUDA, ordinal);
     }
 
-    /** CUDA device 0 when one is usable, else the CPU. */
+    /** CUDA device 0 when one is usable (and passed its self-check, see {@link SelfCheck}), else the CPU. */
     public static Device best() {
-        return Smelter.cudaDeviceCount() > 0 ? cuda(0) : cpu();
+        return Smelter.cudaDeviceCount() > 0 && SelfCheck.usable(cuda(0)) ? cuda(0) : cpu();
     }
 
     /** Parses {@code cpu}, {@code cuda}, {@code cuda:N} or {@code auto}. */

@@ -60,6 +60,14 @@ public final class Smelter {
         return new Context(device, 0);
     }
 
+    /**
+     * Opens a context without the CUDA self-check ({@link SelfCheck}): for benchmarks, and for {@code smelter doctor},
+     * which shows every kernel's result itself. {@link #open} checks a CUDA device first.
+     */
+    public static Context openUnchecked(Device device) {
+        return new Context(device, 0, false);
+    }
+
     /** Opens a CPU context with {@code threads} workers (0 = one per core). */
     public static Context openCpu(int threads) {
         return new Context(Device.cpu(), threads);

@@ -64,6 +64,21 @@ public record Tensor(MemorySegment data, long count, DType dtype, Memory memory)
         };
     }
 
+    /** Sets element i of a host tensor, rounded to nearest even in its dtype (NaN stays NaN). */
+    public void setFloat(long i, float v) {
+        if (memory != Memory.HOST) throw new UnsupportedOperationException("write of a device tensor");
+        switch (dtype) {
+            case F32 -> data.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, i, v);
+            case F16 -> data.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, Float.floatToFloat16(v));
+            case BF16 -> {
+                int bits = Float.floatToRawIntBits(v);
+                short h = Float.isNaN(v) ? (short) ((bits >>> 16) | 0x40)
+                        : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
+                data.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, h);
+            }
+        }
+    }
+
     /** Copies a host tensor's elements out as floats. */
     public float[] toFloatArray() {
         if (count > Integer.MAX_VALUE - 8) throw new UnsupportedOperationException("tensor too large for a float[]");

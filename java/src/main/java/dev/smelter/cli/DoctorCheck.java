@@ -4,6 +4,7 @@ import dev.smelter.Context;
 import dev.smelter.DType;
 import dev.smelter.Device;
 import dev.smelter.MergeSpec;
+import dev.smelter.SelfCheck;
 import dev.smelter.Smelter;
 import dev.smelter.SmelterException;
 import dev.smelter.Tensor;
@@ -31,7 +32,31 @@ final class DoctorCheck {
         for (int i = 0; i < gpus; i++) out.printf(Locale.ROOT, "  cuda:%d  %s%n", i, Smelter.deviceName(Device.cuda(i)));
         check(out, Device.cpu());
         for (int i = 0; i < gpus; i++) check(out, Device.cuda(i));
-        return 0;
+        int failed = selfCheck(out, "cpu (all threads)", () -> Smelter.open(Device.cpu()));
+        for (int i = 0; i < gpus; i++) {
+            Device d = Device.cuda(i);
+            failed += selfCheck(out, d.toString(), () -> Smelter.openUnchecked(d));
+        }
+        return failed == 0 ? 0 : SmelterCli.EXIT_FAILURE;
+    }
+
+    /** Every kernel of {@code subject} against a one-thread CPU context: a table, and the number that failed. */
+    private static int selfCheck(PrintStream out, String name, java.util.function.Supplier<Context> subject) {
+        out.printf(Locale.ROOT, "%nself-check of %s against the CPU (1 thread):%n", name);
+        out.printf(Locale.ROOT, "  %-42s %-44s %-6s %9s  %s%n", "kernel", "inputs", "result", "time", "detail");
+        int failed = 0;
+        try (Context ref = Smelter.openCpu(1); Context ctx = subject.get()) {
+            for (SelfCheck.Result r : SelfCheck.run(ref, ctx, false)) {
+                out.printf(Locale.ROOT, "  %-42s %-44s %-6s %7.2f ms  %s%n", r.kernel(), r.inputs(),
+                        r.passed() ? "ok" : "FAIL", r.millis(), r.detail());
+                if (!r.passed()) failed++;
+            }
+        } catch (SmelterException e) {
+            out.printf(Locale.ROOT, "  could not run: %s%n", e.getMessage());
+            failed++;
+        }
+        out.printf(Locale.ROOT, "  %s%n", failed == 0 ? "every kernel agrees" : failed + " kernel(s) disagree: use --device cpu");
+        return failed;
     }
 
     /** Task arithmetic of 4 bf16 models of 16M elements: GB/s of the bytes a merge must move. */
