@@ -4,7 +4,7 @@
 #   scripts/gpu-test.sh pack   here: build, collect test classes + jars, and ../shared/tools/gpu-pack them
 #   scripts/gpu-test.sh run    there (through the device tool, carry [".gpu"]):
 #                              bash .gpu/run.sh scripts/gpu-test.sh run
-# The run prints JUnit's tree and summary, the analysis agreement again with the SIMT product kernel
+# The run prints the self-check table (smelter doctor: every kernel against the CPU), JUnit's tree and summary, the analysis agreement again with the SIMT product kernel
 # (SMELTER_CUDA_PRODUCT=simt), then runs scripts/test_transformers_roundtrip.py (save_pretrained ->
 # smelter merge on CUDA -> from_pretrained) and scripts/test_dump_activations.py; record the outcome in
 # bench/RESULTS.md.
@@ -26,6 +26,8 @@ case "${1:-}" in
     cp="$F/java/target/classes:$F/java/target/test-classes:$F/native/target/classes"
     for j in "$F/$LIBS"/*.jar; do case "$j" in *console-standalone*) ;; *) cp="$cp:$j" ;; esac; done
     rc=0
+    # First the self-check: every kernel on this GPU against the CPU, as a table for bench/RESULTS.md.
+    java --enable-native-access=ALL-UNNAMED -cp "$cp" dev.smelter.cli.SmelterCli doctor || rc=1
     java --enable-native-access=ALL-UNNAMED -Xss4m -Dsmelter.header=native/include/smelter.h \
       -jar "$F/$LIBS"/junit-platform-console-standalone-*.jar execute --class-path "$cp" --scan-class-path \
       --details=tree --disable-banner || rc=1
