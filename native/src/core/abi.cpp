@@ -1,6 +1,8 @@
 // The exported C ABI: argument validation, plan resolution and error translation. Nothing thrown
 // inside the library crosses this file; every entry point returns a status.
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -31,6 +33,18 @@ struct smelter_topk {
 namespace smelter {
 
 [[noreturn]] void fail(smelter_status status, const std::string &message) { throw Error{status, message}; }
+
+void injected_allocation_fault(size_t bytes) {
+    static const long long fail_at = [] {
+        const char *v = std::getenv("SMELTER_FAULT_ALLOC_AT");
+        return v ? std::atoll(v) : 0LL;
+    }();
+    static std::atomic<long long> count{0};
+    if (fail_at > 0 && ++count == fail_at)
+        fail(SMELTER_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(bytes) +
+                                            " bytes (allocation " + std::to_string(fail_at) +
+                                            " failed on purpose: SMELTER_FAULT_ALLOC_AT)");
+}
 
 namespace {
 

@@ -18,6 +18,11 @@ struct Error {
 };
 [[noreturn]] void fail(smelter_status status, const std::string &message);
 
+// Fault injection for tests of the callers' error paths, on every backend and without a GPU: with
+// SMELTER_FAULT_ALLOC_AT=N in the environment, the N-th memory allocation of the process (host or
+// device, counted from 1) fails as out of memory; the ones after it succeed again.
+void injected_allocation_fault(size_t bytes);
+
 // Tensors a kernel can read directly (for CUDA: device memory; host inputs staged by the backend).
 struct KernelInputs {
     const void *base = nullptr;  // nullptr for LINEAR

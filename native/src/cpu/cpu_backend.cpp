@@ -49,6 +49,7 @@ public:
 
     void *alloc(smelter_memory memory, size_t bytes) override {
         if (memory != SMELTER_MEMORY_HOST) fail(SMELTER_ERR_UNSUPPORTED, "a CPU context has no device memory");
+        injected_allocation_fault(bytes);
         void *p = std::aligned_alloc(64, ((bytes + 63) / 64) * 64 + (bytes == 0 ? 64 : 0));
         if (!p) fail(SMELTER_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(bytes) + " bytes of host memory");
         return p;

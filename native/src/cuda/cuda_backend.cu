@@ -208,6 +208,7 @@ class DeviceBuffer {
 public:
     DeviceBuffer() = default;
     explicit DeviceBuffer(size_t bytes) {
+        injected_allocation_fault(bytes);
         if (bytes) CUDA_CHECK(cudaMalloc(&ptr_, bytes));
     }
     ~DeviceBuffer() {
@@ -256,6 +257,7 @@ public:
     void *alloc(smelter_memory memory, size_t bytes) override {
         CUDA_CHECK(cudaSetDevice(device_));
         void *p = nullptr;
+        injected_allocation_fault(bytes);
         if (memory == SMELTER_MEMORY_DEVICE) CUDA_CHECK(cudaMalloc(&p, bytes));
         else CUDA_CHECK(cudaMallocHost(&p, bytes));
         return p;
