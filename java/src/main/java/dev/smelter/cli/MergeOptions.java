@@ -77,7 +77,7 @@ final class MergeOptions {
     @Option(names = "--lazy-unpickle", negatable = true, description = "accepted; changes nothing (safetensors only)")
     boolean lazyUnpickle;
 
-    @Option(names = "--low-cpu-memory", negatable = true, description = "accepted; changes nothing (inputs are memory-mapped)")
+    @Option(names = "--low-cpu-memory", negatable = true, description = "accepted; changes nothing (host memory is one tensor's inputs and two outputs)")
     boolean lowCpuMemory;
 
     @Option(names = "--trust-remote-code", negatable = true, description = "accepted; changes nothing (no model code runs)")
@@ -162,10 +162,10 @@ final class MergeOptions {
             notes.add("--gpu-rich means --cuda here; the rest of it (--low-cpu-memory, --read-to-gpu, --multi-gpu) "
                     + "changes nothing");
         if (lazyUnpickle)
-            notes.add("--lazy-unpickle changes nothing: Smelter reads safetensors only, memory-mapped, never unpickled");
+            notes.add("--lazy-unpickle changes nothing: Smelter reads safetensors only, tensor by tensor, never unpickled");
         if (lowCpuMemory)
-            notes.add("--low-cpu-memory changes nothing: the inputs are memory-mapped, and Smelter's own buffers hold "
-                    + "two output tensors (--dry-run prints the peak)");
+            notes.add("--low-cpu-memory changes nothing: Smelter's own buffers hold one tensor's inputs and two output "
+                    + "tensors, whatever the model's size (--dry-run prints the peak)");
         if (trustRemoteCode)
             notes.add("--trust-remote-code changes nothing: Smelter runs no model code, it reads config.json and the "
                     + "safetensors files");
