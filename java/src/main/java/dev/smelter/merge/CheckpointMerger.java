@@ -114,7 +114,17 @@ public final class CheckpointMerger implements AutoCloseable {
          * most {@link #readAheadBytes} beyond that.
          */
         public long peakHostBytes() {
-            return (long) inputSlots * inputSlotBytes + 2 * largestOutputBytes + largestConvertBytes;
+            return peakHostBytes(inputBanks());
+        }
+
+        /** {@link #peakHostBytes()} with {@code banks} sets of input buffers (the sweep reads into one). */
+        public long peakHostBytes(int banks) {
+            return banks * (long) inputSlots * inputSlotBytes + 2 * largestOutputBytes + largestConvertBytes;
+        }
+
+        /** Input buffer sets: two (one read ahead while the other merges) unless one set is above 2 GiB. */
+        public int inputBanks() {
+            return (long) inputSlots * inputSlotBytes <= (2L << 30) ? 2 : 1;
         }
 
         /** Device memory on CUDA: staging for the inputs and the output of the largest tensor. */
@@ -381,7 +391,7 @@ public final class CheckpointMerger implements AutoCloseable {
             Tensor[] buffers = new Tensor[2];
             Future<?>[] writes = new Future<?>[2];
             try (ReadAhead ahead = new ReadAhead(inputSegments(plan), readAheadBytes(plan));
-                    InputBuffers in = inputBuffers(ctx, plan)) {
+                    InputBuffers in = inputBuffers(ctx, plan, plan.inputBanks())) {
                 if (plan.largestConvertBytes() > 0)  // copies of inputs in the compute dtype
                     convertBuffer = ctx.allocate(DType.F32, (plan.largestConvertBytes() + 3) / 4, Tensor.Memory.HOST);
                 int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
@@ -391,28 +401,37 @@ public final class CheckpointMerger implements AutoCloseable {
                 DType key = thresholds != null ? keyDType(plan.tensors()) : null;
                 for (int b = 0; b < 2; b++)
                     buffers[b] = ctx.allocate(DType.BF16, (Math.max(plan.largestOutputBytes(), 2) + 1) / 2, Tensor.Memory.HOST);
-                for (int i = 0; i < plan.tensors().size(); i++) {
-                    TensorPlan t = plan.tensors().get(i);
-                    if (t.action() == Action.COPY) {
-                        behind.write(writer, t.name(), reference().data(t.name()));
-                    } else {
-                        int b = i & 1;
-                        behind.await(writes[b]);  // the write that last read this buffer
-                        MemorySegment outBuffer = buffers[b].data();
-                        long nonFinite;
-                        try {
-                            nonFinite = mergeTensor(ctx, in, t, thresholds, key, outBuffer);
-                        } catch (SmelterException e) {  // e.g. device out of memory: say which tensor
-                            throw e.within(String.format(Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
-                                    t.info().byteSize() / 1048576.0));
+                // Started after the passes above, which read into bank 0 themselves.
+                List<TensorPlan> steps = merged(plan);
+                InputPrefetch<Inputs> prefetch = new InputPrefetch<>((bank, k) -> read(in, bank, steps.get(k)),
+                        steps.size(), in.banks());
+                int step = 0;  // merged tensors so far: the prefetch's steps
+                try (prefetch) {
+                    for (int i = 0; i < plan.tensors().size(); i++) {
+                        TensorPlan t = plan.tensors().get(i);
+                        if (t.action() == Action.COPY) {
+                            behind.write(writer, t.name(), reference().data(t.name()));
+                        } else {
+                            int b = i & 1;
+                            behind.await(writes[b]);  // the write that last read this buffer
+                            MemorySegment outBuffer = buffers[b].data();
+                            long nonFinite;
+                            Inputs inputs = prefetch.await(step);
+                            try {
+                                nonFinite = mergeTensor(ctx, inputs, t, thresholds, key, outBuffer);
+                            } catch (SmelterException e) {  // e.g. device out of memory: say which tensor
+                                throw e.within(String.format(Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
+                                        t.info().byteSize() / 1048576.0));
+                            }
+                            checkFinite(ctx, inputs.base(), inputs.models(), t, nonFinite, "", options.nonFinite(), warnings);
+                            prefetch.release(step++);
+                            writes[b] = behind.write(writer, t.name(), outBuffer.asSlice(0, t.outBytes()));
                         }
-                        checkFinite(ctx, in, t, nonFinite, "", options.nonFinite(), warnings);
-                        writes[b] = behind.write(writer, t.name(), outBuffer.asSlice(0, t.outBytes()));
+                        ahead.consumed(i);
+                        peakAnon = Math.max(peakAnon, anonymousResidentBytes());
+                        done += t.outBytes();
+                        progress.accept(done);
                     }
-                    ahead.consumed(i);
-                    peakAnon = Math.max(peakAnon, anonymousResidentBytes());
-                    done += t.outBytes();
-                    progress.accept(done);
                 }
                 behind.finish();
             } finally {
@@ -440,8 +459,26 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** One slot per input (base, models, Fishers), each as large as the largest merged tensor of any input. */
-    InputBuffers inputBuffers(Context ctx, Plan plan) {
-        return new InputBuffers(ctx, plan.inputSlots(), plan.inputSlotBytes());
+    InputBuffers inputBuffers(Context ctx, Plan plan, int banks) {
+        return new InputBuffers(ctx, banks, plan.inputSlots(), plan.inputSlotBytes());
+    }
+
+    /** One merged tensor's inputs as read into a bank of the input buffers: the whole base tensor, models, Fishers. */
+    record Inputs(Tensor base, List<Tensor> models, List<Tensor> fishers) {}
+
+    /** Reads tensor {@code t}'s inputs into {@code bank}: the base whole, the models' and Fishers' merged elements. */
+    Inputs read(InputBuffers in, int bank, TensorPlan t) throws IOException {
+        String name = t.name();
+        long n = t.mergedElements();
+        Tensor b = base == null ? null : in.read(bank, 0, base, name, t.info().elementCount());
+        List<Tensor> m = new ArrayList<>(), f = new ArrayList<>();
+        for (int i = 0; i < models.size(); i++) m.add(in.read(bank, 1 + i, models.get(i), name, n));
+        for (int i = 0; i < fishers.size(); i++) f.add(in.read(bank, 1 + models.size() + i, fishers.get(i), name, n));
+        return new Inputs(b, m, f);
+    }
+
+    static List<TensorPlan> merged(Plan plan) {
+        return plan.tensors().stream().filter(t -> t.action() == Action.MERGE).toList();
     }
 
     /** Fails naming the file if an input changed since it was opened (size, modification time, inode). */
@@ -481,18 +518,17 @@ public final class CheckpointMerger implements AutoCloseable {
      * The non-finite check of one merged tensor ({@code bad} values), shared with the sweep ({@code prefix} names the
      * configuration there): nothing, a warning naming the input checkpoints that hold such values, or a failure.
      */
-    void checkFinite(Context ctx, InputBuffers in, TensorPlan t, long bad, String prefix, NonFinite action,
-            List<String> warnings) throws IOException {
+    void checkFinite(Context ctx, Tensor baseInput, List<Tensor> modelInputs, TensorPlan t, long bad, String prefix,
+            NonFinite action, List<String> warnings) throws IOException {
         if (action == NonFinite.IGNORE || bad == 0) return;
         List<String> sources = new ArrayList<>();
         if (base != null) {
-            long b = ctx.countNonFinite(in.read(0, base, t.name(), t.info().elementCount()));
+            long b = ctx.countNonFinite(baseInput);
             if (b > 0) sources.add(b + " in " + base.directory());
         }
         for (int i = 0; i < models.size(); i++) {
-            Checkpoint m = models.get(i);
-            long b = ctx.countNonFinite(in.read(1 + i, m, t.name(), m.info(t.name()).elementCount()));
-            if (b > 0) sources.add(b + " in " + m.directory());
+            long b = ctx.countNonFinite(modelInputs.get(i));
+            if (b > 0) sources.add(b + " in " + models.get(i).directory());
         }
         String message = prefix + "tensor " + t.name() + ": " + bad + " of " + t.info().elementCount() + " merged values are NaN or infinite ("
                 + (sources.isEmpty() ? "the inputs are finite: the result overflows " + t.outDType() : "non-finite inputs: "
@@ -515,17 +551,17 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** Merges one tensor into {@code outBuffer}; returns how many of its values are NaN or infinite. */
-    private long mergeTensor(Context ctx, InputBuffers in, TensorPlan t, int[] thresholds, DType key,
+    private long mergeTensor(Context ctx, Inputs in, TensorPlan t, int[] thresholds, DType key,
             MemorySegment outBuffer) throws IOException {
         String name = t.name();
         int layer = TensorNames.layerIndex(name);
         long n = t.mergedElements();
         long[] at = {0};  // where the next copy goes in convertBuffer, in bytes (converted inputs only)
         // Every input is read into Smelter's buffers first: native code never reads a mapping (see InputBuffers).
-        Tensor baseWhole = base == null ? null : in.read(0, base, name, t.info().elementCount());
+        Tensor baseWhole = in.base();
         Tensor baseTensor = base == null ? null : inputOf(ctx, t, slice(baseWhole, n), at);
         List<Tensor> inputs = new ArrayList<>();
-        for (int i = 0; i < models.size(); i++) inputs.add(inputOf(ctx, t, in.read(1 + i, models.get(i), name, n), at));
+        for (Tensor m : in.models()) inputs.add(inputOf(ctx, t, m, at));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
         MergeMethods.TensorMerge how = TensorSpecs.tensorMerge(config, name, layer, layerCount);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
@@ -533,7 +569,7 @@ public final class CheckpointMerger implements AutoCloseable {
         Context.MergeCounts counts;
         if (!fishers.isEmpty()) {
             List<Tensor> weights = new ArrayList<>();
-            for (int i = 0; i < fishers.size(); i++) weights.add(in.read(1 + models.size() + i, fishers.get(i), name, n));
+            weights.addAll(in.fishers());
             counts = ctx.merge(fisherSpec(config, how.spec(), name, fisherNorms), null, inputs, null, weights, out.slice(0, n));
         } else if (how.sce() != null) {
             counts = how.mergeSce(ctx, baseTensor, inputs, out.slice(0, n));

@@ -18,25 +18,39 @@ final class InputBuffers implements AutoCloseable {
     private final Context ctx;
     private final Tensor buffer;
     private final long slotBytes;
-    private final int slots;
+    private final int slots, banks;
 
-    /** {@code slots} buffers of {@code slotBytes} each (rounded up to 64 bytes). */
-    InputBuffers(Context ctx, int slots, long slotBytes) {
+    /**
+     * {@code banks} sets (one being merged, one being read ahead, see {@link InputPrefetch}) of {@code slots} buffers
+     * of {@code slotBytes} each (rounded up to 64 bytes).
+     */
+    InputBuffers(Context ctx, int banks, int slots, long slotBytes) {
         this.ctx = ctx;
         this.slots = slots;
+        this.banks = banks;
         this.slotBytes = (Math.max(slotBytes, 64) + 63) & ~63L;
-        this.buffer = ctx.allocate(DType.BF16, this.slotBytes * slots / 2, Tensor.Memory.HOST);
+        this.buffer = ctx.allocate(DType.BF16, this.slotBytes * slots * banks / 2, Tensor.Memory.HOST);
     }
 
-    /** Reads the first {@code elements} of tensor {@code name} of {@code from} into {@code slot}; a view of them. */
+    int banks() {
+        return banks;
+    }
+
+    /** {@link #read(int, int, Checkpoint, String, long)} into bank 0. */
     Tensor read(int slot, Checkpoint from, String name, long elements) throws IOException {
-        if (slot < 0 || slot >= slots) throw new IllegalArgumentException("slot " + slot + " of " + slots);
+        return read(0, slot, from, name, elements);
+    }
+
+    /** Reads the first {@code elements} of tensor {@code name} of {@code from} into {@code slot} of {@code bank}. */
+    Tensor read(int bank, int slot, Checkpoint from, String name, long elements) throws IOException {
+        if (slot < 0 || slot >= slots || bank < 0 || bank >= banks)
+            throw new IllegalArgumentException("slot " + slot + " of " + slots + ", bank " + bank + " of " + banks);
         DType dtype = from.info(name).dtype().toMergeDType().orElseThrow(
                 () -> new IllegalArgumentException(from.directory() + ": tensor " + name + " is not a float tensor"));
         long bytes = elements * dtype.byteSize();
         if (bytes > slotBytes)
             throw new IllegalStateException("tensor " + name + " needs " + bytes + " bytes, a slot holds " + slotBytes);
-        var dst = buffer.data().asSlice(slot * slotBytes, bytes);
+        var dst = buffer.data().asSlice((bank * (long) slots + slot) * slotBytes, bytes);
         from.read(name, 0, dst);
         return new Tensor(dst, elements, dtype, Tensor.Memory.HOST);
     }
@@ -51,7 +65,7 @@ final class InputBuffers implements AutoCloseable {
     }
 
     long bytes() {
-        return slotBytes * slots;
+        return slotBytes * slots * banks;
     }
 
     @Override

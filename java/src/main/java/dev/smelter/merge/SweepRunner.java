@@ -140,7 +140,7 @@ public final class SweepRunner implements AutoCloseable {
             long workBytes, boolean deviceCopies) {
         /** Host memory Smelter allocates: the largest tensor's inputs and two output buffers, shared by all. */
         public long peakHostBytes() {
-            return merge.peakHostBytes();
+            return merge.peakHostBytes(1);  // one set of input buffers: each tensor is read once for every configuration
         }
 
         /** On CUDA: the inputs and the output of the largest tensor, resident while every configuration runs. */
@@ -324,7 +324,7 @@ public final class SweepRunner implements AutoCloseable {
                 }
             }
             try {
-                try (InputBuffers in = merger.inputBuffers(ctx, plan.merge())) {
+                try (InputBuffers in = merger.inputBuffers(ctx, plan.merge(), 1)) {
                     return sweepTensors(ctx, in, behind, plan, temp, progress, t0, cpu0, own, writers, buffers);
                 }
             } finally {
@@ -530,7 +530,7 @@ public final class SweepRunner implements AutoCloseable {
                                     : hostView.slice(count, full - count);
                             nonFinite += ctx.merge(MergeSpec.linear(1.0f), null, List.of(rest), outRest).nonFinite();
                         }
-                        merger.checkFinite(ctx, in, t, nonFinite, "configuration " + cf.name() + ": ", options.nonFinite(),
+                        merger.checkFinite(ctx, baseWhole, hostModels, t, nonFinite, "configuration " + cf.name() + ": ", options.nonFinite(),
                                 warnings.get(c));
                         boolean onHost = !cuda;
                         if (options.writeCheckpoints()) {
