@@ -21,11 +21,14 @@ struct Operand {
 };
 
 // Element (gk, gp) of an operand as both kernels stage it: converted to f32, shifted, weighted; 0
-// outside the operand.
+// outside the operand, and 0 without being read where mask[gk] is 0 (a left-out row may hold
+// infinities or NaN, and 0 * inf is NaN). A column product passes its row weights as weights and mask
+// for x, as the mask alone for y.
 template <int DT>
 __device__ __forceinline__ float staged_value(const Operand &op, int64_t K, int64_t gk, int64_t gp, bool shift_on_k,
-                                              const float *weights) {
+                                              const float *weights, const float *mask) {
     if (gk >= K || gp >= op.extent_p) return 0.0f;
+    if (mask && mask[gk] == 0.0f) return 0.0f;
     float v = load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
     if (op.shift) v -= op.shift[shift_on_k ? gk : gp];
     if (weights) v *= weights[gk];
@@ -34,13 +37,13 @@ __device__ __forceinline__ float staged_value(const Operand &op, int64_t K, int6
 
 template <int DT>
 __device__ __forceinline__ void stage_slice(const Operand op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
-                                            const float *weights, float (*slice)[kTile + 1]) {
+                                            const float *weights, const float *mask, float (*slice)[kTile + 1]) {
     for (int idx = threadIdx.x; idx < kSlice * kTile; idx += blockDim.x) {
         // Consecutive threads walk the index that is contiguous in memory, so loads coalesce.
         int k, p;
         if (op.stride_p == 1) { p = idx % kTile; k = idx / kTile; }
         else { k = idx % kSlice; p = idx / kSlice; }
-        slice[k][p] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights);
+        slice[k][p] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights, mask);
     }
 }
 
@@ -54,8 +57,8 @@ __global__ void __launch_bounds__(kProductThreads) product_kernel(const Operand 
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     float c[4][4] = {};
     for (int64_t k0 = 0; k0 < K; k0 += kSlice) {
-        stage_slice<DTX>(a, K, k0, p0, shift_on_k, weights, as);
-        stage_slice<DTY>(b, K, k0, q0, shift_on_k, nullptr, bs);
+        stage_slice<DTX>(a, K, k0, p0, shift_on_k, weights, weights, as);
+        stage_slice<DTY>(b, K, k0, q0, shift_on_k, nullptr, weights, bs);
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < kSlice; ++k) {
@@ -104,12 +107,12 @@ __device__ __forceinline__ void tc_slot(const Operand &op, int idx, int &k, int 
 // tensor-core work.
 template <int DT>
 __device__ __forceinline__ void tc_fetch(const Operand &op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
-                                         const float *weights, float (&v)[kTcPerThread]) {
+                                         const float *weights, const float *mask, float (&v)[kTcPerThread]) {
 #pragma unroll
     for (int i = 0; i < kTcPerThread; ++i) {
         int k, p;
         tc_slot(op, threadIdx.x + i * kProductThreads, k, p);
-        v[i] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights);
+        v[i] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights, mask);
     }
 }
 
@@ -154,15 +157,15 @@ __global__ void __launch_bounds__(kProductThreads) product_tf32x3_kernel(const O
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
     float va[kTcPerThread], vb[kTcPerThread];
-    tc_fetch<DTX>(a, K, 0, p0, shift_on_k, weights, va);
-    tc_fetch<DTY>(b, K, 0, q0, shift_on_k, nullptr, vb);
+    tc_fetch<DTX>(a, K, 0, p0, shift_on_k, weights, weights, va);
+    tc_fetch<DTY>(b, K, 0, q0, shift_on_k, nullptr, weights, vb);
     for (int64_t k0 = 0; k0 < K; k0 += kTcSlice) {
         tc_put(a, va, as);
         tc_put(b, vb, bs);
         __syncthreads();
         if (k0 + kTcSlice < K) {
-            tc_fetch<DTX>(a, K, k0 + kTcSlice, p0, shift_on_k, weights, va);
-            tc_fetch<DTY>(b, K, k0 + kTcSlice, q0, shift_on_k, nullptr, vb);
+            tc_fetch<DTX>(a, K, k0 + kTcSlice, p0, shift_on_k, weights, weights, va);
+            tc_fetch<DTY>(b, K, k0 + kTcSlice, q0, shift_on_k, nullptr, weights, vb);
         }
 #pragma unroll
         for (int kk = 0; kk < kTcSlice; kk += 8) {

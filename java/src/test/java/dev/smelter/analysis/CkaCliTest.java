@@ -115,6 +115,71 @@ class CkaCliTest {
         return p;
     }
 
+    static double f16(double v) {
+        return Float.float16ToFloat(Float.floatToFloat16((float) v));
+    }
+
+    static double[][] keptRows(double[][] m, boolean[] keep) {
+        List<double[]> out = new ArrayList<>();
+        for (int i = 0; i < m.length; i++) if (keep[i]) out.add(m[i]);
+        return out.toArray(double[][]::new);
+    }
+
+    static double[] referenceCovariance(double[][] m) {
+        double[][] c = CkaTest.centered(m);
+        int d = m[0].length;
+        double[] cov = new double[d * d];
+        for (int i = 0; i < d; i++)
+            for (int j = 0; j < d; j++) {
+                double s = 0;
+                for (double[] row : c) s += row[i] * row[j];
+                cov[i * d + j] = s;
+            }
+        return cov;
+    }
+
+    /**
+     * A mask excludes BOS, whose activations overflow an f16 dump: rows outside the mask that hold infinities
+     * or NaN must not reach the arithmetic (CKA and principal angles of the kept rows, not NaN).
+     */
+    @Test
+    void rowsOutsideTheMaskMayHoldInfinities() throws IOException {
+        SplittableRandom r = new SplittableRandom(31);
+        int tokens = 6000, d = 16, sentence = 20;
+        double[][] x = random(r, tokens, d, 0.5, 1.0), y = CkaTest.related(r, x, d, 25.0);
+        boolean[] target = new boolean[tokens];
+        long[] ids = new long[tokens];
+        for (int i = 0; i < tokens; i++) {
+            target[i] = i % sentence >= 14;  // 30% of the tokens
+            ids[i] = i / sentence;
+            for (int j = 0; j < d; j++) {
+                x[i][j] = f16(x[i][j]);
+                y[i][j] = f16(y[i][j]);
+            }
+        }
+        double[][] xk = keptRows(x, target), yk = keptRows(y, target);
+        double expected = referenceCka(xk, yk);
+        assertTrue(expected > 0.2 && expected < 0.95, "test data gives a CKA of " + expected);
+        double expectedAngle = PrincipalAngles.median(
+                PrincipalAngles.ofCovariances(referenceCovariance(xk), referenceCovariance(yk), d, 4));
+        for (int i = 0; i < tokens; i += sentence) {  // BOS: beyond f16's range
+            x[i][3] = 1e6;
+            y[i][5] = -1e6;
+            x[i + 1][0] = Double.NaN;
+        }
+        Path fa = new ActivationFileWriter().matrix("hidden.0", x, true).mask("target", target).sentenceIds(ids)
+                .write(dir.resolve("a16.safetensors"));
+        Path fb = new ActivationFileWriter().matrix("hidden.0", y, true).mask("target", target).sentenceIds(ids)
+                .write(dir.resolve("b16.safetensors"));
+        Path out = dir.resolve("inf");
+        Run run = cli("cka", fa.toString(), fb.toString(), "--mask", "target", "--angles", "4", "--device", "cpu",
+                "-o", out.toString());
+        assertEquals(0, run.code(), run.err());
+        String[] f = Files.readAllLines(out.resolve("cka.csv")).get(1).split(",");
+        assertEquals(expected, Double.parseDouble(f[1]), 1e-6, "cka");
+        assertEquals(expectedAngle, Double.parseDouble(f[2]), 1e-5, "median angle");
+    }
+
     @Test
     void mismatchedFilesAreRejectedWithTheReason() throws IOException {
         SplittableRandom r = new SplittableRandom(2);

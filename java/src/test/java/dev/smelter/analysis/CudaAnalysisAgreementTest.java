@@ -79,6 +79,34 @@ class CudaAnalysisAgreementTest {
         }
     }
 
+    /** Rows a zero weight leaves out hold infinities and NaN (an f16 dump's BOS): the GPU does not read them either. */
+    @Test
+    void rowsWithZeroWeightAreNotRead() {
+        SplittableRandom r = new SplittableRandom(12);
+        try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu());
+                Context gpu = Smelter.open(Device.cuda(0))) {
+            for (DType dtype : DType.values()) {
+                int rows = 3001, dx = 70, dy = 33;
+                double[][] x0 = random(r, rows, dx, 1.0, 2.0), y0 = random(r, rows, dy, -3.0, 1.0);
+                float[] w = new float[rows];
+                for (int i = 0; i < rows; i++) {
+                    w[i] = i % 5 == 0 ? 0 : 1;
+                    if (w[i] == 0) {
+                        x0[i][i % dx] = Double.POSITIVE_INFINITY;
+                        y0[i][i % dy] = Double.NaN;
+                    }
+                }
+                Matrix x = matrix(arena, dtype, x0), y = matrix(arena, dtype, y0);
+                Tensor a = Tensor.allocate(arena, DType.F32, (long) dx * dy), b = Tensor.allocate(arena, DType.F32, (long) dx * dy);
+                cpu.columnProduct(x, null, y, null, w, a, false);
+                gpu.columnProduct(x, null, y, null, w, b, false);
+                for (long i = 0; i < a.count(); i++) assertTrue(Float.isFinite(b.getFloat(i)), "cuda [" + i + "]: " + b.getFloat(i));
+                assertAllClose(a, b, "masked column product " + dtype);
+                assertEquals(Cka.feature(cpu, x, y, w), Cka.feature(gpu, x, y, w), 1e-9, "masked CKA " + dtype);
+            }
+        }
+    }
+
     private static void assertAllClose(Tensor a, Tensor b, String what) {
         double scale = 0;
         for (long i = 0; i < a.count(); i++) scale = Math.max(scale, Math.abs(a.getFloat(i)));

@@ -115,6 +115,58 @@ class ProductKernelTest {
         }
     }
 
+    /**
+     * Rows a zero weight leaves out are not read into the arithmetic: infinities and NaNs there (an f16 dump's
+     * BOS rows) leave the column product and the column statistics exactly those of the kept rows alone.
+     */
+    @Test
+    void rowsWithZeroWeightAreNotRead() {
+        SplittableRandom r = new SplittableRandom(23);
+        int rows = 700, dx = 70, dy = 5;
+        try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(Device.cpu())) {
+            for (DType dtype : DType.values()) {
+                double[][] x = random(r, rows, dx, 1.0, 1.0), y = random(r, rows, dy, -2.0, 1.0);
+                float[] w = new float[rows];
+                int kept = 0;
+                for (int i = 0; i < rows; i++) {
+                    w[i] = i % 10 < 3 ? 1 + (i % 2) : 0;
+                    if (w[i] != 0) kept++;
+                }
+                double[][] xk = new double[kept][], yk = new double[kept][];
+                float[] wk = new float[kept];
+                for (int i = 0, k = 0; i < rows; i++)
+                    if (w[i] != 0) {
+                        xk[k] = x[i];
+                        yk[k] = y[i];
+                        wk[k++] = w[i];
+                    } else {  // what an excluded row may hold
+                        double bad = i % 3 == 0 ? Double.POSITIVE_INFINITY : i % 3 == 1 ? Double.NEGATIVE_INFINITY : Double.NaN;
+                        x[i][i % dx] = bad;
+                        y[i][i % dy] = bad;
+                        x[i][(i + 1) % dx] = 1e30;  // infinite in f16 and bf16 once squared
+                    }
+                Matrix mx = matrix(arena, dtype, x), my = matrix(arena, dtype, y);
+                Matrix kx = matrix(arena, dtype, xk), ky = matrix(arena, dtype, yk);
+                float[] sx = floats(r, dx, 1.0), sy = floats(r, dy, -2.0);
+                Tensor all = Tensor.allocate(arena, DType.F32, (long) dx * dy), only = Tensor.allocate(arena, DType.F32, (long) dx * dy);
+                ctx.columnProduct(mx, sx, my, sy, w, all, false);
+                ctx.columnProduct(kx, sx, ky, sy, wk, only, false);
+                assertArrayEquals(only.toFloatArray(), all.toFloatArray(), "column product, " + dtype);
+                Tensor self = Tensor.allocate(arena, DType.F32, (long) dx * dx), selfOnly = Tensor.allocate(arena, DType.F32, (long) dx * dx);
+                ctx.columnProduct(mx, sx, mx, sx, w, self, false);
+                ctx.columnProduct(kx, sx, kx, sx, wk, selfOnly, false);
+                assertArrayEquals(selfOnly.toFloatArray(), self.toFloatArray(), "x with itself, " + dtype);
+                double[] sums = new double[dx], sumsOnly = new double[dx];
+                long[] pos = new long[dx], posOnly = new long[dx];
+                ctx.columnStats(mx, sx, w, sums, pos);
+                ctx.columnStats(kx, sx, wk, sumsOnly, posOnly);
+                for (int i = 0; i < dx; i++)  // rows are summed in blocks, so the order (not the terms) differs
+                    assertEquals(sumsOnly[i], sums[i], 1e-12 * (1 + Math.abs(sumsOnly[i])), "column sum " + i + ", " + dtype);
+                assertArrayEquals(posOnly, pos, "positive counts, " + dtype);
+            }
+        }
+    }
+
     @Test
     void badShapesAreRejectedWithTheReason() {
         try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(Device.cpu())) {
