@@ -180,6 +180,76 @@ class CkaCliTest {
         assertEquals(expectedAngle, Double.parseDouble(f[2]), 1e-5, "median angle");
     }
 
+    static double[][] pooled(double[][] x, long[] ids, boolean[] keep) {
+        int sentences = (int) ids[ids.length - 1] + 1, d = x[0].length;
+        List<double[]> out = new ArrayList<>();
+        for (int s = 0; s < sentences; s++) {
+            double[] sum = new double[d];
+            int n = 0;
+            for (int i = 0; i < ids.length; i++)
+                if (ids[i] == s && keep[i]) {
+                    for (int j = 0; j < d; j++) sum[j] += (float) x[i][j];
+                    n++;
+                }
+            if (n == 0) continue;
+            for (int j = 0; j < d; j++) sum[j] = (float) (sum[j] / n);
+            out.add(sum);
+        }
+        return out.toArray(double[][]::new);
+    }
+
+    /**
+     * Mean pooling with a mask: the two files must agree on it. Identical activations pooled over different
+     * spans are not comparable rows; a different set of pooled sentences would pair different sentences.
+     */
+    @Test
+    void pooledFilesMustAgreeOnTheMask() throws IOException {
+        SplittableRandom r = new SplittableRandom(41);
+        int tokens = 600, d = 8, sentence = 6;
+        double[][] x = random(r, tokens, d, 0.0, 1.0);
+        long[] ids = new long[tokens];
+        boolean[] first = new boolean[tokens], last = new boolean[tokens];
+        for (int i = 0; i < tokens; i++) {
+            ids[i] = i / sentence;
+            first[i] = i % sentence < 3;
+            last[i] = i % sentence >= 3;
+        }
+        Path fa = new ActivationFileWriter().matrix("hidden.0", x, false).mask("src", first).sentenceIds(ids)
+                .write(dir.resolve("first.safetensors"));
+        Path fb = new ActivationFileWriter().matrix("hidden.0", x, false).mask("src", last).sentenceIds(ids)
+                .write(dir.resolve("last.safetensors"));
+        Run same = cli("cka", fa.toString(), fa.toString(), "--mask", "src", "--pool", "mean", "--device", "cpu");
+        assertEquals(0, same.code(), same.err());
+        assertTrue(same.out().contains("1.000000"), same.out());
+
+        Run run = cli("cka", fa.toString(), fb.toString(), "--mask", "src", "--pool", "mean", "--device", "cpu");
+        assertEquals(2, run.code(), run.out());
+        assertTrue(run.err().contains("mask.src differs") && run.err().contains("--allow-mask-mismatch"), run.err());
+
+        Path out = dir.resolve("mismatch");
+        run = cli("cka", fa.toString(), fb.toString(), "--mask", "src", "--pool", "mean", "--allow-mask-mismatch",
+                "--device", "cpu", "-o", out.toString());
+        assertEquals(0, run.code(), run.err());
+        assertTrue(run.err().contains("warning: mask.src differs"), run.err());
+        double expected = referenceCka(pooled(x, ids, first), pooled(x, ids, last));
+        assertEquals(expected, Double.parseDouble(Files.readAllLines(out.resolve("cka.csv")).get(1).split(",")[1]), 1e-6);
+
+        // A mask that leaves out a different sentence in each file would pair different sentences: never allowed.
+        boolean[] noFirst = first.clone(), noLast = first.clone();
+        for (int i = 0; i < sentence; i++) {
+            noFirst[i] = false;
+            noLast[tokens - 1 - i] = false;
+        }
+        Path fc = new ActivationFileWriter().matrix("hidden.0", x, false).mask("src", noFirst).sentenceIds(ids)
+                .write(dir.resolve("nofirst.safetensors"));
+        Path fd = new ActivationFileWriter().matrix("hidden.0", x, false).mask("src", noLast).sentenceIds(ids)
+                .write(dir.resolve("nolast.safetensors"));
+        run = cli("cka", fc.toString(), fd.toString(), "--mask", "src", "--pool", "mean", "--allow-mask-mismatch",
+                "--device", "cpu");
+        assertEquals(2, run.code(), run.out());
+        assertTrue(run.err().contains("sentence 0"), run.err());
+    }
+
     @Test
     void mismatchedFilesAreRejectedWithTheReason() throws IOException {
         SplittableRandom r = new SplittableRandom(2);
