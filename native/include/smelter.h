@@ -373,6 +373,13 @@ typedef struct smelter_pair_stats_params {
      *  |select[e]| is below select_threshold count as if every d_i were 0 there (dots, counts). */
     const smelter_tensor *select;
     uint32_t select_threshold;
+    /** n*n f64: sum_e (d_i[e] - d_j[e])^2 (diagonal 0), summed in the order of `dots`. Each difference
+     *  is taken in f64 from the two f32 values, exactly where they are within a factor 2^29 of each
+     *  other (always for near-identical tensors), and its square rounds at most once (not at all for
+     *  differences of up to 26 significant bits). The distance of tensors that differ slightly is then
+     *  that of their differences, where |d_i|^2 + |d_j|^2 - 2 dots[i][j] cancels to rounding noise.
+     *  Appended within ABI version 1. */
+    double *squared_distances;
 } smelter_pair_stats_params;
 
 /** Fills defaults: no base, no outputs, key_dtype -1. */

@@ -439,7 +439,7 @@ static void test_product(smelter_context *ctx) {
 static void test_pair_stats(smelter_context *ctx) {
     float base[4] = {1, 1, 1, 1}, a[4] = {2, -1, 1, 4}, b[4] = {3, 3, 6, 1};
     smelter_tensor v[2] = {host_f32(a, 4), host_f32(b, 4)}, tb = host_f32(base, 4);
-    double dots[4] = {0, 0, 0, 0};
+    double dots[4] = {0, 0, 0, 0}, squared[4] = {0, 0, 0, 0};
     int64_t conflicts[4] = {0}, nonzero[4] = {0}, kept[4] = {0}, bad[2] = {0};
     uint32_t thresholds[2];
     float two = 2.0f;
@@ -449,8 +449,11 @@ static void test_pair_stats(smelter_context *ctx) {
     smelter_pair_stats_params_init(&p);
     p.n_vectors = 2; p.vectors = v; p.base = &tb;
     p.dots = dots; p.sign_conflicts = conflicts; p.both_nonzero = nonzero;
-    p.both_kept = kept; p.thresholds = thresholds; p.nonfinite = bad;
+    p.both_kept = kept; p.thresholds = thresholds; p.nonfinite = bad; p.squared_distances = squared;
     CHECK(smelter_pair_stats(ctx, &p) == SMELTER_OK, "pair stats: %s", smelter_last_error());
+    /* d0 - d1 = (-1, -4, -5, 3) */
+    CHECK(squared[0] == 0 && squared[1] == 51 && squared[2] == 51 && squared[3] == 0, "squared distances %g %g %g %g",
+          squared[0], squared[1], squared[2], squared[3]);
     CHECK(dots[0] == 14 && dots[1] == -2 && dots[2] == -2 && dots[3] == 33, "dots %g %g %g %g", dots[0], dots[1], dots[2], dots[3]);
     CHECK(conflicts[1] == 1 && conflicts[0] == 0, "sign conflicts %lld", (long long)conflicts[1]);
     CHECK(nonzero[0] == 3 && nonzero[1] == 2 && nonzero[3] == 3, "non-zeros %lld %lld", (long long)nonzero[0], (long long)nonzero[1]);

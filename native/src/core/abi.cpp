@@ -537,11 +537,11 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     require(p->both_kept == nullptr || p->thresholds != nullptr, "both_kept needs thresholds");
     check_select(ctx, p->select, first, "vectors[0]");
     require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
-    if (!p->dots && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
+    if (!p->dots && !p->squared_distances && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
     if (first.count == 0) return;
 
     const int pairs = pair_count(n);
-    std::vector<double> dots(pairs, 0.0);
+    std::vector<double> dots(pairs, 0.0), squared(pairs, 0.0);
     std::vector<int64_t> conflicts(pairs, 0), nonzero(pairs, 0), kept(pairs, 0), nonfinite(n, 0);
     PairStatsJob j{};
     j.n = n;
@@ -550,6 +550,7 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     j.has_select = p->select != nullptr;
     j.select_threshold = p->select_threshold;
     j.dots = p->dots ? dots.data() : nullptr;
+    j.squared_distances = p->squared_distances ? squared.data() : nullptr;
     j.conflicts = p->sign_conflicts ? conflicts.data() : nullptr;
     j.both_nonzero = p->both_nonzero ? nonzero.data() : nullptr;
     j.both_kept = p->both_kept ? kept.data() : nullptr;
@@ -565,6 +566,7 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
             for (int mirror = 0; mirror < (i == k ? 1 : 2); ++mirror) {
                 const int at = mirror ? k * n + i : i * n + k;
                 if (p->dots) p->dots[at] += dots[q];
+                if (p->squared_distances) p->squared_distances[at] += squared[q];
                 if (p->sign_conflicts) p->sign_conflicts[at] += conflicts[q];
                 if (p->both_nonzero) p->both_nonzero[at] += nonzero[q];
                 if (p->both_kept) p->both_kept[at] += kept[q];

@@ -64,6 +64,7 @@ struct PairStatsJob {
     bool has_select;               // KernelInputs::select masks positions out
     uint32_t select_threshold;
     double *dots;
+    double *squared_distances;     // sum (d_i - d_j)^2, in the order of dots (0 for i == j)
     int64_t *conflicts, *both_nonzero, *both_kept;  // both_kept only when thresholds were given
     int64_t *nonfinite;
 };

@@ -29,6 +29,7 @@ struct PairScratch {
     alignas(64) float select[kPairLanes];
     alignas(64) uint8_t selected[kPairLanes];
     std::vector<double> acc;  // pair_count(n) * kPairLanes
+    std::vector<double> acc_squared;  // likewise, for squared differences
 };
 
 // One query of the CPU's sampled selection over a range of elements: keys of |model - base| above
@@ -75,7 +76,7 @@ struct CpuKernels {
                             int64_t r1, uint32_t *ranks);
     // Pair statistics of one chunk of kPairChunk elements (see common/pair_stats.h).
     void (*pair_stats_chunk)(const PairStatsJob &job, const KernelInputs &in, int64_t chunk, PairScratch &scratch,
-                             double *dots, int64_t *counts);
+                             double *dots, double *squared, int64_t *counts);
     // The 24 random bits of global elements [first, first + len) of one model in one random stream,
     // len <= kBlockElements: what RANDOM and RANKED sparsification draw (here for the tests).
     void (*random_bits)(uint64_t stream_key, int64_t first, int len, int model, uint32_t stream, uint32_t *bits);

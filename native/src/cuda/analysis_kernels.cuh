@@ -259,18 +259,20 @@ __device__ __forceinline__ float pair_delta(const KernelInputs &in, int v, int64
     return in.base ? x - load<DT>(in.base, e) : x;
 }
 
+// Lane sums of the squared differences go through the same tree into partial_sq.
 template <int DT>
 __global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInputs in, const PairStatsJob job,
                                                                 const PairList *pairs, int64_t chunk0,
-                                                                double *partial, unsigned long long *counts) {
+                                                                double *partial, double *partial_sq,
+                                                                unsigned long long *counts) {
     __shared__ double lanes[kPairLanes];
     const int t = threadIdx.x, n_pairs = pairs->count;
     const int q0 = blockIdx.y * kPairsPerBlock, qn = min(kPairsPerBlock, n_pairs - q0);
     const int64_t begin = (chunk0 + blockIdx.x) * kPairChunk, end = min(in.count, begin + kPairChunk);
-    double acc[kPairsPerBlock];
+    double acc[kPairsPerBlock], acc_sq[kPairsPerBlock];
     unsigned conflicts[kPairsPerBlock], nonzero[kPairsPerBlock], kept[kPairsPerBlock], bad[kPairsPerBlock];
 #pragma unroll
-    for (int g = 0; g < kPairsPerBlock; ++g) { acc[g] = 0.0; conflicts[g] = nonzero[g] = kept[g] = bad[g] = 0; }
+    for (int g = 0; g < kPairsPerBlock; ++g) { acc[g] = acc_sq[g] = 0.0; conflicts[g] = nonzero[g] = kept[g] = bad[g] = 0; }
     for (int64_t e = begin + t; e < end; e += kPairLanes) {
         // Unselected positions count as zero deltas.
         const bool selected = !job.has_select ||
@@ -283,6 +285,10 @@ __global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInpu
             di = selected ? di : 0.0f;
             dk = selected ? dk : 0.0f;
             acc[g] += (double)di * (double)dk;
+            if (i != k) {  // the diagonal stays 0, NaN or not
+                const double t = (double)di - (double)dk;
+                acc_sq[g] += t * t;
+            }
             const int prod = sign_of(di) * sign_of(dk);
             conflicts[g] += prod < 0;
             nonzero[g] += prod != 0;
@@ -305,6 +311,16 @@ __global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInpu
                 __syncthreads();
             }
             if (t == 0) partial[blockIdx.x * n_all + q] = lanes[0];
+            __syncthreads();
+        }
+        if (job.squared_distances) {
+            lanes[t] = acc_sq[g];
+            __syncthreads();
+            for (int half = kPairLanes / 2; half >= 1; half /= 2) {
+                if (t < half) lanes[t] += lanes[t + half];
+                __syncthreads();
+            }
+            if (t == 0) partial_sq[blockIdx.x * n_all + q] = lanes[0];
             __syncthreads();
         }
         // Integer counts: any order. One atomic per warp and counter.

@@ -506,35 +506,41 @@ public:
         std::vector<std::unique_ptr<DeviceBuffer>> keep;
         const auto *d_list = static_cast<const PairList *>(upload(keep, &list, sizeof list));
         const int64_t n_counts = 3 * static_cast<int64_t>(pairs) + j.n;
-        DeviceBuffer partial(sizeof(double) * kPairRoundChunks * pairs), total(sizeof(double) * pairs),
+        // partial and total hold the dots in their first half, the squared distances in their second.
+        DeviceBuffer partial(2 * sizeof(double) * kPairRoundChunks * pairs), total(2 * sizeof(double) * pairs),
             counts(sizeof(unsigned long long) * n_counts);
-        auto *d_partial = static_cast<double *>(partial.get());
-        auto *d_total = static_cast<double *>(total.get());
+        auto *d_partial = static_cast<double *>(partial.get()), *d_partial_sq = d_partial + kPairRoundChunks * pairs;
+        auto *d_total = static_cast<double *>(total.get()), *d_total_sq = d_total + pairs;
         auto *d_counts = static_cast<unsigned long long *>(counts.get());
-        CUDA_CHECK(cudaMemsetAsync(d_total, 0, sizeof(double) * pairs, stream_));
+        CUDA_CHECK(cudaMemsetAsync(d_total, 0, 2 * sizeof(double) * pairs, stream_));
         CUDA_CHECK(cudaMemsetAsync(d_counts, 0, sizeof(unsigned long long) * n_counts, stream_));
         const unsigned groups = static_cast<unsigned>((pairs + kPairsPerBlock - 1) / kPairsPerBlock);
         for (int64_t r0 = 0; r0 < n_chunks; r0 += kPairRoundChunks) {
             const int round = static_cast<int>(std::min<int64_t>(kPairRoundChunks, n_chunks - r0));
             const dim3 grid(static_cast<unsigned>(round), groups);
             switch (in.dtype) {
-                case SMELTER_F32: pair_stats_kernel<SMELTER_F32><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_counts); break;
-                case SMELTER_F16: pair_stats_kernel<SMELTER_F16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_counts); break;
-                default: pair_stats_kernel<SMELTER_BF16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_counts); break;
+                case SMELTER_F32: pair_stats_kernel<SMELTER_F32><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_partial_sq, d_counts); break;
+                case SMELTER_F16: pair_stats_kernel<SMELTER_F16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_partial_sq, d_counts); break;
+                default: pair_stats_kernel<SMELTER_BF16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_partial_sq, d_counts); break;
             }
             CUDA_CHECK(cudaGetLastError());
             if (j.dots) {
                 pair_stats_reduce_kernel<<<(pairs + 255) / 256, 256, 0, stream_>>>(pairs, round, d_partial, d_total);
                 CUDA_CHECK(cudaGetLastError());
             }
+            if (j.squared_distances) {
+                pair_stats_reduce_kernel<<<(pairs + 255) / 256, 256, 0, stream_>>>(pairs, round, d_partial_sq, d_total_sq);
+                CUDA_CHECK(cudaGetLastError());
+            }
         }
-        std::vector<double> h_total(pairs);
+        std::vector<double> h_total(2 * pairs);
         std::vector<unsigned long long> h_counts(n_counts);
-        CUDA_CHECK(cudaMemcpyAsync(h_total.data(), d_total, sizeof(double) * pairs, cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaMemcpyAsync(h_total.data(), d_total, 2 * sizeof(double) * pairs, cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaMemcpyAsync(h_counts.data(), d_counts, sizeof(unsigned long long) * n_counts, cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         for (int q = 0; q < pairs; ++q) {
             if (j.dots) j.dots[q] = h_total[q];
+            if (j.squared_distances) j.squared_distances[q] = h_total[pairs + q];
             if (j.conflicts) j.conflicts[q] = static_cast<int64_t>(h_counts[q]);
             if (j.both_nonzero) j.both_nonzero[q] = static_cast<int64_t>(h_counts[pairs + q]);
             if (j.both_kept) j.both_kept[q] = static_cast<int64_t>(h_counts[2 * pairs + q]);

@@ -252,12 +252,14 @@ public final class Context implements AutoCloseable {
             smelter_pair_stats_params.vectors(p, tensors);
             if (base != null) smelter_pair_stats_params.base(p, struct(arena, base));
             MemorySegment dots = arena.allocateFrom(ValueLayout.JAVA_DOUBLE, into.dots);
+            MemorySegment squared = arena.allocateFrom(ValueLayout.JAVA_DOUBLE, into.squaredDistances);
             MemorySegment conflicts = arena.allocateFrom(ValueLayout.JAVA_LONG, into.conflicts);
             MemorySegment nonzero = arena.allocateFrom(ValueLayout.JAVA_LONG, into.nonzero);
             MemorySegment nonfinite = arena.allocateFrom(ValueLayout.JAVA_LONG, into.nonfinite);
             MemorySegment kept = thresholds == null ? MemorySegment.NULL
                     : arena.allocateFrom(ValueLayout.JAVA_LONG, into.kept);
             smelter_pair_stats_params.dots(p, dots);
+            smelter_pair_stats_params.squared_distances(p, squared);
             smelter_pair_stats_params.sign_conflicts(p, conflicts);
             smelter_pair_stats_params.both_nonzero(p, nonzero);
             smelter_pair_stats_params.nonfinite(p, nonfinite);
@@ -271,6 +273,7 @@ public final class Context implements AutoCloseable {
             }
             Native.check(smelter_h.smelter_pair_stats(handle, p), "pair statistics on " + device);
             MemorySegment.copy(dots, ValueLayout.JAVA_DOUBLE, 0, into.dots, 0, into.dots.length);
+            MemorySegment.copy(squared, ValueLayout.JAVA_DOUBLE, 0, into.squaredDistances, 0, into.squaredDistances.length);
             MemorySegment.copy(conflicts, ValueLayout.JAVA_LONG, 0, into.conflicts, 0, into.conflicts.length);
             MemorySegment.copy(nonzero, ValueLayout.JAVA_LONG, 0, into.nonzero, 0, into.nonzero.length);
             MemorySegment.copy(nonfinite, ValueLayout.JAVA_LONG, 0, into.nonfinite, 0, into.nonfinite.length);

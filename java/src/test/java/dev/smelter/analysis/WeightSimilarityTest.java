@@ -198,6 +198,46 @@ class WeightSimilarityTest {
         assertEquals(rows.size() - 1, json.get("rows").size());
     }
 
+    /**
+     * Checkpoints that differ by one ulp in 1000 elements of a 1000 x 1000 tensor: the distance is that of the
+     * differences (not 0 from cancelling norms), the cosine at most 1.
+     */
+    @Test
+    void nearIdenticalCheckpointsHaveTheirDistance() throws Exception {
+        SplittableRandom r = new SplittableRandom(29);
+        int n = 1000;
+        double[][] a = new double[n][n], b = new double[n][n], z = new double[n][n];
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++) {
+                a[i][j] = (float) TestData.gaussian(r);
+                b[i][j] = a[i][j];
+                z[i][j] = (float) (0.3 * TestData.gaussian(r));
+            }
+        double squares = 0, taskSquares = 0;
+        for (int k = 0; k < 1000; k++) {
+            int i = r.nextInt(n), j = k;
+            b[i][j] = Math.nextUp((float) a[i][j]);
+            double diff = b[i][j] - a[i][j];
+            squares += diff * diff;
+            double task = (double) ((float) b[i][j] - (float) z[i][j]) - (double) ((float) a[i][j] - (float) z[i][j]);
+            taskSquares += task * task;
+        }
+        String name = "model.layers.0.mlp.down_proj.weight";
+        Path fa = new ActivationFileWriter().matrix(name, a, false).write(dir.resolve("near-a.safetensors"));
+        Path fb = new ActivationFileWriter().matrix(name, b, false).write(dir.resolve("near-b.safetensors"));
+        Path fz = new ActivationFileWriter().matrix(name, z, false).write(dir.resolve("near-base.safetensors"));
+        Path out = dir.resolve("near");
+        CliRun.Run run = CliRun.cli("compare", fa.toString(), fb.toString(), "--base", fz.toString(), "--no-stable-rank",
+                "--device", "cpu", "-o", out.toString());
+        assertEquals(0, run.code(), run.err());
+        Map<String, String[]> rows = csv(out.resolve("compare.csv"));
+        String key = "0|near-a.safetensors|near-b.safetensors";
+        assertEquals(Math.sqrt(squares), value(rows, key, "distance"), 1e-12 * Math.sqrt(squares));
+        assertEquals(Math.sqrt(taskSquares), value(rows, key, "task_distance"), 1e-12 * Math.sqrt(taskSquares));
+        assertTrue(value(rows, key, "cosine") <= 1.0, "cosine " + value(rows, key, "cosine"));
+        assertTrue(value(rows, key, "task_cosine") <= 1.0, "task cosine " + value(rows, key, "task_cosine"));
+    }
+
     @Test
     void badInputGivesAUsageErrorAndNoOutput() throws Exception {
         Path out = dir.resolve("bad");
