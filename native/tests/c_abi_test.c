@@ -409,6 +409,22 @@ static void test_product(smelter_context *ctx) {
             for (int r = 0; r < 3; r++) e += w[r] * (x[r * 2 + i] - shift[i]) * y[r * 3 + j];
             CHECK(fabs(out[i * 3 + j] - e) < 1e-6, "column product [%d][%d] = %g, expected %g", i, j, out[i * 3 + j], e);
         }
+    /* the same in f64, added to what is there; a row of weight 0 holding an infinity is not read */
+    float xi[6] = {1, 2, INFINITY, NAN, -1, 4};
+    smelter_tensor txi = host_f32(xi, 6);
+    double out64[6];
+    for (int i = 0; i < 6; i++) out64[i] = 1;
+    p.x = &txi;
+    p.out_f64 = out64;
+    p.accumulate = 1;
+    CHECK(smelter_product(ctx, &p, &to) == SMELTER_ERR_INVALID_ARGUMENT, "out and out_f64 both accepted");
+    CHECK(smelter_product(ctx, &p, NULL) == SMELTER_OK, "f64 column product: %s", smelter_last_error());
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++) {
+            double e = 1;
+            for (int r = 0; r < 3; r += 2) e += w[r] * ((double)x[r * 2 + i] - shift[i]) * y[r * 3 + j];
+            CHECK(out64[i * 3 + j] == e, "f64 column product [%d][%d] = %.17g, expected %.17g", i, j, out64[i * 3 + j], e);
+        }
     smelter_product_params g;
     smelter_product_params_init(&g);
     g.kind = SMELTER_PRODUCT_ROWS;

@@ -479,7 +479,8 @@ void product_impl(smelter_context *ctx, const smelter_product_params *p, const s
     j.y = p->y;
     j.x_shift = p->x_shift;
     j.y_shift = p->y_shift;
-    j.out = out;
+    j.out = p->out_f64 ? nullptr : out;
+    j.out_f64 = p->out_f64;
     j.accumulate = p->accumulate != 0;
     if (p->kind == SMELTER_PRODUCT_COLUMNS) {
         require(p->x_rows == p->y_rows, "x has " + std::to_string(p->x_rows) + " rows, y has " + std::to_string(p->y_rows) +
@@ -508,10 +509,20 @@ void product_impl(smelter_context *ctx, const smelter_product_params *p, const s
     }
     int64_t n = 0;
     require(!__builtin_mul_overflow(j.P, j.Q, &n), "the product's shape overflows");
-    check_f32_out(ctx, out, n, "[" + std::to_string(j.P) + ", " + std::to_string(j.Q) + "]");
-    check_no_partial_overlap(*out, *p->x, "x");
-    check_no_partial_overlap(*out, *p->y, "y");
-    require(out->count == 0 || (out->data != p->x->data && out->data != p->y->data), "out must not be x or y");
+    if (p->out_f64) {
+        require(out == nullptr, "out and out_f64 are both given; the product goes to one of them");
+        for (const smelter_tensor *t : {p->x, p->y}) {
+            if (t->memory != SMELTER_MEMORY_HOST) continue;
+            const auto o0 = reinterpret_cast<uintptr_t>(p->out_f64), i0 = reinterpret_cast<uintptr_t>(t->data);
+            const uintptr_t o1 = o0 + static_cast<uintptr_t>(n) * sizeof(double), i1 = i0 + t->count * dtype_size(t->dtype);
+            require(!(o0 < i1 && i0 < o1), std::string("out_f64 overlaps ") + (t == p->x ? "x" : "y"));
+        }
+    } else {
+        check_f32_out(ctx, out, n, "[" + std::to_string(j.P) + ", " + std::to_string(j.Q) + "]");
+        check_no_partial_overlap(*out, *p->x, "x");
+        check_no_partial_overlap(*out, *p->y, "y");
+        require(out->count == 0 || (out->data != p->x->data && out->data != p->y->data), "out must not be x or y");
+    }
     if (n == 0) return;
     ctx->backend->product(j);
 }

@@ -305,6 +305,14 @@ public:
 
     void product(const ProductJob &job) override {
         const int64_t tp = (job.P + kProductTile - 1) / kProductTile, tq = (job.Q + kProductTile - 1) / kProductTile;
+        if (job.out_f64) {
+            std::vector<std::unique_ptr<ProductScratch64>> scratch(pool_.size());
+            pool_.run(tp * tq, [&](int64_t t, int w) {
+                if (!scratch[w]) scratch[w] = std::make_unique<ProductScratch64>();
+                k_.product_tile_f64(job, (t / tq) * kProductTile, (t % tq) * kProductTile, *scratch[w]);
+            });
+            return;
+        }
         std::vector<std::unique_ptr<ProductScratch>> scratch(pool_.size());
         pool_.run(tp * tq, [&](int64_t t, int w) {
             if (!scratch[w]) scratch[w] = std::make_unique<ProductScratch>();

@@ -89,6 +89,73 @@ __global__ void __launch_bounds__(kProductThreads) product_kernel(const Operand 
     }
 }
 
+// ---- f64 product (smelter_product_params.out_f64) -----------------------------------------------
+
+// staged_value in f64: value and shift converted to f64 before the subtraction, then weighted.
+template <int DT>
+__device__ __forceinline__ double staged_value_f64(const Operand &op, int64_t K, int64_t gk, int64_t gp,
+                                                   bool shift_on_k, const float *weights, const float *mask) {
+    if (gk >= K || gp >= op.extent_p) return 0.0;
+    if (mask && mask[gk] == 0.0f) return 0.0;
+    double v = (double)load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
+    if (op.shift) v -= (double)op.shift[shift_on_k ? gk : gp];
+    if (weights) v *= (double)weights[gk];
+    return v;
+}
+
+template <int DT>
+__device__ __forceinline__ void stage_slice_f64(const Operand op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
+                                                const float *weights, const float *mask, double (*slice)[kTile + 1]) {
+    for (int idx = threadIdx.x; idx < kSlice * kTile; idx += blockDim.x) {
+        int k, p;
+        if (op.stride_p == 1) { p = idx % kTile; k = idx / kTile; }
+        else { k = idx % kSlice; p = idx / kSlice; }
+        slice[k][p] = staged_value_f64<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights, mask);
+    }
+}
+
+// product_kernel in f64 (SIMT, 4 x 4 f64 accumulators per thread, fused multiply-adds). Writes the
+// tile to out (device, f64); the host adds it to the caller's array.
+template <int DTX, int DTY>
+__global__ void __launch_bounds__(kProductThreads) product_f64_kernel(const Operand a, const Operand b, int64_t K,
+                                                                      bool shift_on_k, const float *weights,
+                                                                      double *out) {
+    __shared__ double as[kSlice][kTile + 1];
+    __shared__ double bs[kSlice][kTile + 1];
+    const int64_t p0 = (int64_t)blockIdx.y * kTile, q0 = (int64_t)blockIdx.x * kTile;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    double c[4][4] = {};
+    for (int64_t k0 = 0; k0 < K; k0 += kSlice) {
+        stage_slice_f64<DTX>(a, K, k0, p0, shift_on_k, weights, weights, as);
+        stage_slice_f64<DTY>(b, K, k0, q0, shift_on_k, nullptr, weights, bs);
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < kSlice; ++k) {
+            double av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) av[i] = as[k][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) bv[j] = bs[k][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) c[i][j] = __fma_rn(av[i], bv[j], c[i][j]);
+        }
+        __syncthreads();
+    }
+    const int64_t Q = b.extent_p;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int64_t p = p0 + ty + 16 * i;
+        if (p >= a.extent_p) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int64_t q = q0 + tx + 16 * j;
+            if (q < Q) out[p * Q + q] = c[i][j];
+        }
+    }
+}
+
 // ---- tensor-core product (3xTF32) --------------------------------------------------------------
 
 constexpr int kTcSlice = 32;        // reduction depth per shared-memory stage
@@ -220,7 +287,7 @@ __global__ void __launch_bounds__(kStatsThreads) column_stats_kernel(const void 
         const float w = weights ? weights[r] : 1.0f;
         if (w == 0.0f) continue;
         const float v = load<DT>(x, r * cols + col);
-        sum += (double)((v - s) * w);
+        sum += ((double)v - (double)s) * (double)w;  // in f64, as the f64 products shift
         positive += v > 0.0f;
     }
     part_sums[blockIdx.y * cols + col] = sum;

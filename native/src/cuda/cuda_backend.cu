@@ -444,6 +444,20 @@ public:
         Operand b{readable(keep, *j.y), j.y_stride_k, j.y_stride_q, j.Q,
                   static_cast<const float *>(upload(keep, j.y_shift, sizeof(float) * shift_y))};
         const auto *weights = static_cast<const float *>(upload(keep, j.weights, sizeof(float) * j.K));
+        const dim3 grid(static_cast<unsigned>((j.Q + kTile - 1) / kTile), static_cast<unsigned>((j.P + kTile - 1) / kTile));
+        if (grid.y > 65535u) fail(SMELTER_ERR_UNSUPPORTED, "product has more than " + std::to_string(65535 * kTile) + " output rows");
+        if (j.out_f64) {  // formed on the device, added to the caller's host array here
+            const size_t n = static_cast<size_t>(j.P) * j.Q;
+            keep.push_back(std::make_unique<DeviceBuffer>(sizeof(double) * n));
+            auto *d_out = static_cast<double *>(keep.back()->get());
+            launch_product(j.x->dtype, j.y->dtype, grid, a, b, j, weights, nullptr, d_out);
+            CUDA_CHECK(cudaGetLastError());
+            std::vector<double> h(n);
+            CUDA_CHECK(cudaMemcpyAsync(h.data(), d_out, sizeof(double) * n, cudaMemcpyDeviceToHost, stream_));
+            CUDA_CHECK(cudaStreamSynchronize(stream_));
+            for (size_t i = 0; i < n; ++i) j.out_f64[i] = j.accumulate ? j.out_f64[i] + h[i] : h[i];
+            return;
+        }
         const size_t out_bytes = sizeof(float) * j.P * j.Q;
         float *out = static_cast<float *>(j.out->data);
         if (j.out->memory == SMELTER_MEMORY_HOST) {
@@ -451,9 +465,7 @@ public:
             out = static_cast<float *>(keep.back()->get());
             if (j.accumulate) CUDA_CHECK(cudaMemcpyAsync(out, j.out->data, out_bytes, cudaMemcpyHostToDevice, stream_));
         }
-        const dim3 grid(static_cast<unsigned>((j.Q + kTile - 1) / kTile), static_cast<unsigned>((j.P + kTile - 1) / kTile));
-        if (grid.y > 65535u) fail(SMELTER_ERR_UNSUPPORTED, "product has more than " + std::to_string(65535 * kTile) + " output rows");
-        launch_product(j.x->dtype, j.y->dtype, grid, a, b, j, weights, out);
+        launch_product(j.x->dtype, j.y->dtype, grid, a, b, j, weights, out, nullptr);
         CUDA_CHECK(cudaGetLastError());
         if (j.out->memory == SMELTER_MEMORY_HOST)
             CUDA_CHECK(cudaMemcpyAsync(j.out->data, out, out_bytes, cudaMemcpyDeviceToHost, stream_));
@@ -564,10 +576,13 @@ private:
         return upload(keep, t.data, bytes_of(t.dtype, t.count));
     }
 
+    // Into out (f32), or into out64 (f64) where that is given.
     template <int DTX, int DTY>
     void launch_product_xy(dim3 grid, const Operand &a, const Operand &b, const ProductJob &j, const float *weights,
-                           float *out) {
-        if (tensor_core_products_)
+                           float *out, double *out64) {
+        if (out64)
+            product_f64_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out64);
+        else if (tensor_core_products_)
             product_tf32x3_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
         else
             product_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
@@ -575,17 +590,17 @@ private:
 
     template <int DTX>
     void launch_product_x(int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
-                          const float *weights, float *out) {
-        if (dty == SMELTER_F32) launch_product_xy<DTX, SMELTER_F32>(grid, a, b, j, weights, out);
-        else if (dty == SMELTER_F16) launch_product_xy<DTX, SMELTER_F16>(grid, a, b, j, weights, out);
-        else launch_product_xy<DTX, SMELTER_BF16>(grid, a, b, j, weights, out);
+                          const float *weights, float *out, double *out64) {
+        if (dty == SMELTER_F32) launch_product_xy<DTX, SMELTER_F32>(grid, a, b, j, weights, out, out64);
+        else if (dty == SMELTER_F16) launch_product_xy<DTX, SMELTER_F16>(grid, a, b, j, weights, out, out64);
+        else launch_product_xy<DTX, SMELTER_BF16>(grid, a, b, j, weights, out, out64);
     }
 
     void launch_product(int32_t dtx, int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
-                        const float *weights, float *out) {
-        if (dtx == SMELTER_F32) launch_product_x<SMELTER_F32>(dty, grid, a, b, j, weights, out);
-        else if (dtx == SMELTER_F16) launch_product_x<SMELTER_F16>(dty, grid, a, b, j, weights, out);
-        else launch_product_x<SMELTER_BF16>(dty, grid, a, b, j, weights, out);
+                        const float *weights, float *out, double *out64) {
+        if (dtx == SMELTER_F32) launch_product_x<SMELTER_F32>(dty, grid, a, b, j, weights, out, out64);
+        else if (dtx == SMELTER_F16) launch_product_x<SMELTER_F16>(dty, grid, a, b, j, weights, out, out64);
+        else launch_product_x<SMELTER_BF16>(dty, grid, a, b, j, weights, out, out64);
     }
 
     static int grid(int64_t work, int threads, int cap) {

@@ -170,8 +170,37 @@ public final class Context implements AutoCloseable {
         product(smelter_h.SMELTER_PRODUCT_ROWS(), x, xShift, y, yShift, null, out, accumulate);
     }
 
+    /**
+     * {@link #columnProduct} formed in f64 throughout (converted, shifted, weighted, multiplied and summed in
+     * f64), into {@code out}: host memory of {@code x.cols() * y.cols()} doubles, row-major. A row of weight 0
+     * is not read. Synchronous; the result does not depend on the CPU thread count.
+     */
+    public synchronized void columnProductF64(Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
+            MemorySegment out, boolean accumulate) {
+        checkF64Out(out, x.cols() * y.cols());
+        product(smelter_h.SMELTER_PRODUCT_COLUMNS(), x, xShift, y, yShift, rowWeights, null, out, accumulate);
+    }
+
+    /** {@link #rowProduct} formed in f64, into host memory of {@code x.rows() * y.rows()} doubles. */
+    public synchronized void rowProductF64(Matrix x, float[] xShift, Matrix y, float[] yShift, MemorySegment out,
+            boolean accumulate) {
+        checkF64Out(out, x.rows() * y.rows());
+        product(smelter_h.SMELTER_PRODUCT_ROWS(), x, xShift, y, yShift, null, null, out, accumulate);
+    }
+
+    private static void checkF64Out(MemorySegment out, long count) {
+        if (!out.isNative()) throw new IllegalArgumentException("the f64 output must be native (off-heap) memory");
+        if (out.byteSize() != count * Double.BYTES)
+            throw new IllegalArgumentException("the f64 output holds " + out.byteSize() / Double.BYTES + " values, the product has " + count);
+    }
+
     private void product(int kind, Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
             Tensor out, boolean accumulate) {
+        product(kind, x, xShift, y, yShift, rowWeights, out, null, accumulate);
+    }
+
+    private void product(int kind, Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
+            Tensor out, MemorySegment outF64, boolean accumulate) {
         ensureOpen();
         checkLength(xShift, x.cols(), "x shift");
         checkLength(yShift, y.cols(), "y shift");
@@ -190,7 +219,9 @@ public final class Context implements AutoCloseable {
             smelter_product_params.y_shift(p, floats(arena, yShift));
             smelter_product_params.row_weights(p, floats(arena, rowWeights));
             smelter_product_params.accumulate(p, accumulate ? 1 : 0);
-            Native.check(smelter_h.smelter_product(handle, p, struct(arena, out)), "product on " + device);
+            if (outF64 != null) smelter_product_params.out_f64(p, outF64);
+            MemorySegment o = out == null ? MemorySegment.NULL : struct(arena, out);
+            Native.check(smelter_h.smelter_product(handle, p, o), "product on " + device);
         }
     }
 

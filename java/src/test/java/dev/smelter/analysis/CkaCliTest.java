@@ -83,7 +83,7 @@ class CkaCliTest {
         for (int l = 0; l < 3; l++) {
             String[] f = csv.get(l + 1).split(",");
             assertEquals(l, Integer.parseInt(f[0]));
-            assertEquals(referenceCka(a.get(l), b.get(l)), Double.parseDouble(f[1]), 1e-5, "layer " + l);
+            assertEquals(referenceCka(f32(a.get(l)), f32(b.get(l))), Double.parseDouble(f[1]), 1e-12, "layer " + l);
         }
         assertTrue(Files.size(out.resolve("cka.png")) > 1000);
         assertTrue(Files.readString(out.resolve("cka.json")).contains("\"form\" : \"gram\""));
@@ -100,7 +100,16 @@ class CkaCliTest {
         String[] f = rows.get(1 + 2).split(",");
         assertEquals("0", f[0]);
         assertEquals("2", f[1]);
-        assertEquals(referenceCka(pa, pb), Double.parseDouble(f[2]), 1e-5);
+        assertEquals(referenceCka(pa, pb), Double.parseDouble(f[2]), 1e-12);
+    }
+
+    static double[][] f32(double[][] m) {  // as the file stores them
+        double[][] r = new double[m.length][];
+        for (int i = 0; i < m.length; i++) {
+            r[i] = new double[m[i].length];
+            for (int j = 0; j < m[i].length; j++) r[i][j] = (float) m[i][j];
+        }
+        return r;
     }
 
     private static double[][] pooled(double[][] x) {
@@ -111,7 +120,7 @@ class CkaCliTest {
             for (int j = 0; j < D; j++) p[i / 3][j] += (float) x[i][j];
             n[i / 3]++;
         }
-        for (int s = 0; s < p.length; s++) for (int j = 0; j < D; j++) p[s][j] /= n[s];
+        for (int s = 0; s < p.length; s++) for (int j = 0; j < D; j++) p[s][j] = (float) (p[s][j] / n[s]);  // pooled rows are f32
         return p;
     }
 
@@ -176,8 +185,8 @@ class CkaCliTest {
                 "-o", out.toString());
         assertEquals(0, run.code(), run.err());
         String[] f = Files.readAllLines(out.resolve("cka.csv")).get(1).split(",");
-        assertEquals(expected, Double.parseDouble(f[1]), 1e-6, "cka");
-        assertEquals(expectedAngle, Double.parseDouble(f[2]), 1e-5, "median angle");
+        assertEquals(expected, Double.parseDouble(f[1]), 1e-12, "cka");
+        assertEquals(expectedAngle, Double.parseDouble(f[2]), 1e-10, "median angle");
     }
 
     static double[][] pooled(double[][] x, long[] ids, boolean[] keep) {
@@ -232,7 +241,7 @@ class CkaCliTest {
         assertEquals(0, run.code(), run.err());
         assertTrue(run.err().contains("warning: mask.src differs"), run.err());
         double expected = referenceCka(pooled(x, ids, first), pooled(x, ids, last));
-        assertEquals(expected, Double.parseDouble(Files.readAllLines(out.resolve("cka.csv")).get(1).split(",")[1]), 1e-6);
+        assertEquals(expected, Double.parseDouble(Files.readAllLines(out.resolve("cka.csv")).get(1).split(",")[1]), 1e-12);
 
         // A mask that leaves out a different sentence in each file would pair different sentences: never allowed.
         boolean[] noFirst = first.clone(), noLast = first.clone();

@@ -13,6 +13,7 @@ import dev.smelter.Smelter;
 import dev.smelter.SmelterException;
 import dev.smelter.Tensor;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -61,6 +62,25 @@ class ProductKernelTest {
                     }
                     assertClose(e, out.getFloat((long) i * dy + j), mag, "column product " + tx + "/" + ty + " [" + i + "][" + j + "]");
                 }
+            // in f64: shifted in f64 (exact here), multiplied and summed in f64
+            MemorySegment out64 = arena.allocate((long) dx * dy * Double.BYTES, Double.BYTES);
+            ctx.columnProductF64(mx, sx, my, sy, w, out64, false);
+            for (int i = 0; i < dx; i++)
+                for (int j = 0; j < dy; j++) {
+                    double e = 0, mag = 0;
+                    for (int k = 0; k < rows; k++) {
+                        double a = (x[k][i] - sx[i]) * w[k], b = y[k][j] - sy[j];
+                        e += a * b;
+                        mag += Math.abs(a * b);
+                    }
+                    double got = out64.getAtIndex(ValueLayout.JAVA_DOUBLE, (long) i * dy + j);
+                    assertTrue(Math.abs(e - got) <= 1e-13 * mag + 1e-300,
+                            "f64 column product " + tx + "/" + ty + " [" + i + "][" + j + "]: " + got + " vs " + e);
+                }
+            double first = out64.getAtIndex(ValueLayout.JAVA_DOUBLE, 0);
+            ctx.columnProductF64(mx, sx, my, sy, w, out64, true);
+            assertEquals(2 * first, out64.getAtIndex(ValueLayout.JAVA_DOUBLE, 0), 0.0, "f64 accumulate");
+
             // accumulate adds to what is there
             float before = out.getFloat(0);
             ctx.columnProduct(mx, sx, my, sy, w, out, true);
@@ -80,6 +100,19 @@ class ProductKernelTest {
                     }
                     assertClose(e, gram.getFloat((long) a * rows + b), mag, "gram [" + a + "][" + b + "]");
                 }
+            MemorySegment gram64 = arena.allocate((long) rows * rows * Double.BYTES, Double.BYTES);
+            ctx.rowProductF64(mxt, sx, mxt, sx, gram64, false);
+            for (int a = 0; a < rows; a += Math.max(1, rows / 17))
+                for (int b = 0; b < rows; b++) {
+                    double e = 0, mag = 0;
+                    for (int i = 0; i < dx; i++) {
+                        double p = (xt[a][i] - sx[i]) * (xt[b][i] - sx[i]);
+                        e += p;
+                        mag += Math.abs(p);
+                    }
+                    double got = gram64.getAtIndex(ValueLayout.JAVA_DOUBLE, (long) a * rows + b);
+                    assertTrue(Math.abs(e - got) <= 1e-13 * mag + 1e-300, "f64 gram [" + a + "][" + b + "]: " + got + " vs " + e);
+                }
 
             double[] sums = new double[dx];
             long[] positive = new long[dx];
@@ -89,10 +122,10 @@ class ProductKernelTest {
                 long c = 0;
                 for (int k = 0; k < rows; k++) {
                     if (w[k] == 0) continue;
-                    e += (float) (((float) x[k][i] - sx[i]) * w[k]);
+                    e += (x[k][i] - sx[i]) * w[k];  // in f64, the shift exact
                     if (x[k][i] > 0) c++;
                 }
-                assertEquals(e, sums[i], 1e-9 * (1 + Math.abs(e)), "column sum " + i);
+                assertEquals(e, sums[i], 1e-13 * (1 + Math.abs(e)), "column sum " + i);
                 assertEquals(c, positive[i], "positive count " + i);
             }
         }
@@ -108,6 +141,10 @@ class ProductKernelTest {
             one.columnProduct(x, null, x, null, null, a, false);
             two.columnProduct(x, null, x, null, null, b, false);
             assertArrayEquals(a.toFloatArray(), b.toFloatArray());
+            MemorySegment a64 = arena.allocate(200 * 200 * 8, 8), b64 = arena.allocate(200 * 200 * 8, 8);
+            one.columnProductF64(x, null, x, null, null, a64, false);
+            two.columnProductF64(x, null, x, null, null, b64, false);
+            assertArrayEquals(a64.toArray(ValueLayout.JAVA_DOUBLE), b64.toArray(ValueLayout.JAVA_DOUBLE));
             double[] s1 = new double[200], s2 = new double[200];
             one.columnStats(x, null, null, s1, null);
             two.columnStats(x, null, null, s2, null);
@@ -156,6 +193,10 @@ class ProductKernelTest {
                 ctx.columnProduct(mx, sx, mx, sx, w, self, false);
                 ctx.columnProduct(kx, sx, kx, sx, wk, selfOnly, false);
                 assertArrayEquals(selfOnly.toFloatArray(), self.toFloatArray(), "x with itself, " + dtype);
+                MemorySegment all64 = arena.allocate((long) dx * dy * 8, 8), only64 = arena.allocate((long) dx * dy * 8, 8);
+                ctx.columnProductF64(mx, sx, my, sy, w, all64, false);
+                ctx.columnProductF64(kx, sx, ky, sy, wk, only64, false);
+                assertArrayEquals(only64.toArray(ValueLayout.JAVA_DOUBLE), all64.toArray(ValueLayout.JAVA_DOUBLE), "f64, " + dtype);
                 double[] sums = new double[dx], sumsOnly = new double[dx];
                 long[] pos = new long[dx], posOnly = new long[dx];
                 ctx.columnStats(mx, sx, w, sums, pos);
