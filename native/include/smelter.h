@@ -286,11 +286,12 @@ SMELTER_API smelter_status smelter_topk_select(smelter_topk *topk, int64_t k, in
 
 /* ---- analysis: products and column statistics of activation matrices --------------------- */
 
-/* Matrices are row-major views: a tensor of rows * cols elements (f32, f16 or bf16). Elements are
- * converted to f32, shifted and weighted in f32, and products accumulate in f32 (on CUDA with
- * tensor cores, each f32 operand as two TF32 parts: as accurate as f32); callers chunk the rows (a
- * few thousand per call) and add the chunks up in f64. Shifting by a provisional mean keeps the
- * co-moments of activations with large means accurate (see docs/ANALYSIS.md). */
+/* Matrices are row-major views: a tensor of rows * cols elements (f32, f16 or bf16). Into an f32
+ * `out`, elements are converted to f32, shifted and weighted in f32, and products accumulate in f32
+ * (on CUDA with tensor cores, each f32 operand as two TF32 parts: as accurate as f32); callers chunk
+ * the rows (a few thousand per call) and add the chunks up in f64. Into `out_f64` the same product is
+ * formed in f64 throughout. Shifting by a provisional mean keeps the co-moments of activations with
+ * large means accurate (see docs/ANALYSIS.md). Rows a zero row weight leaves out are not read. */
 
 typedef enum smelter_product_kind {
     /** Co-moment over rows, x_cols x y_cols:  out[i][j] = sum_r w_r (x[r][i] - sx[i]) (y[r][j] - sy[j]).
@@ -309,16 +310,25 @@ typedef struct smelter_product_params {
     int64_t x_rows, x_cols, y_rows, y_cols;
     const float *x_shift;          /* x_cols values, host memory; NULL = 0 */
     const float *y_shift;          /* y_cols values, host memory; NULL = 0 */
-    const float *row_weights;      /* COLUMNS: x_rows values, host memory; NULL = all 1 */
+    const float *row_weights;      /* COLUMNS: x_rows values, host memory; NULL = all 1; a row with
+                                      weight 0 is left out of x and y and not read */
     int32_t accumulate;            /* 1: out += product; 0: out = product */
+    /** Optional f64 result in host memory instead of `out` (then NULL): the product's x_cols * y_cols
+     *  (COLUMNS) or x_rows * y_rows (ROWS) values, row-major, added to under `accumulate`. The product
+     *  is then formed in f64 throughout: each element converted to f64, shifted in f64 (exactly where
+     *  the value and its shift are within a factor 2^29 of each other), weighted, multiplied and summed
+     *  in f64, each output in one fixed order per backend (independent of the CPU thread count). An
+     *  entry's error is then about its length times 2^-53 of its sum of |terms|, where f32 gives 2^-24.
+     *  Appended within ABI version 1. */
+    double *out_f64;
 } smelter_product_params;
 
 /** Fills defaults: COLUMNS, no shifts or weights, accumulate 0, rest 0/NULL. */
 SMELTER_API void smelter_product_params_init(smelter_product_params *params);
 
 /** Computes the product into `out`, an F32 tensor of (COLUMNS) x_cols * y_cols or (ROWS)
- *  x_rows * y_rows elements, row-major, host or device memory. The result does not depend on the
- *  CPU thread count. Synchronous. */
+ *  x_rows * y_rows elements, row-major, host or device memory, or into params->out_f64 (then `out`
+ *  is NULL). The result does not depend on the CPU thread count. Synchronous. */
 SMELTER_API smelter_status smelter_product(smelter_context *ctx, const smelter_product_params *params,
                                            const smelter_tensor *out);
 
@@ -328,8 +338,9 @@ typedef struct smelter_column_stats_params {
     int64_t rows, cols;
     const float *shift;            /* cols values, host memory; NULL = 0 */
     const float *row_weights;      /* rows values, host memory; NULL = all 1; 0 leaves a row out */
-    /** Optional out, host memory, cols values, added to: sum_r w_r (x[r][i] - shift[i]) in f64,
-     *  summed in an order that does not depend on the thread count. */
+    /** Optional out, host memory, cols values, added to: sum_r w_r (x[r][i] - shift[i]), each term and
+     *  the sum in f64 (the shift exact, as in an f64 product), summed in an order that does not depend
+     *  on the thread count. */
     double *sums;
     /** Optional out, host memory, cols values, added to: rows with w_r != 0 and x[r][i] > 0
      *  (neuron activation counts). */
@@ -373,6 +384,13 @@ typedef struct smelter_pair_stats_params {
      *  |select[e]| is below select_threshold count as if every d_i were 0 there (dots, counts). */
     const smelter_tensor *select;
     uint32_t select_threshold;
+    /** n*n f64: sum_e (d_i[e] - d_j[e])^2 (diagonal 0), summed in the order of `dots`. Each difference
+     *  is taken in f64 from the two f32 values, exactly where they are within a factor 2^29 of each
+     *  other (always for near-identical tensors), and its square rounds at most once (not at all for
+     *  differences of up to 26 significant bits). The distance of tensors that differ slightly is then
+     *  that of their differences, where |d_i|^2 + |d_j|^2 - 2 dots[i][j] cancels to rounding noise.
+     *  Appended within ABI version 1. */
+    double *squared_distances;
 } smelter_pair_stats_params;
 
 /** Fills defaults: no base, no outputs, key_dtype -1. */

@@ -409,6 +409,22 @@ static void test_product(smelter_context *ctx) {
             for (int r = 0; r < 3; r++) e += w[r] * (x[r * 2 + i] - shift[i]) * y[r * 3 + j];
             CHECK(fabs(out[i * 3 + j] - e) < 1e-6, "column product [%d][%d] = %g, expected %g", i, j, out[i * 3 + j], e);
         }
+    /* the same in f64, added to what is there; a row of weight 0 holding an infinity is not read */
+    float xi[6] = {1, 2, INFINITY, NAN, -1, 4};
+    smelter_tensor txi = host_f32(xi, 6);
+    double out64[6];
+    for (int i = 0; i < 6; i++) out64[i] = 1;
+    p.x = &txi;
+    p.out_f64 = out64;
+    p.accumulate = 1;
+    CHECK(smelter_product(ctx, &p, &to) == SMELTER_ERR_INVALID_ARGUMENT, "out and out_f64 both accepted");
+    CHECK(smelter_product(ctx, &p, NULL) == SMELTER_OK, "f64 column product: %s", smelter_last_error());
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++) {
+            double e = 1;
+            for (int r = 0; r < 3; r += 2) e += w[r] * ((double)x[r * 2 + i] - shift[i]) * y[r * 3 + j];
+            CHECK(out64[i * 3 + j] == e, "f64 column product [%d][%d] = %.17g, expected %.17g", i, j, out64[i * 3 + j], e);
+        }
     smelter_product_params g;
     smelter_product_params_init(&g);
     g.kind = SMELTER_PRODUCT_ROWS;
@@ -439,7 +455,7 @@ static void test_product(smelter_context *ctx) {
 static void test_pair_stats(smelter_context *ctx) {
     float base[4] = {1, 1, 1, 1}, a[4] = {2, -1, 1, 4}, b[4] = {3, 3, 6, 1};
     smelter_tensor v[2] = {host_f32(a, 4), host_f32(b, 4)}, tb = host_f32(base, 4);
-    double dots[4] = {0, 0, 0, 0};
+    double dots[4] = {0, 0, 0, 0}, squared[4] = {0, 0, 0, 0};
     int64_t conflicts[4] = {0}, nonzero[4] = {0}, kept[4] = {0}, bad[2] = {0};
     uint32_t thresholds[2];
     float two = 2.0f;
@@ -449,8 +465,11 @@ static void test_pair_stats(smelter_context *ctx) {
     smelter_pair_stats_params_init(&p);
     p.n_vectors = 2; p.vectors = v; p.base = &tb;
     p.dots = dots; p.sign_conflicts = conflicts; p.both_nonzero = nonzero;
-    p.both_kept = kept; p.thresholds = thresholds; p.nonfinite = bad;
+    p.both_kept = kept; p.thresholds = thresholds; p.nonfinite = bad; p.squared_distances = squared;
     CHECK(smelter_pair_stats(ctx, &p) == SMELTER_OK, "pair stats: %s", smelter_last_error());
+    /* d0 - d1 = (-1, -4, -5, 3) */
+    CHECK(squared[0] == 0 && squared[1] == 51 && squared[2] == 51 && squared[3] == 0, "squared distances %g %g %g %g",
+          squared[0], squared[1], squared[2], squared[3]);
     CHECK(dots[0] == 14 && dots[1] == -2 && dots[2] == -2 && dots[3] == 33, "dots %g %g %g %g", dots[0], dots[1], dots[2], dots[3]);
     CHECK(conflicts[1] == 1 && conflicts[0] == 0, "sign conflicts %lld", (long long)conflicts[1]);
     CHECK(nonzero[0] == 3 && nonzero[1] == 2 && nonzero[3] == 3, "non-zeros %lld %lld", (long long)nonzero[0], (long long)nonzero[1]);

@@ -5,6 +5,7 @@
 //     e % kPairLanes, and each lane adds its products in element order (a CUDA thread per lane);
 //   - the lanes of a chunk are added by a fixed halving tree (lane[t] += lane[t + s], s = 128..1);
 //   - chunk results are added to a running total in chunk order.
+// Sums of squared differences (d_i - d_j)^2, the difference taken in f64, follow the same order.
 // Counts (sign conflicts, non-zeros, kept elements) are integers and need no order.
 #pragma once
 #include <stdint.h>

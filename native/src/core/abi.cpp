@@ -493,7 +493,8 @@ void product_impl(smelter_context *ctx, const smelter_product_params *p, const s
     j.y = p->y;
     j.x_shift = p->x_shift;
     j.y_shift = p->y_shift;
-    j.out = out;
+    j.out = p->out_f64 ? nullptr : out;
+    j.out_f64 = p->out_f64;
     j.accumulate = p->accumulate != 0;
     if (p->kind == SMELTER_PRODUCT_COLUMNS) {
         require(p->x_rows == p->y_rows, "x has " + std::to_string(p->x_rows) + " rows, y has " + std::to_string(p->y_rows) +
@@ -522,10 +523,20 @@ void product_impl(smelter_context *ctx, const smelter_product_params *p, const s
     }
     int64_t n = 0;
     require(!__builtin_mul_overflow(j.P, j.Q, &n), "the product's shape overflows");
-    check_f32_out(ctx, out, n, "[" + std::to_string(j.P) + ", " + std::to_string(j.Q) + "]");
-    check_no_partial_overlap(*out, *p->x, "x");
-    check_no_partial_overlap(*out, *p->y, "y");
-    require(out->count == 0 || (out->data != p->x->data && out->data != p->y->data), "out must not be x or y");
+    if (p->out_f64) {
+        require(out == nullptr, "out and out_f64 are both given; the product goes to one of them");
+        for (const smelter_tensor *t : {p->x, p->y}) {
+            if (t->memory != SMELTER_MEMORY_HOST) continue;
+            const auto o0 = reinterpret_cast<uintptr_t>(p->out_f64), i0 = reinterpret_cast<uintptr_t>(t->data);
+            const uintptr_t o1 = o0 + static_cast<uintptr_t>(n) * sizeof(double), i1 = i0 + t->count * dtype_size(t->dtype);
+            require(!(o0 < i1 && i0 < o1), std::string("out_f64 overlaps ") + (t == p->x ? "x" : "y"));
+        }
+    } else {
+        check_f32_out(ctx, out, n, "[" + std::to_string(j.P) + ", " + std::to_string(j.Q) + "]");
+        check_no_partial_overlap(*out, *p->x, "x");
+        check_no_partial_overlap(*out, *p->y, "y");
+        require(out->count == 0 || (out->data != p->x->data && out->data != p->y->data), "out must not be x or y");
+    }
     if (n == 0) return;
     ctx->backend->product(j);
 }
@@ -551,11 +562,11 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     require(p->both_kept == nullptr || p->thresholds != nullptr, "both_kept needs thresholds");
     check_select(ctx, p->select, first, "vectors[0]");
     require(p->key_dtype == -1 || valid_dtype(p->key_dtype), "unknown key_dtype " + std::to_string(p->key_dtype));
-    if (!p->dots && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
+    if (!p->dots && !p->squared_distances && !p->sign_conflicts && !p->both_nonzero && !p->both_kept && !p->nonfinite) return;
     if (first.count == 0) return;
 
     const int pairs = pair_count(n);
-    std::vector<double> dots(pairs, 0.0);
+    std::vector<double> dots(pairs, 0.0), squared(pairs, 0.0);
     std::vector<int64_t> conflicts(pairs, 0), nonzero(pairs, 0), kept(pairs, 0), nonfinite(n, 0);
     PairStatsJob j{};
     j.n = n;
@@ -564,6 +575,7 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     j.has_select = p->select != nullptr;
     j.select_threshold = p->select_threshold;
     j.dots = p->dots ? dots.data() : nullptr;
+    j.squared_distances = p->squared_distances ? squared.data() : nullptr;
     j.conflicts = p->sign_conflicts ? conflicts.data() : nullptr;
     j.both_nonzero = p->both_nonzero ? nonzero.data() : nullptr;
     j.both_kept = p->both_kept ? kept.data() : nullptr;
@@ -579,6 +591,7 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
             for (int mirror = 0; mirror < (i == k ? 1 : 2); ++mirror) {
                 const int at = mirror ? k * n + i : i * n + k;
                 if (p->dots) p->dots[at] += dots[q];
+                if (p->squared_distances) p->squared_distances[at] += squared[q];
                 if (p->sign_conflicts) p->sign_conflicts[at] += conflicts[q];
                 if (p->both_nonzero) p->both_nonzero[at] += nonzero[q];
                 if (p->both_kept) p->both_kept[at] += kept[q];

@@ -39,7 +39,8 @@ struct KernelInputs {
 
 // smelter_product in one form for both kinds: out[p][q] = sum_k A(k, p) B(k, q) over k < K, with
 // A(k, p) = (x[k * x_stride_k + p * x_stride_p] - x_shift[shift_on_k ? k : p]) * weights[k] and
-// B likewise from y (no weights). out is P x Q, row-major, f32.
+// B likewise from y (no weights); k with weights[k] == 0 is not read. out is P x Q, row-major, f32;
+// or, where out_f64 is set (host memory, out null), the same product formed in f64.
 struct ProductJob {
     const smelter_tensor *x, *y;       // the caller's views (host or device)
     int64_t K, P, Q;
@@ -48,6 +49,7 @@ struct ProductJob {
     const float *x_shift, *y_shift;    // host, may be null
     const float *weights;              // host, K values, may be null
     const smelter_tensor *out;
+    double *out_f64;
     bool accumulate;
 };
 
@@ -69,6 +71,7 @@ struct PairStatsJob {
     bool has_select;               // KernelInputs::select masks positions out
     uint32_t select_threshold;
     double *dots;
+    double *squared_distances;     // sum (d_i - d_j)^2, in the order of dots (0 for i == j)
     int64_t *conflicts, *both_nonzero, *both_kept;  // both_kept only when thresholds were given
     int64_t *nonfinite;
 };

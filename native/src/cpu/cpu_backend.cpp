@@ -306,6 +306,14 @@ public:
 
     void product(const ProductJob &job) override {
         const int64_t tp = (job.P + kProductTile - 1) / kProductTile, tq = (job.Q + kProductTile - 1) / kProductTile;
+        if (job.out_f64) {
+            std::vector<std::unique_ptr<ProductScratch64>> scratch(pool_.size());
+            pool_.run(tp * tq, [&](int64_t t, int w) {
+                if (!scratch[w]) scratch[w] = std::make_unique<ProductScratch64>();
+                k_.product_tile_f64(job, (t / tq) * kProductTile, (t % tq) * kProductTile, *scratch[w]);
+            });
+            return;
+        }
         std::vector<std::unique_ptr<ProductScratch>> scratch(pool_.size());
         pool_.run(tp * tq, [&](int64_t t, int w) {
             if (!scratch[w]) scratch[w] = std::make_unique<ProductScratch>();
@@ -345,23 +353,28 @@ public:
         std::vector<std::unique_ptr<PairScratch>> scratch(pool_.size());
         std::vector<int64_t> counts(per_worker * pool_.size(), 0);
         std::vector<double> partial(job.dots ? static_cast<size_t>(kPairRoundChunks) * pairs : 0);
-        std::vector<double> total(pairs, 0.0);
+        std::vector<double> partial_sq(job.squared_distances ? static_cast<size_t>(kPairRoundChunks) * pairs : 0);
+        std::vector<double> total(pairs, 0.0), total_sq(pairs, 0.0);
         for (int64_t r0 = 0; r0 < n_chunks; r0 += kPairRoundChunks) {
             const int64_t round = std::min<int64_t>(kPairRoundChunks, n_chunks - r0);
             pool_.run(round, [&](int64_t c, int w) {
                 if (!scratch[w]) {
                     scratch[w] = std::make_unique<PairScratch>();
                     scratch[w]->acc.resize(static_cast<size_t>(pairs) * kPairLanes);
+                    scratch[w]->acc_squared.resize(static_cast<size_t>(pairs) * kPairLanes);
                 }
                 k_.pair_stats_chunk(job, in, r0 + c, *scratch[w], job.dots ? &partial[c * pairs] : nullptr,
-                                    &counts[w * per_worker]);
+                                    job.squared_distances ? &partial_sq[c * pairs] : nullptr, &counts[w * per_worker]);
             });
-            if (job.dots)
-                for (int64_t c = 0; c < round; ++c)
-                    for (int q = 0; q < pairs; ++q) total[q] += partial[c * pairs + q];
+            for (int64_t c = 0; c < round; ++c)
+                for (int q = 0; q < pairs; ++q) {
+                    if (job.dots) total[q] += partial[c * pairs + q];
+                    if (job.squared_distances) total_sq[q] += partial_sq[c * pairs + q];
+                }
         }
         for (int q = 0; q < pairs; ++q) {
             if (job.dots) job.dots[q] = total[q];
+            if (job.squared_distances) job.squared_distances[q] = total_sq[q];
             int64_t conflicts = 0, nonzero = 0, kept = 0;
             for (int w = 0; w < pool_.size(); ++w) {
                 conflicts += counts[w * per_worker + q];

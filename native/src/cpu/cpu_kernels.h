@@ -9,6 +9,7 @@ namespace smelter {
 
 constexpr int kProductTile = 64;     // output tile edge of smelter_product
 constexpr int kProductBlockK = 256;  // reduction rows packed at a time
+constexpr int kProductBlockK64 = 128;  // the same for f64 products (panels of the same bytes)
 constexpr int kColumnStripe = 256;   // columns converted at a time by smelter_column_stats
 constexpr int kColumnRows = 512;     // rows per smelter_column_stats task: partial sums per block, added in block order
 constexpr int kBlockElements = 256;  // elements the merge kernels convert and merge at a time
@@ -20,6 +21,13 @@ struct ProductScratch {
     alignas(64) float acc[kProductTile * kProductTile];
 };
 
+// The same for f64 products (smelter_product_params.out_f64).
+struct ProductScratch64 {
+    alignas(64) double a[kProductBlockK64 * kProductTile];
+    alignas(64) double b[kProductBlockK64 * kProductTile];
+    alignas(64) double acc[kProductTile * kProductTile];
+};
+
 // Per-worker buffers of the pair statistics kernel: one step of every vector, and the lane sums.
 struct PairScratch {
     alignas(64) float d[SMELTER_MAX_MODELS][kPairLanes];
@@ -29,6 +37,7 @@ struct PairScratch {
     alignas(64) float select[kPairLanes];
     alignas(64) uint8_t selected[kPairLanes];
     std::vector<double> acc;  // pair_count(n) * kPairLanes
+    std::vector<double> acc_squared;  // likewise, for squared differences
 };
 
 // One query of the CPU's sampled selection over a range of elements: keys of |model - base| above
@@ -67,6 +76,8 @@ struct CpuKernels {
                      ExactSum *total, ExactSum *kept);
     // Computes the output tile at (p0, q0) of a product (host tensors).
     void (*product_tile)(const ProductJob &job, int64_t p0, int64_t q0, ProductScratch &scratch);
+    // The same into job.out_f64, formed in f64.
+    void (*product_tile_f64)(const ProductJob &job, int64_t p0, int64_t q0, ProductScratch64 &scratch);
     // Adds the column statistics of columns [c0, c1).
     // Rows [r0, r1) of every column, in row order, into sums / positive (cols values each; may be null).
     void (*column_stats_rows)(const ColumnStatsJob &job, int64_t r0, int64_t r1, double *sums, int64_t *positive);
@@ -75,7 +86,7 @@ struct CpuKernels {
                             int64_t r1, uint32_t *ranks);
     // Pair statistics of one chunk of kPairChunk elements (see common/pair_stats.h).
     void (*pair_stats_chunk)(const PairStatsJob &job, const KernelInputs &in, int64_t chunk, PairScratch &scratch,
-                             double *dots, int64_t *counts);
+                             double *dots, double *squared, int64_t *counts);
     // The 24 random bits of global elements [first, first + len) of one model in one random stream,
     // len <= kBlockElements: what RANDOM and RANKED sparsification draw (here for the tests).
     void (*random_bits)(uint64_t stream_key, int64_t first, int len, int model, uint32_t stream, uint32_t *bits);

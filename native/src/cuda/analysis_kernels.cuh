@@ -21,11 +21,14 @@ struct Operand {
 };
 
 // Element (gk, gp) of an operand as both kernels stage it: converted to f32, shifted, weighted; 0
-// outside the operand.
+// outside the operand, and 0 without being read where mask[gk] is 0 (a left-out row may hold
+// infinities or NaN, and 0 * inf is NaN). A column product passes its row weights as weights and mask
+// for x, as the mask alone for y.
 template <int DT>
 __device__ __forceinline__ float staged_value(const Operand &op, int64_t K, int64_t gk, int64_t gp, bool shift_on_k,
-                                              const float *weights) {
+                                              const float *weights, const float *mask) {
     if (gk >= K || gp >= op.extent_p) return 0.0f;
+    if (mask && mask[gk] == 0.0f) return 0.0f;
     float v = load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
     if (op.shift) v -= op.shift[shift_on_k ? gk : gp];
     if (weights) v *= weights[gk];
@@ -34,13 +37,13 @@ __device__ __forceinline__ float staged_value(const Operand &op, int64_t K, int6
 
 template <int DT>
 __device__ __forceinline__ void stage_slice(const Operand op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
-                                            const float *weights, float (*slice)[kTile + 1]) {
+                                            const float *weights, const float *mask, float (*slice)[kTile + 1]) {
     for (int idx = threadIdx.x; idx < kSlice * kTile; idx += blockDim.x) {
         // Consecutive threads walk the index that is contiguous in memory, so loads coalesce.
         int k, p;
         if (op.stride_p == 1) { p = idx % kTile; k = idx / kTile; }
         else { k = idx % kSlice; p = idx / kSlice; }
-        slice[k][p] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights);
+        slice[k][p] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights, mask);
     }
 }
 
@@ -54,8 +57,8 @@ __global__ void __launch_bounds__(kProductThreads) product_kernel(const Operand 
     const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
     float c[4][4] = {};
     for (int64_t k0 = 0; k0 < K; k0 += kSlice) {
-        stage_slice<DTX>(a, K, k0, p0, shift_on_k, weights, as);
-        stage_slice<DTY>(b, K, k0, q0, shift_on_k, nullptr, bs);
+        stage_slice<DTX>(a, K, k0, p0, shift_on_k, weights, weights, as);
+        stage_slice<DTY>(b, K, k0, q0, shift_on_k, nullptr, weights, bs);
         __syncthreads();
 #pragma unroll
         for (int k = 0; k < kSlice; ++k) {
@@ -86,6 +89,73 @@ __global__ void __launch_bounds__(kProductThreads) product_kernel(const Operand 
     }
 }
 
+// ---- f64 product (smelter_product_params.out_f64) -----------------------------------------------
+
+// staged_value in f64: value and shift converted to f64 before the subtraction, then weighted.
+template <int DT>
+__device__ __forceinline__ double staged_value_f64(const Operand &op, int64_t K, int64_t gk, int64_t gp,
+                                                   bool shift_on_k, const float *weights, const float *mask) {
+    if (gk >= K || gp >= op.extent_p) return 0.0;
+    if (mask && mask[gk] == 0.0f) return 0.0;
+    double v = (double)load<DT>(op.data, gk * op.stride_k + gp * op.stride_p);
+    if (op.shift) v -= (double)op.shift[shift_on_k ? gk : gp];
+    if (weights) v *= (double)weights[gk];
+    return v;
+}
+
+template <int DT>
+__device__ __forceinline__ void stage_slice_f64(const Operand op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
+                                                const float *weights, const float *mask, double (*slice)[kTile + 1]) {
+    for (int idx = threadIdx.x; idx < kSlice * kTile; idx += blockDim.x) {
+        int k, p;
+        if (op.stride_p == 1) { p = idx % kTile; k = idx / kTile; }
+        else { k = idx % kSlice; p = idx / kSlice; }
+        slice[k][p] = staged_value_f64<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights, mask);
+    }
+}
+
+// product_kernel in f64 (SIMT, 4 x 4 f64 accumulators per thread, fused multiply-adds). Writes the
+// tile to out (device, f64); the host adds it to the caller's array.
+template <int DTX, int DTY>
+__global__ void __launch_bounds__(kProductThreads) product_f64_kernel(const Operand a, const Operand b, int64_t K,
+                                                                      bool shift_on_k, const float *weights,
+                                                                      double *out) {
+    __shared__ double as[kSlice][kTile + 1];
+    __shared__ double bs[kSlice][kTile + 1];
+    const int64_t p0 = (int64_t)blockIdx.y * kTile, q0 = (int64_t)blockIdx.x * kTile;
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    double c[4][4] = {};
+    for (int64_t k0 = 0; k0 < K; k0 += kSlice) {
+        stage_slice_f64<DTX>(a, K, k0, p0, shift_on_k, weights, weights, as);
+        stage_slice_f64<DTY>(b, K, k0, q0, shift_on_k, nullptr, weights, bs);
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < kSlice; ++k) {
+            double av[4], bv[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) av[i] = as[k][ty + 16 * i];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) bv[j] = bs[k][tx + 16 * j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) c[i][j] = __fma_rn(av[i], bv[j], c[i][j]);
+        }
+        __syncthreads();
+    }
+    const int64_t Q = b.extent_p;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int64_t p = p0 + ty + 16 * i;
+        if (p >= a.extent_p) continue;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int64_t q = q0 + tx + 16 * j;
+            if (q < Q) out[p * Q + q] = c[i][j];
+        }
+    }
+}
+
 // ---- tensor-core product (3xTF32) --------------------------------------------------------------
 
 constexpr int kTcSlice = 32;        // reduction depth per shared-memory stage
@@ -104,12 +174,12 @@ __device__ __forceinline__ void tc_slot(const Operand &op, int idx, int &k, int 
 // tensor-core work.
 template <int DT>
 __device__ __forceinline__ void tc_fetch(const Operand &op, int64_t K, int64_t k0, int64_t p0, bool shift_on_k,
-                                         const float *weights, float (&v)[kTcPerThread]) {
+                                         const float *weights, const float *mask, float (&v)[kTcPerThread]) {
 #pragma unroll
     for (int i = 0; i < kTcPerThread; ++i) {
         int k, p;
         tc_slot(op, threadIdx.x + i * kProductThreads, k, p);
-        v[i] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights);
+        v[i] = staged_value<DT>(op, K, k0 + k, p0 + p, shift_on_k, weights, mask);
     }
 }
 
@@ -154,15 +224,15 @@ __global__ void __launch_bounds__(kProductThreads) product_tf32x3_kernel(const O
     wmma::fill_fragment(acc[0], 0.0f);
     wmma::fill_fragment(acc[1], 0.0f);
     float va[kTcPerThread], vb[kTcPerThread];
-    tc_fetch<DTX>(a, K, 0, p0, shift_on_k, weights, va);
-    tc_fetch<DTY>(b, K, 0, q0, shift_on_k, nullptr, vb);
+    tc_fetch<DTX>(a, K, 0, p0, shift_on_k, weights, weights, va);
+    tc_fetch<DTY>(b, K, 0, q0, shift_on_k, nullptr, weights, vb);
     for (int64_t k0 = 0; k0 < K; k0 += kTcSlice) {
         tc_put(a, va, as);
         tc_put(b, vb, bs);
         __syncthreads();
         if (k0 + kTcSlice < K) {
-            tc_fetch<DTX>(a, K, k0 + kTcSlice, p0, shift_on_k, weights, va);
-            tc_fetch<DTY>(b, K, k0 + kTcSlice, q0, shift_on_k, nullptr, vb);
+            tc_fetch<DTX>(a, K, k0 + kTcSlice, p0, shift_on_k, weights, weights, va);
+            tc_fetch<DTY>(b, K, k0 + kTcSlice, q0, shift_on_k, nullptr, weights, vb);
         }
 #pragma unroll
         for (int kk = 0; kk < kTcSlice; kk += 8) {
@@ -217,7 +287,7 @@ __global__ void __launch_bounds__(kStatsThreads) column_stats_kernel(const void 
         const float w = weights ? weights[r] : 1.0f;
         if (w == 0.0f) continue;
         const float v = load<DT>(x, r * cols + col);
-        sum += (double)((v - s) * w);
+        sum += ((double)v - (double)s) * (double)w;  // in f64, as the f64 products shift
         positive += v > 0.0f;
     }
     part_sums[blockIdx.y * cols + col] = sum;
@@ -256,18 +326,20 @@ __device__ __forceinline__ float pair_delta(const KernelInputs &in, int v, int64
     return in.base ? x - load<DT>(in.base, e) : x;
 }
 
+// Lane sums of the squared differences go through the same tree into partial_sq.
 template <int DT>
 __global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInputs in, const PairStatsJob job,
                                                                 const PairList *pairs, int64_t chunk0,
-                                                                double *partial, unsigned long long *counts) {
+                                                                double *partial, double *partial_sq,
+                                                                unsigned long long *counts) {
     __shared__ double lanes[kPairLanes];
     const int t = threadIdx.x, n_pairs = pairs->count;
     const int q0 = blockIdx.y * kPairsPerBlock, qn = min(kPairsPerBlock, n_pairs - q0);
     const int64_t begin = (chunk0 + blockIdx.x) * kPairChunk, end = min(in.count, begin + kPairChunk);
-    double acc[kPairsPerBlock];
+    double acc[kPairsPerBlock], acc_sq[kPairsPerBlock];
     unsigned conflicts[kPairsPerBlock], nonzero[kPairsPerBlock], kept[kPairsPerBlock], bad[kPairsPerBlock];
 #pragma unroll
-    for (int g = 0; g < kPairsPerBlock; ++g) { acc[g] = 0.0; conflicts[g] = nonzero[g] = kept[g] = bad[g] = 0; }
+    for (int g = 0; g < kPairsPerBlock; ++g) { acc[g] = acc_sq[g] = 0.0; conflicts[g] = nonzero[g] = kept[g] = bad[g] = 0; }
     for (int64_t e = begin + t; e < end; e += kPairLanes) {
         // Unselected positions count as zero deltas.
         const bool selected = !job.has_select ||
@@ -280,6 +352,10 @@ __global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInpu
             di = selected ? di : 0.0f;
             dk = selected ? dk : 0.0f;
             acc[g] += (double)di * (double)dk;
+            if (i != k) {  // the diagonal stays 0, NaN or not
+                const double t = (double)di - (double)dk;
+                acc_sq[g] += t * t;
+            }
             const int prod = sign_of(di) * sign_of(dk);
             conflicts[g] += prod < 0;
             nonzero[g] += prod != 0;
@@ -302,6 +378,16 @@ __global__ void __launch_bounds__(kPairLanes) pair_stats_kernel(const KernelInpu
                 __syncthreads();
             }
             if (t == 0) partial[blockIdx.x * n_all + q] = lanes[0];
+            __syncthreads();
+        }
+        if (job.squared_distances) {
+            lanes[t] = acc_sq[g];
+            __syncthreads();
+            for (int half = kPairLanes / 2; half >= 1; half /= 2) {
+                if (t < half) lanes[t] += lanes[t + half];
+                __syncthreads();
+            }
+            if (t == 0) partial_sq[blockIdx.x * n_all + q] = lanes[0];
             __syncthreads();
         }
         // Integer counts: any order. One atomic per warp and counter.

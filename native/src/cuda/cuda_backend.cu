@@ -446,6 +446,20 @@ public:
         Operand b{readable(keep, *j.y), j.y_stride_k, j.y_stride_q, j.Q,
                   static_cast<const float *>(upload(keep, j.y_shift, sizeof(float) * shift_y))};
         const auto *weights = static_cast<const float *>(upload(keep, j.weights, sizeof(float) * j.K));
+        const dim3 grid(static_cast<unsigned>((j.Q + kTile - 1) / kTile), static_cast<unsigned>((j.P + kTile - 1) / kTile));
+        if (grid.y > 65535u) fail(SMELTER_ERR_UNSUPPORTED, "product has more than " + std::to_string(65535 * kTile) + " output rows");
+        if (j.out_f64) {  // formed on the device, added to the caller's host array here
+            const size_t n = static_cast<size_t>(j.P) * j.Q;
+            keep.push_back(std::make_unique<DeviceBuffer>(sizeof(double) * n));
+            auto *d_out = static_cast<double *>(keep.back()->get());
+            launch_product(j.x->dtype, j.y->dtype, grid, a, b, j, weights, nullptr, d_out);
+            CUDA_CHECK(cudaGetLastError());
+            std::vector<double> h(n);
+            CUDA_CHECK(cudaMemcpyAsync(h.data(), d_out, sizeof(double) * n, cudaMemcpyDeviceToHost, stream_));
+            CUDA_CHECK(cudaStreamSynchronize(stream_));
+            for (size_t i = 0; i < n; ++i) j.out_f64[i] = j.accumulate ? j.out_f64[i] + h[i] : h[i];
+            return;
+        }
         const size_t out_bytes = sizeof(float) * j.P * j.Q;
         float *out = static_cast<float *>(j.out->data);
         if (j.out->memory == SMELTER_MEMORY_HOST) {
@@ -453,9 +467,7 @@ public:
             out = static_cast<float *>(keep.back()->get());
             if (j.accumulate) CUDA_CHECK(cudaMemcpyAsync(out, j.out->data, out_bytes, cudaMemcpyHostToDevice, stream_));
         }
-        const dim3 grid(static_cast<unsigned>((j.Q + kTile - 1) / kTile), static_cast<unsigned>((j.P + kTile - 1) / kTile));
-        if (grid.y > 65535u) fail(SMELTER_ERR_UNSUPPORTED, "product has more than " + std::to_string(65535 * kTile) + " output rows");
-        launch_product(j.x->dtype, j.y->dtype, grid, a, b, j, weights, out);
+        launch_product(j.x->dtype, j.y->dtype, grid, a, b, j, weights, out, nullptr);
         CUDA_CHECK(cudaGetLastError());
         if (j.out->memory == SMELTER_MEMORY_HOST)
             CUDA_CHECK(cudaMemcpyAsync(j.out->data, out, out_bytes, cudaMemcpyDeviceToHost, stream_));
@@ -508,35 +520,41 @@ public:
         std::vector<std::unique_ptr<DeviceBuffer>> keep;
         const auto *d_list = static_cast<const PairList *>(upload(keep, &list, sizeof list));
         const int64_t n_counts = 3 * static_cast<int64_t>(pairs) + j.n;
-        DeviceBuffer partial(sizeof(double) * kPairRoundChunks * pairs), total(sizeof(double) * pairs),
+        // partial and total hold the dots in their first half, the squared distances in their second.
+        DeviceBuffer partial(2 * sizeof(double) * kPairRoundChunks * pairs), total(2 * sizeof(double) * pairs),
             counts(sizeof(unsigned long long) * n_counts);
-        auto *d_partial = static_cast<double *>(partial.get());
-        auto *d_total = static_cast<double *>(total.get());
+        auto *d_partial = static_cast<double *>(partial.get()), *d_partial_sq = d_partial + kPairRoundChunks * pairs;
+        auto *d_total = static_cast<double *>(total.get()), *d_total_sq = d_total + pairs;
         auto *d_counts = static_cast<unsigned long long *>(counts.get());
-        CUDA_CHECK(cudaMemsetAsync(d_total, 0, sizeof(double) * pairs, stream_));
+        CUDA_CHECK(cudaMemsetAsync(d_total, 0, 2 * sizeof(double) * pairs, stream_));
         CUDA_CHECK(cudaMemsetAsync(d_counts, 0, sizeof(unsigned long long) * n_counts, stream_));
         const unsigned groups = static_cast<unsigned>((pairs + kPairsPerBlock - 1) / kPairsPerBlock);
         for (int64_t r0 = 0; r0 < n_chunks; r0 += kPairRoundChunks) {
             const int round = static_cast<int>(std::min<int64_t>(kPairRoundChunks, n_chunks - r0));
             const dim3 grid(static_cast<unsigned>(round), groups);
             switch (in.dtype) {
-                case SMELTER_F32: pair_stats_kernel<SMELTER_F32><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_counts); break;
-                case SMELTER_F16: pair_stats_kernel<SMELTER_F16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_counts); break;
-                default: pair_stats_kernel<SMELTER_BF16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_counts); break;
+                case SMELTER_F32: pair_stats_kernel<SMELTER_F32><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_partial_sq, d_counts); break;
+                case SMELTER_F16: pair_stats_kernel<SMELTER_F16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_partial_sq, d_counts); break;
+                default: pair_stats_kernel<SMELTER_BF16><<<grid, kPairLanes, 0, stream_>>>(in, j, d_list, r0, d_partial, d_partial_sq, d_counts); break;
             }
             CUDA_CHECK(cudaGetLastError());
             if (j.dots) {
                 pair_stats_reduce_kernel<<<(pairs + 255) / 256, 256, 0, stream_>>>(pairs, round, d_partial, d_total);
                 CUDA_CHECK(cudaGetLastError());
             }
+            if (j.squared_distances) {
+                pair_stats_reduce_kernel<<<(pairs + 255) / 256, 256, 0, stream_>>>(pairs, round, d_partial_sq, d_total_sq);
+                CUDA_CHECK(cudaGetLastError());
+            }
         }
-        std::vector<double> h_total(pairs);
+        std::vector<double> h_total(2 * pairs);
         std::vector<unsigned long long> h_counts(n_counts);
-        CUDA_CHECK(cudaMemcpyAsync(h_total.data(), d_total, sizeof(double) * pairs, cudaMemcpyDeviceToHost, stream_));
+        CUDA_CHECK(cudaMemcpyAsync(h_total.data(), d_total, 2 * sizeof(double) * pairs, cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaMemcpyAsync(h_counts.data(), d_counts, sizeof(unsigned long long) * n_counts, cudaMemcpyDeviceToHost, stream_));
         CUDA_CHECK(cudaStreamSynchronize(stream_));
         for (int q = 0; q < pairs; ++q) {
             if (j.dots) j.dots[q] = h_total[q];
+            if (j.squared_distances) j.squared_distances[q] = h_total[pairs + q];
             if (j.conflicts) j.conflicts[q] = static_cast<int64_t>(h_counts[q]);
             if (j.both_nonzero) j.both_nonzero[q] = static_cast<int64_t>(h_counts[pairs + q]);
             if (j.both_kept) j.both_kept[q] = static_cast<int64_t>(h_counts[2 * pairs + q]);
@@ -560,10 +578,13 @@ private:
         return upload(keep, t.data, bytes_of(t.dtype, t.count));
     }
 
+    // Into out (f32), or into out64 (f64) where that is given.
     template <int DTX, int DTY>
     void launch_product_xy(dim3 grid, const Operand &a, const Operand &b, const ProductJob &j, const float *weights,
-                           float *out) {
-        if (tensor_core_products_)
+                           float *out, double *out64) {
+        if (out64)
+            product_f64_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out64);
+        else if (tensor_core_products_)
             product_tf32x3_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
         else
             product_kernel<DTX, DTY><<<grid, kProductThreads, 0, stream_>>>(a, b, j.K, j.shift_on_k, weights, out, j.accumulate);
@@ -571,17 +592,17 @@ private:
 
     template <int DTX>
     void launch_product_x(int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
-                          const float *weights, float *out) {
-        if (dty == SMELTER_F32) launch_product_xy<DTX, SMELTER_F32>(grid, a, b, j, weights, out);
-        else if (dty == SMELTER_F16) launch_product_xy<DTX, SMELTER_F16>(grid, a, b, j, weights, out);
-        else launch_product_xy<DTX, SMELTER_BF16>(grid, a, b, j, weights, out);
+                          const float *weights, float *out, double *out64) {
+        if (dty == SMELTER_F32) launch_product_xy<DTX, SMELTER_F32>(grid, a, b, j, weights, out, out64);
+        else if (dty == SMELTER_F16) launch_product_xy<DTX, SMELTER_F16>(grid, a, b, j, weights, out, out64);
+        else launch_product_xy<DTX, SMELTER_BF16>(grid, a, b, j, weights, out, out64);
     }
 
     void launch_product(int32_t dtx, int32_t dty, dim3 grid, const Operand &a, const Operand &b, const ProductJob &j,
-                        const float *weights, float *out) {
-        if (dtx == SMELTER_F32) launch_product_x<SMELTER_F32>(dty, grid, a, b, j, weights, out);
-        else if (dtx == SMELTER_F16) launch_product_x<SMELTER_F16>(dty, grid, a, b, j, weights, out);
-        else launch_product_x<SMELTER_BF16>(dty, grid, a, b, j, weights, out);
+                        const float *weights, float *out, double *out64) {
+        if (dtx == SMELTER_F32) launch_product_x<SMELTER_F32>(dty, grid, a, b, j, weights, out, out64);
+        else if (dtx == SMELTER_F16) launch_product_x<SMELTER_F16>(dty, grid, a, b, j, weights, out, out64);
+        else launch_product_x<SMELTER_BF16>(dty, grid, a, b, j, weights, out, out64);
     }
 
     static int grid(int64_t work, int threads, int cap) {

@@ -176,8 +176,37 @@ public final class Context implements AutoCloseable {
         product(smelter_h.SMELTER_PRODUCT_ROWS(), x, xShift, y, yShift, null, out, accumulate);
     }
 
+    /**
+     * {@link #columnProduct} formed in f64 throughout (converted, shifted, weighted, multiplied and summed in
+     * f64), into {@code out}: host memory of {@code x.cols() * y.cols()} doubles, row-major. A row of weight 0
+     * is not read. Synchronous; the result does not depend on the CPU thread count.
+     */
+    public synchronized void columnProductF64(Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
+            MemorySegment out, boolean accumulate) {
+        checkF64Out(out, x.cols() * y.cols());
+        product(smelter_h.SMELTER_PRODUCT_COLUMNS(), x, xShift, y, yShift, rowWeights, null, out, accumulate);
+    }
+
+    /** {@link #rowProduct} formed in f64, into host memory of {@code x.rows() * y.rows()} doubles. */
+    public synchronized void rowProductF64(Matrix x, float[] xShift, Matrix y, float[] yShift, MemorySegment out,
+            boolean accumulate) {
+        checkF64Out(out, x.rows() * y.rows());
+        product(smelter_h.SMELTER_PRODUCT_ROWS(), x, xShift, y, yShift, null, null, out, accumulate);
+    }
+
+    private static void checkF64Out(MemorySegment out, long count) {
+        if (!out.isNative()) throw new IllegalArgumentException("the f64 output must be native (off-heap) memory");
+        if (out.byteSize() != count * Double.BYTES)
+            throw new IllegalArgumentException("the f64 output holds " + out.byteSize() / Double.BYTES + " values, the product has " + count);
+    }
+
     private void product(int kind, Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
             Tensor out, boolean accumulate) {
+        product(kind, x, xShift, y, yShift, rowWeights, out, null, accumulate);
+    }
+
+    private void product(int kind, Matrix x, float[] xShift, Matrix y, float[] yShift, float[] rowWeights,
+            Tensor out, MemorySegment outF64, boolean accumulate) {
         ensureOpen();
         checkLength(xShift, x.cols(), "x shift");
         checkLength(yShift, y.cols(), "y shift");
@@ -196,7 +225,9 @@ public final class Context implements AutoCloseable {
             smelter_product_params.y_shift(p, floats(arena, yShift));
             smelter_product_params.row_weights(p, floats(arena, rowWeights));
             smelter_product_params.accumulate(p, accumulate ? 1 : 0);
-            Native.check(smelter_h.smelter_product(handle, p, struct(arena, out)), "product on " + device);
+            if (outF64 != null) smelter_product_params.out_f64(p, outF64);
+            MemorySegment o = out == null ? MemorySegment.NULL : struct(arena, out);
+            Native.check(smelter_h.smelter_product(handle, p, o), "product on " + device);
         }
     }
 
@@ -258,12 +289,14 @@ public final class Context implements AutoCloseable {
             smelter_pair_stats_params.vectors(p, tensors);
             if (base != null) smelter_pair_stats_params.base(p, struct(arena, base));
             MemorySegment dots = arena.allocateFrom(ValueLayout.JAVA_DOUBLE, into.dots);
+            MemorySegment squared = arena.allocateFrom(ValueLayout.JAVA_DOUBLE, into.squaredDistances);
             MemorySegment conflicts = arena.allocateFrom(ValueLayout.JAVA_LONG, into.conflicts);
             MemorySegment nonzero = arena.allocateFrom(ValueLayout.JAVA_LONG, into.nonzero);
             MemorySegment nonfinite = arena.allocateFrom(ValueLayout.JAVA_LONG, into.nonfinite);
             MemorySegment kept = thresholds == null ? MemorySegment.NULL
                     : arena.allocateFrom(ValueLayout.JAVA_LONG, into.kept);
             smelter_pair_stats_params.dots(p, dots);
+            smelter_pair_stats_params.squared_distances(p, squared);
             smelter_pair_stats_params.sign_conflicts(p, conflicts);
             smelter_pair_stats_params.both_nonzero(p, nonzero);
             smelter_pair_stats_params.nonfinite(p, nonfinite);
@@ -277,6 +310,7 @@ public final class Context implements AutoCloseable {
             }
             Native.check(smelter_h.smelter_pair_stats(handle, p), "pair statistics on " + device);
             MemorySegment.copy(dots, ValueLayout.JAVA_DOUBLE, 0, into.dots, 0, into.dots.length);
+            MemorySegment.copy(squared, ValueLayout.JAVA_DOUBLE, 0, into.squaredDistances, 0, into.squaredDistances.length);
             MemorySegment.copy(conflicts, ValueLayout.JAVA_LONG, 0, into.conflicts, 0, into.conflicts.length);
             MemorySegment.copy(nonzero, ValueLayout.JAVA_LONG, 0, into.nonzero, 0, into.nonzero.length);
             MemorySegment.copy(nonfinite, ValueLayout.JAVA_LONG, 0, into.nonfinite, 0, into.nonfinite.length);

@@ -5,12 +5,13 @@ package dev.smelter;
  * non-finite counts), accumulated over any number of {@link Context#pairStats} calls, e.g. over all tensors of
  * a layer. With a base tensor they are statistics of the task vectors {@code d_i = v_i - base}.
  *
- * <p>Dot products are exact products summed in f64 in one fixed order, so CPU and CUDA give the same bits.
- * Not thread-safe.
+ * <p>Dot products are exact products summed in f64 in one fixed order, so CPU and CUDA give the same bits;
+ * squared distances are sums of squared differences (not {@code |a|^2 + |b|^2 - 2<a, b>}, which cancels for
+ * near-identical tensors) in the same order. Not thread-safe.
  */
 public final class PairStats {
     private final int n;
-    final double[] dots;
+    final double[] dots, squaredDistances;
     final long[] conflicts, nonzero, kept, nonfinite;
     private Boolean hasKept;  // null until the first call; then whether every call gave thresholds
     private long elements;
@@ -19,6 +20,7 @@ public final class PairStats {
         if (n < 1) throw new IllegalArgumentException("n must be >= 1, got " + n);
         this.n = n;
         dots = new double[n * n];
+        squaredDistances = new double[n * n];
         conflicts = new long[n * n];
         nonzero = new long[n * n];
         kept = new long[n * n];
@@ -60,15 +62,20 @@ public final class PairStats {
         return Math.sqrt(dot(i, i));
     }
 
-    /** Cosine of vectors i and j; NaN when either is zero. */
+    /** Cosine of vectors i and j, within [-1, 1] (rounding can take the quotient an ulp past); NaN when either is zero. */
     public double cosine(int i, int j) {
         double d = norm(i) * norm(j);
-        return d > 0 ? dot(i, j) / d : Double.NaN;
+        return d > 0 ? Math.clamp(dot(i, j) / d, -1.0, 1.0) : Double.NaN;
     }
 
-    /** L2 norm of {@code d_i - d_j}, from the dot products (clamped at 0 against rounding). */
+    /** {@code |d_i - d_j|^2 = sum (d_i - d_j)^2}, summed from the differences. */
+    public double squaredDistance(int i, int j) {
+        return squaredDistances[i * n + j];
+    }
+
+    /** L2 norm of {@code d_i - d_j}. */
     public double distance(int i, int j) {
-        return Math.sqrt(Math.max(0.0, dot(i, i) + dot(j, j) - 2 * dot(i, j)));
+        return Math.sqrt(squaredDistance(i, j));
     }
 
     /** Elements where d_i and d_j are non-zero with opposite signs. */

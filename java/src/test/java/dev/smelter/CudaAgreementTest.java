@@ -148,6 +148,8 @@ class CudaAgreementTest {
                                 for (int j = 0; j < n; j++) {
                                     assertEquals(Double.doubleToRawLongBits(a.dot(i, j)), Double.doubleToRawLongBits(g.dot(i, j)),
                                             what + " dot " + i + "," + j + ": " + a.dot(i, j) + " vs " + g.dot(i, j));
+                                    assertEquals(Double.doubleToRawLongBits(a.squaredDistance(i, j)),
+                                            Double.doubleToRawLongBits(g.squaredDistance(i, j)), what + " squared distance " + i + "," + j);
                                     assertEquals(a.signConflicts(i, j), g.signConflicts(i, j), what);
                                     assertEquals(a.bothNonzero(i, j), g.bothNonzero(i, j), what);
                                     assertEquals(a.bothKept(i, j), g.bothKept(i, j), what);

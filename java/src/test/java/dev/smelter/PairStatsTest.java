@@ -45,6 +45,22 @@ class PairStatsTest {
         return total;
     }
 
+    /** Sum of squared differences, in the same order; each difference formed in f64. */
+    static double orderedSquaredDistance(float[] a, float[] b) {
+        double total = 0;
+        for (int c0 = 0; c0 < a.length; c0 += CHUNK) {
+            double[] lane = new double[LANES];
+            for (int e = c0; e < Math.min(a.length, c0 + CHUNK); e++) {
+                double t = (double) a[e] - (double) b[e];
+                lane[(e - c0) % LANES] += t * t;
+            }
+            for (int half = LANES / 2; half >= 1; half /= 2)
+                for (int t = 0; t < half; t++) lane[t] += lane[t + half];
+            total += lane[0];
+        }
+        return total;
+    }
+
     static int key(DType keyType, float d) {
         return switch (keyType) {
             case F32 -> Float.floatToRawIntBits(d) & 0x7FFFFFFF;
@@ -102,6 +118,8 @@ class PairStatsTest {
                     // Each product is exact; the sum's rounding error is bounded by ~(256 + 8 + chunks) eps |terms|.
                     assertTrue(Math.abs(s.dot(i, j) - ref) <= 1e-13 * mag, what + " dot " + i + "," + j + ": " + s.dot(i, j) + " vs " + ref);
                     assertEquals(orderedDot(d[i], d[j]), s.dot(i, j), 0.0, what + " dot order " + i + "," + j);
+                    assertEquals(orderedSquaredDistance(d[i], d[j]), s.squaredDistance(i, j), 0.0,
+                            what + " squared distance " + i + "," + j);
                     assertEquals(conflicts, s.signConflicts(i, j), what + " conflicts " + i + "," + j);
                     assertEquals(nonzero, s.bothNonzero(i, j), what + " non-zeros " + i + "," + j);
                     assertEquals(kept, s.bothKept(i, j), what + " kept " + i + "," + j);
@@ -136,6 +154,45 @@ class PairStatsTest {
                     assertEquals(a.dot(i, j), a.dot(j, i), 0.0, "symmetric");
                 }
             check(two, DType.F32, 9, 70_001, true, 5);
+        }
+    }
+
+    /**
+     * One ulp changed in 1000 elements of a million: {@code |a|^2 + |b|^2 - 2<a, b>} cancels to nothing, the
+     * sum of squared differences does not. Cosines stay within [-1, 1].
+     */
+    @Test
+    void nearIdenticalVectorsKeepTheirDistance() {
+        SplittableRandom r = new SplittableRandom(13);
+        int size = 1_000_000;
+        float[] a = new float[size], z = new float[size];
+        for (int e = 0; e < size; e++) {
+            a[e] = (float) TestData.gaussian(r);
+            z[e] = (float) (0.5 * TestData.gaussian(r));
+        }
+        float[] b = a.clone();
+        for (int k = 0; k < 1000; k++) b[k * 997] = Math.nextUp(a[k * 997]);
+        try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(Device.cpu())) {
+            Tensor ta = TestData.tensor(arena, DType.F32, a), tb = TestData.tensor(arena, DType.F32, b);
+            Tensor base = TestData.tensor(arena, DType.F32, z);
+            for (Tensor t : new Tensor[] {null, base}) {
+                float[][] d = deltas(List.of(ta, tb), t);
+                double expected = 0;
+                for (int e = 0; e < size; e++) expected += ((double) d[0][e] - d[1][e]) * ((double) d[0][e] - d[1][e]);
+                expected = Math.sqrt(expected);
+                assertTrue(expected > 1e-6, "test data: distance " + expected);
+                PairStats s = new PairStats(2);
+                ctx.pairStats(List.of(ta, tb), t, null, null, s);
+                String what = t == null ? "parameters" : "task vectors";
+                assertEquals(expected, s.distance(0, 1), 1e-12 * expected, what);
+                assertEquals(s.distance(0, 1), s.distance(1, 0), 0.0, what);
+                assertEquals(0.0, s.distance(0, 0), 0.0, what);
+                for (int i = 0; i < 2; i++)
+                    for (int j = 0; j < 2; j++) {
+                        assertTrue(Math.abs(s.cosine(i, j)) <= 1.0, what + " cosine " + s.cosine(i, j));
+                        assertTrue(s.cosine(i, j) > 1 - 1e-12, what + " cosine " + s.cosine(i, j));
+                    }
+            }
         }
     }
 

@@ -6,6 +6,7 @@ import dev.smelter.Matrix;
 import dev.smelter.Tensor;
 import dev.smelter.analysis.Cka;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.TimeUnit;
@@ -29,8 +30,9 @@ import org.openjdk.jmh.annotations.Warmup;
  * <ul>
  *   <li>{@code product}: one centered co-moment {@code (X - sx)^T (Y - sy)} ({@code smelter_product},
  *       f32 accumulation), output in the backend's memory.
+ *   <li>{@code productF64}: the same formed in f64 ({@code out_f64}, host memory), as the analysis forms it.
  *   <li>{@code feature}: {@link Cka#feature} end to end: column sums, the three co-moments
- *       {@code XtY}, {@code XtX}, {@code YtY} (3 products) and the f64 reduction on the host.
+ *       {@code XtY}, {@code XtX}, {@code YtY} (3 f64 products) and the f64 reduction on the host.
  *       Compare with {@code torch_merge.py}'s {@code cka} (centering and three cuBLAS f32 GEMMs).
  * </ul>
  * Matrices live in device memory on CUDA. Defaults suit a CPU run; the GPU suite uses
@@ -60,6 +62,7 @@ public class CkaBenchmark {
     private final List<Tensor> owned = new ArrayList<>();
     private Matrix x, y;
     private Tensor out;
+    private MemorySegment out64;
     private float[] sx, sy;
 
     @Setup(Level.Trial)
@@ -72,6 +75,7 @@ public class CkaBenchmark {
         x = new Matrix(t[0], r, c);
         y = new Matrix(t[1], r, c);
         out = BenchSupport.tensors(ctx, arena, DType.F32, c * c, new int[] {-1}, owned)[0];
+        out64 = arena.allocate(c * c * Double.BYTES, Double.BYTES);
         sx = new float[(int) c];
         sy = new float[(int) c];
         java.util.Arrays.fill(sx, 0.001f);
@@ -81,6 +85,11 @@ public class CkaBenchmark {
     @Benchmark
     public void product() {
         ctx.columnProduct(x, sx, y, sy, null, out, false);
+    }
+
+    @Benchmark
+    public void productF64() {
+        ctx.columnProductF64(x, sx, y, sy, null, out64, false);
     }
 
     @Benchmark

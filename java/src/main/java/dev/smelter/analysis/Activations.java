@@ -106,7 +106,7 @@ public final class Activations implements AutoCloseable {
     /**
      * Mean of each sentence's rows (weighted by {@code weights}, null = all), as an f32 [sentences, d]
      * matrix in {@code arena}. Sentences with no weighted rows (a span mask that misses them) are
-     * left out, so two files pool to the same rows only if their masks agree; callers check.
+     * left out ({@link #pooledSentences}), so two files pool to the same rows only if their masks agree; callers check.
      */
     public static Matrix meanPool(Arena arena, Matrix m, long[] ids, float[] weights) {
         int sentences = ids.length == 0 ? 0 : (int) ids[ids.length - 1] + 1;
@@ -128,6 +128,18 @@ public final class Activations implements AutoCloseable {
             kept++;
         }
         return new Matrix(out.slice(0, (long) kept * d), kept, d);
+    }
+
+    /** The sentences {@link #meanPool} keeps: those with a weighted row (all of them without weights), ascending. */
+    public static long[] pooledSentences(long[] ids, float[] weights) {
+        java.util.stream.LongStream.Builder kept = java.util.stream.LongStream.builder();
+        long last = -1;
+        for (int i = 0; i < ids.length; i++)
+            if ((weights == null || weights[i] != 0) && ids[i] != last) {
+                kept.add(ids[i]);
+                last = ids[i];
+            }
+        return kept.build().toArray();
     }
 
     private TensorInfo info(String name) throws CheckpointFormatException {

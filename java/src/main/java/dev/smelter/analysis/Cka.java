@@ -1,10 +1,9 @@
 package dev.smelter.analysis;
 
 import dev.smelter.Context;
-import dev.smelter.DType;
 import dev.smelter.Matrix;
-import dev.smelter.Tensor;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.List;
 
@@ -41,7 +40,7 @@ public final class Cka {
     public static double feature(Context ctx, Matrix x, Matrix y, float[] rowWeights) {
         CrossMoments m = new CrossMoments((int) x.cols(), (int) y.cols(), true, CrossMoments.DEFAULT_CHUNK_ROWS);
         m.add(ctx, x, y, rowWeights);
-        return fromComoments(m.cxy(), m.cxx(), m.cyy());
+        return ratio(m.cxySquaredNorm(), Math.sqrt(m.cxxSquaredNorm()) * Math.sqrt(m.cyySquaredNorm()));
     }
 
     /**
@@ -50,23 +49,23 @@ public final class Cka {
      */
     public static double[][] featureMatrix(Context ctx, List<Matrix> xs, List<Matrix> ys, float[] rowWeights) {
         double[] nx = new double[xs.size()], ny = new double[ys.size()];
-        for (int i = 0; i < xs.size(); i++) nx[i] = Math.sqrt(squaredNorm(selfMoments(ctx, xs.get(i), rowWeights)));
-        for (int j = 0; j < ys.size(); j++) ny[j] = Math.sqrt(squaredNorm(selfMoments(ctx, ys.get(j), rowWeights)));
+        for (int i = 0; i < xs.size(); i++) nx[i] = Math.sqrt(selfMoments(ctx, xs.get(i), rowWeights).cxxSquaredNorm());
+        for (int j = 0; j < ys.size(); j++) ny[j] = Math.sqrt(selfMoments(ctx, ys.get(j), rowWeights).cxxSquaredNorm());
         double[][] out = new double[xs.size()][ys.size()];
         for (int i = 0; i < xs.size(); i++)
             for (int j = 0; j < ys.size(); j++) {
                 Matrix x = xs.get(i), y = ys.get(j);
                 CrossMoments m = new CrossMoments((int) x.cols(), (int) y.cols(), false, CrossMoments.DEFAULT_CHUNK_ROWS);
                 m.add(ctx, x, y, rowWeights);
-                out[i][j] = ratio(squaredNorm(m.cxy()), nx[i] * ny[j]);
+                out[i][j] = ratio(m.cxySquaredNorm(), nx[i] * ny[j]);
             }
         return out;
     }
 
-    private static double[] selfMoments(Context ctx, Matrix x, float[] rowWeights) {
+    private static CrossMoments selfMoments(Context ctx, Matrix x, float[] rowWeights) {
         CrossMoments m = new CrossMoments((int) x.cols(), 0, true, CrossMoments.DEFAULT_CHUNK_ROWS);
         m.add(ctx, x, null, rowWeights);
-        return m.cxx();
+        return m;
     }
 
     /** Gram-form CKA of x and y (same rows). */
@@ -131,8 +130,8 @@ public final class Cka {
     }
 
     /**
-     * The Gram matrix {@code (x - m)(x - m)^T} of a matrix about its f32-rounded column means, in
-     * f64. The residual mean left by rounding is removed exactly by {@link #prepare}.
+     * The Gram matrix {@code (x - m)(x - m)^T} of a matrix about its f32-rounded column means, formed in
+     * f64 ({@link Context#rowProductF64}). The residual mean left by rounding is removed by {@link #prepare}.
      */
     public static double[] gramMatrix(Context ctx, Matrix x) {
         int n = (int) x.rows();
@@ -141,13 +140,11 @@ public final class Cka {
         ctx.columnStats(x, null, null, sums, null);
         float[] mean = new float[sums.length];
         for (int i = 0; i < sums.length; i++) mean[i] = n == 0 ? 0 : (float) (sums[i] / n);
-        double[] k = new double[n * n];
         try (Arena arena = Arena.ofConfined()) {
-            Tensor out = Tensor.allocate(arena, DType.F32, (long) n * n);
-            ctx.rowProduct(x, mean, x, mean, out, false);
-            for (int i = 0; i < k.length; i++) k[i] = out.data().getAtIndex(ValueLayout.JAVA_FLOAT, i);
+            MemorySegment out = arena.allocate((long) n * n * Double.BYTES, Double.BYTES);
+            ctx.rowProductF64(x, mean, x, mean, out, false);
+            return out.toArray(ValueLayout.JAVA_DOUBLE);
         }
-        return k;
     }
 
     // BIASED: double-centers in place (H K H). UNBIASED: zeroes the diagonal (the estimator's K~).
@@ -173,8 +170,7 @@ public final class Cka {
     // HSIC up to a factor shared by all three terms of a CKA: <K, L> for centered K and L (biased),
     // or Song et al.'s unbiased estimator for K, L with zero diagonals.
     static double hsic(double[] k, double[] l, int n, Estimator estimator) {
-        double trace = 0;
-        for (int i = 0; i < k.length; i++) trace += k[i] * l[i];
+        double trace = Dot2.dot(k, l);
         if (estimator == Estimator.BIASED) return trace;
         if (n < 4) return Double.NaN;
         double sumK = 0, sumL = 0, cross = 0;
@@ -196,13 +192,12 @@ public final class Cka {
         return p > 0 && Double.isFinite(p) ? ratio(xy, Math.sqrt(p)) : Double.NaN;
     }
 
+    // Clamped to [-1, 1]: by Cauchy-Schwarz a CKA is within it, rounding may take the quotient an ulp beyond.
     private static double ratio(double num, double den) {
-        return den > 0 && Double.isFinite(den) && Double.isFinite(num) ? num / den : Double.NaN;
+        return den > 0 && Double.isFinite(den) && Double.isFinite(num) ? Math.clamp(num / den, -1.0, 1.0) : Double.NaN;
     }
 
-    static double squaredNorm(double[] a) {
-        double s = 0;
-        for (double v : a) s += v * v;
-        return s;
+    static double squaredNorm(double[] a) {  // see Dot2 for why compensated
+        return Dot2.dot(a, a);
     }
 }

@@ -1,10 +1,10 @@
 package dev.smelter.analysis;
 
 import dev.smelter.Context;
-import dev.smelter.DType;
 import dev.smelter.Matrix;
 import dev.smelter.Tensor;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 
 /**
@@ -12,12 +12,14 @@ import java.lang.foreign.ValueLayout;
  * that the number of rows (tokens) is unbounded: {@code Cxy = sum_r w_r (x_r - mean_x)(y_r - mean_y)^T},
  * and {@code Cxx}, {@code Cyy} likewise.
  *
- * <p>Why not raw moments: {@code sum x y^T - n mean_x mean_y^T} in f32 cancels catastrophically for
- * activations with a large mean and a small spread (CKA above 1 for rows of mean 100 and standard
- * deviation 0.01). Here every element is shifted in f32 by a provisional mean (the first chunk's)
- * before it is multiplied, each chunk's products are summed in f32 by the kernel, and chunks are
- * added in f64 together with the shifted column sums; the final centering {@code S - s_x s_y^T / W}
- * then only removes the small difference between the provisional and the true mean.
+ * <p>Why not raw moments: {@code sum x y^T - n mean_x mean_y^T} cancels catastrophically for
+ * activations with a large mean and a small spread (in f32, CKA above 1 for rows of mean 100 and
+ * standard deviation 0.01). Here every element is shifted by a provisional mean (the first chunk's,
+ * rounded to f32) before it is multiplied, the kernel forms the products and their sums in f64
+ * ({@link Context#columnProductF64}: the shift of an f32 value is exact), adding every chunk to the
+ * same f64 sums, and the final centering {@code S - s_x s_y^T / W} only removes the small difference
+ * between the provisional and the true mean. f64 keeps {@code 1 - CKA} of near-identical
+ * representations accurate, where f32 sums leave it at rounding noise (docs/ANALYSIS.md).
  *
  * <p>Not thread-safe. Host matrices are processed {@link #chunkRows} rows at a time; a device
  * matrix is one chunk.
@@ -36,10 +38,9 @@ public final class CrossMoments {
     private long rows;
     private final double[] sumX;
     private final double[] sumY;
-    private final double[] sxx;
-    private final double[] syy;
-    private final double[] sxy;
-    private Tensor productOut;
+    private final MemorySegment sxx;  // f64 sums of shifted products, native, added to by the kernel
+    private final MemorySegment syy;
+    private final MemorySegment sxy;
 
     /**
      * Moments of x alone ({@code dy == 0}) or of x and y. With y, {@code Cxx}, {@code Cyy} and
@@ -56,9 +57,13 @@ public final class CrossMoments {
         this.chunkRows = chunkRows;
         this.sumX = new double[dx];
         this.sumY = withY ? new double[dy] : null;
-        this.sxx = needSelf || !withY ? new double[dx * dx] : null;
-        this.syy = needSelf && withY ? new double[dy * dy] : null;
-        this.sxy = withY ? new double[dx * dy] : null;
+        this.sxx = needSelf || !withY ? zeros((long) dx * dx) : null;
+        this.syy = needSelf && withY ? zeros((long) dy * dy) : null;
+        this.sxy = withY ? zeros((long) dx * dy) : null;
+    }
+
+    private static MemorySegment zeros(long count) {  // freed with this object
+        return Arena.ofAuto().allocate(count * Double.BYTES, Double.BYTES).fill((byte) 0);
     }
 
     /** Moments of one representation (covariance). */
@@ -101,22 +106,11 @@ public final class CrossMoments {
         }
         ctx.columnStats(x, shiftX, w, sumX, null);
         if (withY) ctx.columnStats(y, shiftY, w, sumY, null);
-        if (productOut == null) {  // one f32 buffer for every chunk's products, freed with this object
-            int big = Math.max(dx, dy);
-            productOut = Tensor.allocate(Arena.ofAuto(), DType.F32, (long) big * big);
-        }
-        if (sxx != null) addProduct(ctx, x, shiftX, x, shiftX, w, productOut, sxx, dx * dx);
-        if (syy != null) addProduct(ctx, y, shiftY, y, shiftY, w, productOut, syy, dy * dy);
-        if (sxy != null) addProduct(ctx, x, shiftX, y, shiftY, w, productOut, sxy, dx * dy);
+        if (sxx != null) ctx.columnProductF64(x, shiftX, x, shiftX, w, sxx, true);
+        if (syy != null) ctx.columnProductF64(y, shiftY, y, shiftY, w, syy, true);
+        if (sxy != null) ctx.columnProductF64(x, shiftX, y, shiftY, w, sxy, true);
         weight += chunkWeight;
         rows += n;
-    }
-
-    private static void addProduct(Context ctx, Matrix x, float[] sx, Matrix y, float[] sy, float[] w, Tensor out,
-            double[] into, int count) {
-        Tensor o = out.slice(0, count);
-        ctx.columnProduct(x, sx, y, sy, w, o, false);
-        for (int i = 0; i < count; i++) into[i] += o.data().getAtIndex(ValueLayout.JAVA_FLOAT, i);
     }
 
     private static float[] provisionalMean(Context ctx, Matrix m, float[] w, double weight) {
@@ -160,11 +154,43 @@ public final class CrossMoments {
         return centered(sxy, sumX, sumY, dx, dy);
     }
 
-    private double[] centered(double[] s, double[] a, double[] b, int na, int nb) {
-        double[] c = new double[na * nb];
-        if (weight == 0) return c;
+    /** {@code ||Cxx||_F^2}, without forming the matrix, summed as by {@link Dot2}. */
+    public double cxxSquaredNorm() {
+        if (sxx == null) throw new IllegalStateException("x moments were not kept");
+        return centeredSquaredNorm(sxx, sumX, sumX, dx, dx);
+    }
+
+    /** {@code ||Cyy||_F^2}. */
+    public double cyySquaredNorm() {
+        if (syy == null) throw new IllegalStateException("y moments were not kept");
+        return centeredSquaredNorm(syy, sumY, sumY, dy, dy);
+    }
+
+    /** {@code ||Cxy||_F^2}. */
+    public double cxySquaredNorm() {
+        if (sxy == null) throw new IllegalStateException("no y");
+        return centeredSquaredNorm(sxy, sumX, sumY, dx, dy);
+    }
+
+    private double centeredSquaredNorm(MemorySegment sums, double[] a, double[] b, int na, int nb) {
+        if (weight == 0) return 0;
+        Dot2 s = new Dot2();
+        double[] row = new double[nb];
+        for (int i = 0; i < na; i++) {
+            MemorySegment.copy(sums, ValueLayout.JAVA_DOUBLE, (long) i * nb * Double.BYTES, row, 0, nb);
+            for (int j = 0; j < nb; j++) {
+                double c = row[j] - a[i] * b[j] / weight;
+                s.add(c, c);
+            }
+        }
+        return s.value();
+    }
+
+    private double[] centered(MemorySegment sums, double[] a, double[] b, int na, int nb) {
+        if (weight == 0) return new double[na * nb];
+        double[] c = sums.toArray(ValueLayout.JAVA_DOUBLE);
         for (int i = 0; i < na; i++)
-            for (int j = 0; j < nb; j++) c[i * nb + j] = s[i * nb + j] - a[i] * b[j] / weight;
+            for (int j = 0; j < nb; j++) c[i * nb + j] -= a[i] * b[j] / weight;
         return c;
     }
 

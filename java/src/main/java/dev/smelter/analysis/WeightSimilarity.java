@@ -11,6 +11,7 @@ import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.TensorInfo;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -19,14 +20,20 @@ import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
 import java.util.function.Consumer;
+import org.ejml.data.DMatrixRMaj;
+import org.ejml.dense.row.CommonOps_DDRM;
+import org.ejml.dense.row.NormOps_DDRM;
+import org.ejml.dense.row.factory.DecompositionFactory_DDRM;
+import org.ejml.interfaces.decomposition.EigenDecomposition_F64;
+import org.ejml.interfaces.decomposition.QRDecomposition;
 
 /**
  * Weight-space similarity of checkpoints, per layer: cosine of parameters and of task vectors, L2 norms and
  * distances, stable rank, sign-conflict rate and TIES mask overlap between task vectors. Tensors are grouped by
  * layer index ({@link TensorNames}); tensors before the layers form group "embed", those after "final".
  *
- * <p>Dot products and counts come from {@code smelter_pair_stats} (f64, one fixed summation order), stable ranks
- * from power iteration on {@code W^T W} with {@code smelter_product}.
+ * <p>Dot products, distances and counts come from {@code smelter_pair_stats} (f64, one fixed summation order),
+ * stable ranks from block subspace iteration on {@code W^T W} with f64 {@code smelter_product}s, to a stated 1e-6.
  */
 public final class WeightSimilarity {
     private WeightSimilarity() {}
@@ -34,7 +41,7 @@ public final class WeightSimilarity {
     /**
      * @param density TIES mask density for the mask overlap (per tensor, k = floor(density * n) largest |delta|);
      *     0 = no masks
-     * @param stableRankIterations power iterations per matrix; 0 = no stable ranks
+     * @param stableRankIterations most subspace iterations per matrix; 0 = no stable ranks
      */
     public record Options(double density, int stableRankIterations) {
         public Options {
@@ -100,8 +107,11 @@ public final class WeightSimilarity {
                     matrices++;
                     long rows = info.shape()[0], cols = info.shape()[1];
                     for (int i = 0; i < n; i++) {
-                        sr[i] += stableRank(ctx, new Matrix(ts.get(i), rows, cols), options.stableRankIterations());
-                        if (b != null) tsr[i] += taskStableRank(ctx, ts.get(i), b, rows, cols, options.stableRankIterations());
+                        sr[i] += checked(estimateStableRank(ctx, new Matrix(ts.get(i), rows, cols), options.stableRankIterations()),
+                                name + " of " + models.get(i).directory(), warn);
+                        if (b != null)
+                            tsr[i] += checked(taskStableRank(ctx, ts.get(i), b, rows, cols, options.stableRankIterations()),
+                                    "the task vector of " + name + " of " + models.get(i).directory(), warn);
                     }
                 }
             }
@@ -114,6 +124,15 @@ public final class WeightSimilarity {
             out.add(new Group(g, count, elements, params, tasks, sr, base == null ? null : tsr));
         }
         return out;
+    }
+
+    // The value where it converged; NaN, with a warning, where it did not.
+    private static double checked(StableRank s, String what, Consumer<String> warn) {
+        if (s.converged()) return s.value();
+        warn.accept(String.format(java.util.Locale.ROOT,
+                "stable rank of %s did not converge to %.0e in %d iterations (residual %.2e); NaN (raise --iterations)",
+                what, STABLE_RANK_TOLERANCE, s.iterations(), s.residual()));
+        return Double.NaN;
     }
 
     private static void requireSame(Checkpoint first, Checkpoint other, String name, TensorInfo info) {
@@ -155,67 +174,154 @@ public final class WeightSimilarity {
         return out;
     }
 
+    /** Relative accuracy of a stable rank: the residual test that stops the iteration (see {@link #estimateStableRank}). */
+    public static final double STABLE_RANK_TOLERANCE = 1e-6;
+
+    /** Vectors iterated at once: 32, each in two f32 parts, fill the product kernels' 64-wide tiles. */
+    static final int STABLE_RANK_BLOCK = 32;
+
     /**
-     * Stable rank {@code ||W||_F^2 / sigma_max(W)^2} of a rows x cols matrix (host tensor of any float dtype).
-     * sigma_max^2 is the Rayleigh quotient {@code ||W v||^2} of power iteration on {@code W^T W} from a fixed
-     * start vector, stopped after {@code iterations} or when it changes by less than 1e-7 relative. It
-     * approaches sigma_max^2 from below, so the stable rank is approached from above; well-separated top
-     * singular values converge in a few iterations.
+     * A stable rank and how it was found: {@code converged} when the residual test held (sigma_max^2, hence the
+     * stable rank, within {@link #STABLE_RANK_TOLERANCE} relative), after {@code iterations} products with
+     * {@code W^T W}; {@code residual} is the last relative residual.
      */
-    public static double stableRank(Context ctx, Matrix w, int iterations) {
-        long rows = w.rows(), cols = w.cols();
+    public record StableRank(double value, boolean converged, int iterations, double residual) {}
+
+    /** The stable rank to {@link #STABLE_RANK_TOLERANCE}, NaN if it did not converge in {@code maxIterations}. */
+    public static double stableRank(Context ctx, Matrix w, int maxIterations) {
+        StableRank s = estimateStableRank(ctx, w, maxIterations);
+        return s.converged() ? s.value() : Double.NaN;
+    }
+
+    /**
+     * Stable rank {@code ||W||_F^2 / sigma_max(W)^2} of a rows x cols matrix (host tensor of any float dtype), by
+     * block subspace iteration with Rayleigh-Ritz on {@code A = W^T W} (or {@code W W^T}, whichever is smaller,
+     * of dimension m): a block V of {@code min(32, m)} orthonormal vectors from a fixed random start; each
+     * iteration forms {@code Z = A V} with two f64 products ({@code smelter_product}, the block in two f32 parts,
+     * so it keeps f64 accuracy), takes the top eigenpair (theta, y) of {@code V^T A V}, and stops when the
+     * residual {@code |Z y - theta V y| <= 1e-6 theta}; else V becomes an orthonormal basis of Z. theta is a
+     * Rayleigh quotient, at most sigma_max^2, and the residual bounds its distance to an eigenvalue (the top one,
+     * which a random start does not miss): sigma_max^2 and the stable rank are within 1e-6 relative. A matrix
+     * with m <= 32 is exact after one iteration. {@code ||W||_F^2} comes from {@code smelter_pair_stats}.
+     */
+    public static StableRank estimateStableRank(Context ctx, Matrix w, int maxIterations) {
+        if (maxIterations < 1) throw new IllegalArgumentException("at least one iteration, got " + maxIterations);
+        PairStats s = new PairStats(1);
+        ctx.pairStats(List.of(w.tensor()), null, null, null, s);
+        double frobenius2 = s.dot(0, 0);
+        if (!(frobenius2 > 0 && Double.isFinite(frobenius2))) return new StableRank(Double.NaN, true, 0, 0);
+        boolean onColumns = w.cols() <= w.rows();  // the block lives in the smaller space
+        int m = (int) Math.min(w.rows(), w.cols()), b = Math.min(STABLE_RANK_BLOCK, m);
         try (Arena arena = Arena.ofConfined()) {
-            Tensor v = Tensor.allocate(arena, DType.F32, cols), u = Tensor.allocate(arena, DType.F32, rows);
-            Tensor z = Tensor.allocate(arena, DType.F32, cols);
-            // A deterministic start with every coordinate non-zero, so no singular direction is missed exactly.
-            SplittableRandom r = new SplittableRandom(0x5EED);
-            double norm = 0;
-            for (long i = 0; i < cols; i++) {
-                float x = (float) (r.nextDouble() + 0.5) * (r.nextBoolean() ? 1 : -1);
-                v.data().setAtIndex(ValueLayout.JAVA_FLOAT, i, x);
-                norm += (double) x * x;
+            BlockProducts products = new BlockProducts(ctx, w, b, arena);
+            DMatrixRMaj v = orthonormalBasis(randomStart(m, b));
+            EigenDecomposition_F64<DMatrixRMaj> eig = DecompositionFactory_DDRM.eig(b, true, true);
+            double theta = 0, residual = Double.NaN;
+            for (int it = 1; it <= maxIterations; it++) {
+                DMatrixRMaj u = onColumns ? products.times(v) : products.transposeTimes(v);  // W V or W^T V
+                DMatrixRMaj z = onColumns ? products.transposeTimes(u) : products.times(u);  // A V
+                DMatrixRMaj h = CommonOps_DDRM.multTransA(u, u, null);                     // V^T A V
+                if (!allFinite(h) || !eig.decompose(h)) return new StableRank(Double.NaN, false, it, Double.NaN);
+                int top = 0;
+                for (int i = 1; i < b; i++) if (eig.getEigenvalue(i).real > eig.getEigenvalue(top).real) top = i;
+                theta = eig.getEigenvalue(top).real;
+                DMatrixRMaj y = eig.getEigenVector(top);
+                DMatrixRMaj r = CommonOps_DDRM.mult(z, y, null), vy = CommonOps_DDRM.mult(v, y, null);
+                CommonOps_DDRM.addEquals(r, -theta, vy);
+                residual = theta > 0 ? NormOps_DDRM.normF(r) / (theta * NormOps_DDRM.normF(vy)) : Double.NaN;
+                if (!(theta > 0)) return new StableRank(Double.NaN, true, it, residual);  // W is 0 to f64 precision
+                if (residual <= STABLE_RANK_TOLERANCE) return new StableRank(frobenius2 / theta, true, it, residual);
+                v = orthonormalBasis(z);
             }
-            scale(v, 1 / Math.sqrt(norm));
-            double sigma2 = 0;
-            for (int it = 0; it < iterations; it++) {
-                ctx.rowProduct(w, null, new Matrix(v, 1, cols), null, u, false);        // u = W v
-                double next = sumSquares(u);
-                ctx.columnProduct(w, null, new Matrix(u, rows, 1), null, null, z, false); // z = W^T u
-                double zn = Math.sqrt(sumSquares(z));
-                boolean done = it > 0 && Math.abs(next - sigma2) <= 1e-7 * next;
-                sigma2 = next;
-                if (done || zn == 0) break;
-                v.data().copyFrom(z.data());
-                scale(v, 1 / zn);
-            }
-            PairStats s = new PairStats(1);
-            ctx.pairStats(List.of(w.tensor()), null, null, null, s);
-            return sigma2 > 0 ? s.dot(0, 0) / sigma2 : Double.NaN;
+            return new StableRank(frobenius2 / theta, false, maxIterations, residual);
         }
     }
 
-    private static double taskStableRank(Context ctx, Tensor model, Tensor base, long rows, long cols, int iterations) {
+    /** W M and W^T M for a block M of f64 columns, by two f64 products of its two f32 parts (hi + lo). */
+    private static final class BlockProducts {
+        private final Context ctx;
+        private final Matrix w;
+        private final int b;
+        private final Tensor rowsParts, colsParts;  // [M_hi M_lo] as rows x 2b, and [M_hi; M_lo]^T as 2b x cols
+        private final MemorySegment rowsOut, colsOut;
+
+        BlockProducts(Context ctx, Matrix w, int b, Arena arena) {
+            this.ctx = ctx;
+            this.w = w;
+            this.b = b;
+            rowsParts = Tensor.allocate(arena, DType.F32, w.rows() * 2 * b);
+            colsParts = Tensor.allocate(arena, DType.F32, 2 * b * w.cols());
+            rowsOut = arena.allocate(w.rows() * 2 * b * Double.BYTES, Double.BYTES);
+            colsOut = arena.allocate(w.cols() * 2 * b * Double.BYTES, Double.BYTES);
+        }
+
+        /** W M, M cols x b. */
+        DMatrixRMaj times(DMatrixRMaj m) {
+            long cols = w.cols();
+            for (int i = 0; i < cols; i++)
+                for (int j = 0; j < b; j++) {
+                    double x = m.get(i, j);
+                    float hi = (float) x;
+                    colsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, j * cols + i, hi);
+                    colsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, (b + j) * cols + i, (float) (x - hi));
+                }
+            ctx.rowProductF64(w, null, new Matrix(colsParts, 2L * b, cols), null, rowsOut, false);
+            return folded(rowsOut, (int) w.rows());
+        }
+
+        /** W^T M, M rows x b. */
+        DMatrixRMaj transposeTimes(DMatrixRMaj m) {
+            long rows = w.rows();
+            for (int i = 0; i < rows; i++)
+                for (int j = 0; j < b; j++) {
+                    double x = m.get(i, j);
+                    float hi = (float) x;
+                    rowsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, (long) i * 2 * b + j, hi);
+                    rowsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, (long) i * 2 * b + b + j, (float) (x - hi));
+                }
+            ctx.columnProductF64(w, null, new Matrix(rowsParts, rows, 2L * b), null, null, colsOut, false);
+            return folded(colsOut, (int) w.cols());
+        }
+
+        // n x 2b products of the two parts -> n x b: hi part + lo part.
+        private DMatrixRMaj folded(MemorySegment out, int n) {
+            DMatrixRMaj r = new DMatrixRMaj(n, b);
+            for (int i = 0; i < n; i++)
+                for (int j = 0; j < b; j++)
+                    r.set(i, j, out.getAtIndex(ValueLayout.JAVA_DOUBLE, (long) i * 2 * b + j)
+                            + out.getAtIndex(ValueLayout.JAVA_DOUBLE, (long) i * 2 * b + b + j));
+            return r;
+        }
+    }
+
+    // A fixed Gaussian start, so results repeat.
+    private static DMatrixRMaj randomStart(int m, int b) {
+        SplittableRandom r = new SplittableRandom(0x5EED);
+        DMatrixRMaj v = new DMatrixRMaj(m, b);
+        for (int i = 0; i < v.data.length; i++) {
+            double u1 = r.nextDouble(), u2 = r.nextDouble();
+            v.data[i] = Math.sqrt(-2 * Math.log1p(-u1)) * Math.cos(2 * Math.PI * u2);
+        }
+        return v;
+    }
+
+    private static DMatrixRMaj orthonormalBasis(DMatrixRMaj z) {
+        QRDecomposition<DMatrixRMaj> qr = DecompositionFactory_DDRM.qr(z.numRows, z.numCols);
+        if (!qr.decompose(z.copy())) throw new ArithmeticException("QR decomposition failed");
+        return qr.getQ(null, true);
+    }
+
+    private static boolean allFinite(DMatrixRMaj m) {
+        for (double x : m.data) if (!Double.isFinite(x)) return false;
+        return true;
+    }
+
+    private static StableRank taskStableRank(Context ctx, Tensor model, Tensor base, long rows, long cols, int iterations) {
         try (Arena arena = Arena.ofConfined()) {
             Tensor delta = Tensor.allocate(arena, DType.F32, model.count());
             MergeSpec minus = MergeSpec.linear(1, -1).toBuilder().normalize(false).build();
             ctx.merge(minus, null, List.of(model, base), delta);  // f32 x - base, as the merge forms deltas
-            return stableRank(ctx, new Matrix(delta, rows, cols), iterations);
-        }
-    }
-
-    private static double sumSquares(Tensor t) {
-        double s = 0;
-        for (long i = 0; i < t.count(); i++) {
-            double x = t.data().getAtIndex(ValueLayout.JAVA_FLOAT, i);
-            s += x * x;
-        }
-        return s;
-    }
-
-    private static void scale(Tensor t, double f) {
-        for (long i = 0; i < t.count(); i++) {
-            float x = t.data().getAtIndex(ValueLayout.JAVA_FLOAT, i);
-            t.data().setAtIndex(ValueLayout.JAVA_FLOAT, i, (float) (x * f));
+            return estimateStableRank(ctx, new Matrix(delta, rows, cols), iterations);
         }
     }
 }

@@ -63,6 +63,10 @@ final class CkaCommand implements Callable<Integer> {
     @Option(names = "--pool", defaultValue = "none", paramLabel = "P", description = "'mean': one row per sentence (sentence_ids), after the mask")
     String pool;
 
+    @Option(names = "--allow-mask-mismatch",
+            description = "with --pool mean and --mask: go on, with a warning, where the two files' masks differ on tokens (each file is pooled with its own mask)")
+    boolean allowMaskMismatch;
+
     @Option(names = "--angles", defaultValue = "0", paramLabel = "R",
             description = "also the median principal angle between the top-R principal subspaces per layer pair ('same' pairs)")
     int angles;
@@ -87,8 +91,10 @@ final class CkaCommand implements Callable<Integer> {
             if (pairs.equals("same") && !la.equals(lb))
                 throw new IllegalArgumentException("the files have different layers (" + la + " and " + lb + "); use --pairs all");
             List<Matrix> xs = new ArrayList<>(), ys = new ArrayList<>();
-            float[] weights = prepare(fa, la, xs, arena);
-            float[] weightsB = prepare(fb, lb, ys, arena);
+            Rows ra = prepare(fa, la, xs, arena), rb = prepare(fb, lb, ys, arena);
+            boolean pooled = pool.equals("mean");
+            if (pooled && mask != null) checkPooledMasks(ra, rb, err);
+            float[] weights = pooled ? null : ra.weights(), weightsB = pooled ? null : rb.weights();
             long rows = xs.getFirst().rows();
             if (ys.getFirst().rows() != rows)
                 throw new IllegalArgumentException(a + " has " + rows + " rows, " + b + " has " + ys.getFirst().rows()
@@ -131,8 +137,12 @@ final class CkaCommand implements Callable<Integer> {
         }
     }
 
-    // Fills the layer matrices (pooled if asked) and returns the row weights of a mask (null if none remain).
-    private float[] prepare(Activations file, List<Integer> layers, List<Matrix> out, Arena arena) throws IOException {
+    // A file's token rows: the mask's row weights (null without --mask), and with --pool mean the sentence ids and
+    // the sentences pooling keeps.
+    private record Rows(Path file, float[] weights, long[] ids, long[] sentences) {}
+
+    // Fills the layer matrices (pooled if asked).
+    private Rows prepare(Activations file, List<Integer> layers, List<Matrix> out, Arena arena) throws IOException {
         float[] weights = null;
         long[] ids = null;
         for (int layer : layers) {
@@ -147,7 +157,38 @@ final class CkaCommand implements Callable<Integer> {
                         + layers.getFirst() + " has " + out.getFirst().rows());
             out.add(m);
         }
-        return pool.equals("mean") ? null : weights;
+        return new Rows(file.path(), weights, ids, ids == null ? null : Activations.pooledSentences(ids, weights));
+    }
+
+    // Pooled rows pair sentence by sentence: both files must keep the same sentences (always refused otherwise),
+    // and where they have the same tokens the mask should be the same on every token.
+    private void checkPooledMasks(Rows ra, Rows rb, PrintStream err) {
+        long[] sa = ra.sentences(), sb = rb.sentences();
+        for (int i = 0, j = 0; i < sa.length || j < sb.length; ) {
+            if (i < sa.length && j < sb.length && sa[i] == sb[j]) {
+                i++;
+                j++;
+                continue;
+            }
+            boolean inA = j >= sb.length || (i < sa.length && sa[i] < sb[j]);
+            long s = inA ? sa[i] : sb[j];
+            throw new IllegalArgumentException("mask." + mask + " keeps tokens of sentence " + s + " in " + (inA ? ra.file() : rb.file())
+                    + " but none in " + (inA ? rb.file() : ra.file()) + ": the pooled rows would pair different sentences");
+        }
+        if (!java.util.Arrays.equals(ra.ids(), rb.ids())) {
+            err.println("note: " + ra.file() + " and " + rb.file() + " tokenize differently (" + ra.ids().length + " and "
+                    + rb.ids().length + " tokens); mask." + mask + " was checked per sentence only");
+            return;
+        }
+        int differ = 0;
+        for (int i = 0; i < ra.weights().length; i++) if (ra.weights()[i] != rb.weights()[i]) differ++;
+        if (differ == 0) return;
+        String what = "mask." + mask + " differs between " + ra.file() + " and " + rb.file() + " on " + differ + " of "
+                + ra.weights().length + " tokens";
+        if (!allowMaskMismatch)
+            throw new IllegalArgumentException(what + ": pooled over different tokens, even identical activations differ"
+                    + " (--allow-mask-mismatch pools each file with its own mask)");
+        err.println("warning: " + what + "; each file is pooled with its own mask");
     }
 
     private double[] medianAngles(Context ctx, List<Matrix> xs, List<Matrix> ys, float[] weights) {

@@ -28,6 +28,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     int64_t *nonfinite;
  *     const smelter_tensor *select;
  *     uint32_t select_threshold;
+ *     double *squared_distances;
  * }
  * }
  */
@@ -52,7 +53,8 @@ public class smelter_pair_stats_params {
         smelter_h.C_POINTER.withName("nonfinite"),
         smelter_h.C_POINTER.withName("select"),
         smelter_h.C_INT.withName("select_threshold"),
-        MemoryLayout.paddingLayout(4)
+        MemoryLayout.paddingLayout(4),
+        smelter_h.C_POINTER.withName("squared_distances")
     ).withName("smelter_pair_stats_params");
 
     /**
@@ -632,6 +634,50 @@ public class smelter_pair_stats_params {
      */
     public static void select_threshold(MemorySegment struct, int fieldValue) {
         struct.set(select_threshold$LAYOUT, select_threshold$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout squared_distances$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("squared_distances"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * double *squared_distances
+     * }
+     */
+    public static final AddressLayout squared_distances$layout() {
+        return squared_distances$LAYOUT;
+    }
+
+    private static final long squared_distances$OFFSET = $LAYOUT.byteOffset(groupElement("squared_distances"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * double *squared_distances
+     * }
+     */
+    public static final long squared_distances$offset() {
+        return squared_distances$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * double *squared_distances
+     * }
+     */
+    public static MemorySegment squared_distances(MemorySegment struct) {
+        return struct.get(squared_distances$LAYOUT, squared_distances$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * double *squared_distances
+     * }
+     */
+    public static void squared_distances(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(squared_distances$LAYOUT, squared_distances$OFFSET, fieldValue);
     }
 
     /**

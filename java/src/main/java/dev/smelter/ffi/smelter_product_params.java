@@ -27,6 +27,7 @@ import static java.lang.foreign.MemoryLayout.PathElement.*;
  *     const float *y_shift;
  *     const float *row_weights;
  *     int32_t accumulate;
+ *     double *out_f64;
  * }
  * }
  */
@@ -49,7 +50,8 @@ public class smelter_product_params {
         smelter_h.C_POINTER.withName("y_shift"),
         smelter_h.C_POINTER.withName("row_weights"),
         smelter_h.C_INT.withName("accumulate"),
-        MemoryLayout.paddingLayout(4)
+        MemoryLayout.paddingLayout(4),
+        smelter_h.C_POINTER.withName("out_f64")
     ).withName("smelter_product_params");
 
     /**
@@ -585,6 +587,50 @@ public class smelter_product_params {
      */
     public static void accumulate(MemorySegment struct, int fieldValue) {
         struct.set(accumulate$LAYOUT, accumulate$OFFSET, fieldValue);
+    }
+
+    private static final AddressLayout out_f64$LAYOUT = (AddressLayout)$LAYOUT.select(groupElement("out_f64"));
+
+    /**
+     * Layout for field:
+     * {@snippet lang=c :
+     * double *out_f64
+     * }
+     */
+    public static final AddressLayout out_f64$layout() {
+        return out_f64$LAYOUT;
+    }
+
+    private static final long out_f64$OFFSET = $LAYOUT.byteOffset(groupElement("out_f64"));
+
+    /**
+     * Offset for field:
+     * {@snippet lang=c :
+     * double *out_f64
+     * }
+     */
+    public static final long out_f64$offset() {
+        return out_f64$OFFSET;
+    }
+
+    /**
+     * Getter for field:
+     * {@snippet lang=c :
+     * double *out_f64
+     * }
+     */
+    public static MemorySegment out_f64(MemorySegment struct) {
+        return struct.get(out_f64$LAYOUT, out_f64$OFFSET);
+    }
+
+    /**
+     * Setter for field:
+     * {@snippet lang=c :
+     * double *out_f64
+     * }
+     */
+    public static void out_f64(MemorySegment struct, MemorySegment fieldValue) {
+        struct.set(out_f64$LAYOUT, out_f64$OFFSET, fieldValue);
     }
 
     /**

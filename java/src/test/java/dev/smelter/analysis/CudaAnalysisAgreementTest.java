@@ -14,6 +14,8 @@ import dev.smelter.Smelter;
 import dev.smelter.Tensor;
 import dev.smelter.TestData;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
@@ -50,12 +52,20 @@ class CudaAnalysisAgreementTest {
                     cpu.rowProduct(x, sx, x, sx, ga, false);
                     gpu.rowProduct(x, sx, x, sx, gb, false);
                     assertAllClose(ga, gb, "gram " + dtype + " " + rows);
+                    MemorySegment a64 = arena.allocate((long) dx * dy * 8, 8), b64 = arena.allocate((long) dx * dy * 8, 8);
+                    cpu.columnProductF64(x, sx, y, null, w, a64, false);
+                    gpu.columnProductF64(x, sx, y, null, w, b64, false);
+                    assertAllClose64(a64, b64, "f64 column product " + dtype + " " + rows);
+                    MemorySegment g64 = arena.allocate((long) rows * rows * 8, 8), h64 = arena.allocate((long) rows * rows * 8, 8);
+                    cpu.rowProductF64(x, sx, x, sx, g64, false);
+                    gpu.rowProductF64(x, sx, x, sx, h64, false);
+                    assertAllClose64(g64, h64, "f64 gram " + dtype + " " + rows);
                     double[] sa = new double[dx], sb = new double[dx];
                     long[] pa = new long[dx], pb = new long[dx];
                     cpu.columnStats(x, sx, w, sa, pa);
                     gpu.columnStats(x, sx, w, sb, pb);
                     assertArrayEquals(pa, pb, "positive counts " + dtype);
-                    for (int i = 0; i < dx; i++) assertEquals(sa[i], sb[i], 1e-9 * (1 + Math.abs(sa[i])), "sum " + i);
+                    for (int i = 0; i < dx; i++) assertEquals(sa[i], sb[i], 1e-12 * (1 + Math.abs(sa[i])), "sum " + i);
                 }
             // device-resident operands and output, accumulating
             Matrix x = matrix(arena, DType.BF16, random(r, 1000, 64, 0.0, 1.0));
@@ -71,12 +81,49 @@ class CudaAnalysisAgreementTest {
                 gpu.synchronize();
                 cpu.columnProduct(x, null, x, null, null, ref, false);
                 for (int i = 0; i < 64 * 64; i++) assertEquals(2 * ref.getFloat(i), back.getFloat(i), 1e-3 * (1 + Math.abs(ref.getFloat(i))));
-                assertEquals(Cka.feature(cpu, x, x, null), Cka.feature(gpu, dm, dm, null), 1e-9);
+                assertEquals(Cka.feature(cpu, x, x, null), Cka.feature(gpu, dm, dm, null), 1e-12);
             } finally {
                 gpu.free(dx);
                 gpu.free(dout);
             }
         }
+    }
+
+    /** Rows a zero weight leaves out hold infinities and NaN (an f16 dump's BOS): the GPU does not read them either. */
+    @Test
+    void rowsWithZeroWeightAreNotRead() {
+        SplittableRandom r = new SplittableRandom(12);
+        try (Arena arena = Arena.ofConfined(); Context cpu = Smelter.open(Device.cpu());
+                Context gpu = Smelter.open(Device.cuda(0))) {
+            for (DType dtype : DType.values()) {
+                int rows = 3001, dx = 70, dy = 33;
+                double[][] x0 = random(r, rows, dx, 1.0, 2.0), y0 = random(r, rows, dy, -3.0, 1.0);
+                float[] w = new float[rows];
+                for (int i = 0; i < rows; i++) {
+                    w[i] = i % 5 == 0 ? 0 : 1;
+                    if (w[i] == 0) {
+                        x0[i][i % dx] = Double.POSITIVE_INFINITY;
+                        y0[i][i % dy] = Double.NaN;
+                    }
+                }
+                Matrix x = matrix(arena, dtype, x0), y = matrix(arena, dtype, y0);
+                Tensor a = Tensor.allocate(arena, DType.F32, (long) dx * dy), b = Tensor.allocate(arena, DType.F32, (long) dx * dy);
+                cpu.columnProduct(x, null, y, null, w, a, false);
+                gpu.columnProduct(x, null, y, null, w, b, false);
+                for (long i = 0; i < a.count(); i++) assertTrue(Float.isFinite(b.getFloat(i)), "cuda [" + i + "]: " + b.getFloat(i));
+                assertAllClose(a, b, "masked column product " + dtype);
+                assertEquals(Cka.feature(cpu, x, y, w), Cka.feature(gpu, x, y, w), 1e-12, "masked CKA " + dtype);
+            }
+        }
+    }
+
+    // f64 products: the GPU sums in another order, so they agree to f64 rounding of the largest entries.
+    private static void assertAllClose64(MemorySegment a, MemorySegment b, String what) {
+        double[] x = a.toArray(ValueLayout.JAVA_DOUBLE), y = b.toArray(ValueLayout.JAVA_DOUBLE);
+        double scale = 0;
+        for (double v : x) scale = Math.max(scale, Math.abs(v));
+        for (int i = 0; i < x.length; i++)
+            assertTrue(Math.abs(x[i] - y[i]) <= 1e-12 * scale + 1e-300, what + " [" + i + "]: cpu " + x[i] + ", cuda " + y[i]);
     }
 
     private static void assertAllClose(Tensor a, Tensor b, String what) {

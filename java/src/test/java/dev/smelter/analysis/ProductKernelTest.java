@@ -13,6 +13,7 @@ import dev.smelter.Smelter;
 import dev.smelter.SmelterException;
 import dev.smelter.Tensor;
 import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.util.SplittableRandom;
 import org.junit.jupiter.params.ParameterizedTest;
@@ -61,6 +62,25 @@ class ProductKernelTest {
                     }
                     assertClose(e, out.getFloat((long) i * dy + j), mag, "column product " + tx + "/" + ty + " [" + i + "][" + j + "]");
                 }
+            // in f64: shifted in f64 (exact here), multiplied and summed in f64
+            MemorySegment out64 = arena.allocate((long) dx * dy * Double.BYTES, Double.BYTES);
+            ctx.columnProductF64(mx, sx, my, sy, w, out64, false);
+            for (int i = 0; i < dx; i++)
+                for (int j = 0; j < dy; j++) {
+                    double e = 0, mag = 0;
+                    for (int k = 0; k < rows; k++) {
+                        double a = (x[k][i] - sx[i]) * w[k], b = y[k][j] - sy[j];
+                        e += a * b;
+                        mag += Math.abs(a * b);
+                    }
+                    double got = out64.getAtIndex(ValueLayout.JAVA_DOUBLE, (long) i * dy + j);
+                    assertTrue(Math.abs(e - got) <= 1e-13 * mag + 1e-300,
+                            "f64 column product " + tx + "/" + ty + " [" + i + "][" + j + "]: " + got + " vs " + e);
+                }
+            double first = out64.getAtIndex(ValueLayout.JAVA_DOUBLE, 0);
+            ctx.columnProductF64(mx, sx, my, sy, w, out64, true);
+            assertEquals(2 * first, out64.getAtIndex(ValueLayout.JAVA_DOUBLE, 0), 0.0, "f64 accumulate");
+
             // accumulate adds to what is there
             float before = out.getFloat(0);
             ctx.columnProduct(mx, sx, my, sy, w, out, true);
@@ -80,6 +100,19 @@ class ProductKernelTest {
                     }
                     assertClose(e, gram.getFloat((long) a * rows + b), mag, "gram [" + a + "][" + b + "]");
                 }
+            MemorySegment gram64 = arena.allocate((long) rows * rows * Double.BYTES, Double.BYTES);
+            ctx.rowProductF64(mxt, sx, mxt, sx, gram64, false);
+            for (int a = 0; a < rows; a += Math.max(1, rows / 17))
+                for (int b = 0; b < rows; b++) {
+                    double e = 0, mag = 0;
+                    for (int i = 0; i < dx; i++) {
+                        double p = (xt[a][i] - sx[i]) * (xt[b][i] - sx[i]);
+                        e += p;
+                        mag += Math.abs(p);
+                    }
+                    double got = gram64.getAtIndex(ValueLayout.JAVA_DOUBLE, (long) a * rows + b);
+                    assertTrue(Math.abs(e - got) <= 1e-13 * mag + 1e-300, "f64 gram [" + a + "][" + b + "]: " + got + " vs " + e);
+                }
 
             double[] sums = new double[dx];
             long[] positive = new long[dx];
@@ -89,10 +122,10 @@ class ProductKernelTest {
                 long c = 0;
                 for (int k = 0; k < rows; k++) {
                     if (w[k] == 0) continue;
-                    e += (float) (((float) x[k][i] - sx[i]) * w[k]);
+                    e += (x[k][i] - sx[i]) * w[k];  // in f64, the shift exact
                     if (x[k][i] > 0) c++;
                 }
-                assertEquals(e, sums[i], 1e-9 * (1 + Math.abs(e)), "column sum " + i);
+                assertEquals(e, sums[i], 1e-13 * (1 + Math.abs(e)), "column sum " + i);
                 assertEquals(c, positive[i], "positive count " + i);
             }
         }
@@ -108,10 +141,70 @@ class ProductKernelTest {
             one.columnProduct(x, null, x, null, null, a, false);
             two.columnProduct(x, null, x, null, null, b, false);
             assertArrayEquals(a.toFloatArray(), b.toFloatArray());
+            MemorySegment a64 = arena.allocate(200 * 200 * 8, 8), b64 = arena.allocate(200 * 200 * 8, 8);
+            one.columnProductF64(x, null, x, null, null, a64, false);
+            two.columnProductF64(x, null, x, null, null, b64, false);
+            assertArrayEquals(a64.toArray(ValueLayout.JAVA_DOUBLE), b64.toArray(ValueLayout.JAVA_DOUBLE));
             double[] s1 = new double[200], s2 = new double[200];
             one.columnStats(x, null, null, s1, null);
             two.columnStats(x, null, null, s2, null);
             assertArrayEquals(s1, s2);
+        }
+    }
+
+    /**
+     * Rows a zero weight leaves out are not read into the arithmetic: infinities and NaNs there (an f16 dump's
+     * BOS rows) leave the column product and the column statistics exactly those of the kept rows alone.
+     */
+    @Test
+    void rowsWithZeroWeightAreNotRead() {
+        SplittableRandom r = new SplittableRandom(23);
+        int rows = 700, dx = 70, dy = 5;
+        try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(Device.cpu())) {
+            for (DType dtype : DType.values()) {
+                double[][] x = random(r, rows, dx, 1.0, 1.0), y = random(r, rows, dy, -2.0, 1.0);
+                float[] w = new float[rows];
+                int kept = 0;
+                for (int i = 0; i < rows; i++) {
+                    w[i] = i % 10 < 3 ? 1 + (i % 2) : 0;
+                    if (w[i] != 0) kept++;
+                }
+                double[][] xk = new double[kept][], yk = new double[kept][];
+                float[] wk = new float[kept];
+                for (int i = 0, k = 0; i < rows; i++)
+                    if (w[i] != 0) {
+                        xk[k] = x[i];
+                        yk[k] = y[i];
+                        wk[k++] = w[i];
+                    } else {  // what an excluded row may hold
+                        double bad = i % 3 == 0 ? Double.POSITIVE_INFINITY : i % 3 == 1 ? Double.NEGATIVE_INFINITY : Double.NaN;
+                        x[i][i % dx] = bad;
+                        y[i][i % dy] = bad;
+                        x[i][(i + 1) % dx] = 1e30;  // infinite in f16 and bf16 once squared
+                    }
+                Matrix mx = matrix(arena, dtype, x), my = matrix(arena, dtype, y);
+                Matrix kx = matrix(arena, dtype, xk), ky = matrix(arena, dtype, yk);
+                float[] sx = floats(r, dx, 1.0), sy = floats(r, dy, -2.0);
+                Tensor all = Tensor.allocate(arena, DType.F32, (long) dx * dy), only = Tensor.allocate(arena, DType.F32, (long) dx * dy);
+                ctx.columnProduct(mx, sx, my, sy, w, all, false);
+                ctx.columnProduct(kx, sx, ky, sy, wk, only, false);
+                assertArrayEquals(only.toFloatArray(), all.toFloatArray(), "column product, " + dtype);
+                Tensor self = Tensor.allocate(arena, DType.F32, (long) dx * dx), selfOnly = Tensor.allocate(arena, DType.F32, (long) dx * dx);
+                ctx.columnProduct(mx, sx, mx, sx, w, self, false);
+                ctx.columnProduct(kx, sx, kx, sx, wk, selfOnly, false);
+                assertArrayEquals(selfOnly.toFloatArray(), self.toFloatArray(), "x with itself, " + dtype);
+                MemorySegment all64 = arena.allocate((long) dx * dy * 8, 8), only64 = arena.allocate((long) dx * dy * 8, 8);
+                ctx.columnProductF64(mx, sx, my, sy, w, all64, false);
+                ctx.columnProductF64(kx, sx, ky, sy, wk, only64, false);
+                assertArrayEquals(only64.toArray(ValueLayout.JAVA_DOUBLE), all64.toArray(ValueLayout.JAVA_DOUBLE), "f64, " + dtype);
+                double[] sums = new double[dx], sumsOnly = new double[dx];
+                long[] pos = new long[dx], posOnly = new long[dx];
+                ctx.columnStats(mx, sx, w, sums, pos);
+                ctx.columnStats(kx, sx, wk, sumsOnly, posOnly);
+                for (int i = 0; i < dx; i++)  // rows are summed in blocks, so the order (not the terms) differs
+                    assertEquals(sumsOnly[i], sums[i], 1e-12 * (1 + Math.abs(sumsOnly[i])), "column sum " + i + ", " + dtype);
+                assertArrayEquals(posOnly, pos, "positive counts, " + dtype);
+            }
         }
     }
 
