@@ -48,7 +48,8 @@ public final class SelfCheck {
      * check, or its cached verdict. A failed check throws SmelterException naming the kernel.
      */
     static void gate(Device device) {
-        if (device.kind() != Device.Kind.CUDA || disabled()) return;
+        // A device that is not there is reported by the context itself ("cannot open cuda:N").
+        if (device.kind() != Device.Kind.CUDA || disabled() || device.ordinal() >= Smelter.cudaDeviceCount()) return;
         Verdict v = verdict(key(device), () -> new Context(device, 0, false), Smelter.libraryPath().getParent());
         if (!v.passed())
             throw new SmelterException(Status.DEVICE_ERROR, "the CUDA backend failed its self-check on " + device + " ("
