@@ -140,7 +140,7 @@ public final class SweepRunner implements AutoCloseable {
             long workBytes, boolean deviceCopies) {
         /** Host memory Smelter allocates: the largest tensor's inputs and two output buffers, shared by all. */
         public long peakHostBytes() {
-            return merge.peakHostBytes(1);  // one set of input buffers: each tensor is read once for every configuration
+            return merge.peakHostBytes();
         }
 
         /** On CUDA: the inputs and the output of the largest tensor, resident while every configuration runs. */
@@ -324,7 +324,7 @@ public final class SweepRunner implements AutoCloseable {
                 }
             }
             try {
-                try (InputBuffers in = merger.inputBuffers(ctx, plan.merge(), 1)) {
+                try (InputBuffers in = merger.inputBuffers(ctx, plan.merge(), plan.merge().inputBanks())) {
                     return sweepTensors(ctx, in, behind, plan, temp, progress, t0, cpu0, own, writers, buffers);
                 }
             } finally {
@@ -413,8 +413,13 @@ public final class SweepRunner implements AutoCloseable {
             int slot = 0;
             shared += System.nanoTime() - s0;
             long done = 0;
-            int step = 0;
-            try (ReadAhead ahead = new ReadAhead(merger.inputSegments(plan.merge()), CheckpointMerger.readAheadBytes(plan.merge()))) {
+            int step = 0, mergedStep = 0;
+            // The next merged tensor's inputs are read into the other bank while this one merges (the passes above
+            // are done with bank 0).
+            List<CheckpointMerger.TensorPlan> steps = CheckpointMerger.merged(plan.merge());
+            try (ReadAhead ahead = new ReadAhead(merger.inputSegments(plan.merge()), CheckpointMerger.readAheadBytes(plan.merge()));
+                    InputPrefetch<CheckpointMerger.Inputs> prefetch = new InputPrefetch<>(
+                            (bank, k) -> merger.read(in, bank, steps.get(k)), steps.size(), in.banks())) {
                 for (CheckpointMerger.TensorPlan t : plan.merge().tensors()) {
                     ahead.consumed(step++ - 1);  // the previous tensor is done
                     String name = t.name();
@@ -434,17 +439,17 @@ public final class SweepRunner implements AutoCloseable {
                     long count = t.mergedElements(), full = t.info().elementCount();
                     DType inType = t.info().dtype().toMergeDType().orElseThrow();
                     // Read into Smelter's buffers: native code never reads a file mapping (see InputBuffers).
-                    Tensor baseWhole = base == null ? null : in.read(0, base, name, full);
+                    if (mergedStep > 0) prefetch.release(mergedStep - 1);  // the previous tensor is done with its bank
+                    CheckpointMerger.Inputs read = prefetch.await(mergedStep++);
+                    Tensor baseWhole = read.base();
                     Tensor hostBase = base == null ? null : CheckpointMerger.slice(baseWhole, count);
-                    List<Tensor> hostModels = new ArrayList<>();
-                    for (int i = 0; i < models.size(); i++) hostModels.add(in.read(1 + i, models.get(i), name, count));
+                    List<Tensor> hostModels = read.models();
                     Tensor inBase = hostBase == null ? null : resident(ctx, hostBase, devBase);
                     List<Tensor> inModels = new ArrayList<>(), inFishers = new ArrayList<>();
                     for (int i = 0; i < models.size(); i++)
                         inModels.add(resident(ctx, hostModels.get(i), cuda ? devModels.get(i) : null));
                     for (int i = 0; i < fishers.size(); i++)
-                        inFishers.add(resident(ctx, in.read(1 + models.size() + i, fishers.get(i), name, count),
-                                cuda ? devFishers.get(i) : null));
+                        inFishers.add(resident(ctx, read.fishers().get(i), cuda ? devFishers.get(i) : null));
                     List<MergeMethods.TensorMerge> hows = new ArrayList<>();
                     for (Configuration c : configurations)
                         hows.add(TensorSpecs.tensorMerge(c.config(), name, layer, merger.layerCount()));

@@ -14,6 +14,7 @@ import java.io.RandomAccessFile;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.attribute.FileTime;
+import java.util.List;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -61,6 +62,25 @@ class InputChangeTest {
             }
             assertNothingWritten(out);
         }
+    }
+
+    @Test
+    void aTruncatedInputFailsASweepToo() throws Exception {
+        Path models = dir.resolve("m-sweep"), out = dir.resolve("out-sweep");
+        assertEquals(0, SmelterCli.run("demo-checkpoints", models.toString(), "--hidden", "64", "--layers", "3", "--vocab", "97"));
+        MergeConfig cfg = MergeConfig.load(models.resolve("ties.yml"), models);
+        var grid = dev.smelter.config.SweepGrid.of(List.of(dev.smelter.config.SweepGrid.parseAxis("density=0.3,0.6")));
+        try (SweepRunner r = new SweepRunner(cfg, grid, new SweepRunner.Options(Device.cpu(), out, 1L << 30, false, false,
+                CheckpointMerger.NonFinite.WARN, true, true, false, 0))) {
+            SweepRunner.SweepPlan plan = r.plan();
+            Path victim = shard(models.resolve("expert-fr"));
+            try (RandomAccessFile f = new RandomAccessFile(victim.toFile(), "rw")) {
+                f.setLength(f.length() / 2);
+            }
+            IOException e = assertThrows(IOException.class, () -> r.run(plan, done -> {}));
+            assertTrue(e.getMessage().contains(victim.getFileName().toString()), e.getMessage());
+        }
+        assertNothingWritten(out);
     }
 
     @Test
