@@ -124,7 +124,8 @@ public final class CheckpointMerger implements AutoCloseable {
 
         /** Input buffer sets: two (one read ahead while the other merges) unless one set is above 2 GiB. */
         public int inputBanks() {
-            return (long) inputSlots * inputSlotBytes <= (2L << 30) ? 2 : 1;
+            int wanted = Integer.getInteger("smelter.inputBanks", 2);
+            return (long) inputSlots * inputSlotBytes <= (2L << 30) ? Math.max(1, Math.min(2, wanted)) : 1;
         }
 
         /** Device memory on CUDA: staging for the inputs and the output of the largest tensor. */
