@@ -580,10 +580,25 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     j.both_nonzero = p->both_nonzero ? nonzero.data() : nullptr;
     j.both_kept = p->both_kept ? kept.data() : nullptr;
     j.nonfinite = p->nonfinite ? nonfinite.data() : nullptr;
+    // In pieces of whole chunks when the inputs exceed the memory limit (a 70B embedding on a 24 GB card): the
+    // backend continues the running sums in chunk order, so the result is the one piece's, bit for bit.
     Backend &b = *ctx->backend;
-    auto staged = b.stage(p->base, p->vectors, n);
-    b.stage_extra(*staged, p->select, nullptr, n);
-    b.pair_stats(j, staged->inputs);
+    const int64_t count = first.count;
+    int64_t per_element = static_cast<int64_t>(dtype_size(first.dtype)) * (n + (p->base ? 1 : 0));
+    if (p->select) per_element += static_cast<int64_t>(dtype_size(p->select->dtype));
+    const int64_t limit = ctx->memory_limit > 0 ? ctx->memory_limit : b.staging_budget();
+    int64_t piece = count;
+    if (limit / per_element < count) piece = std::min(count, std::max(kPairChunk, limit / per_element / kPairChunk * kPairChunk));
+    for (int64_t begin = 0; begin < count; begin += piece) {
+        const int64_t len = std::min(piece, count - begin);
+        smelter_tensor vectors[SMELTER_MAX_MODELS], base, select;
+        for (int i = 0; i < n; ++i) vectors[i] = slice(p->vectors[i], begin, len);
+        if (p->base) base = slice(*p->base, begin, len);
+        if (p->select) select = slice(*p->select, begin, len);
+        auto staged = b.stage(p->base ? &base : nullptr, vectors, n);
+        b.stage_extra(*staged, p->select ? &select : nullptr, nullptr, n);
+        b.pair_stats(j, staged->inputs);
+    }
     for (int i = 0; i < n; ++i) {
         if (p->nonfinite) p->nonfinite[i] += nonfinite[i];
         for (int k = i; k < n; ++k) {

@@ -74,6 +74,9 @@ struct PairStatsJob {
     double *squared_distances;     // sum (d_i - d_j)^2, in the order of dots (0 for i == j)
     int64_t *conflicts, *both_nonzero, *both_kept;  // both_kept only when thresholds were given
     int64_t *nonfinite;
+    // Every output is a running total the backend continues: the dot sums go on from the values there, in the
+    // documented chunk order, and the counts are added to. So a tensor taken in pieces of whole chunks
+    // (smelter_pair_stats under a memory limit) gives the same bits as in one piece.
 };
 
 class Backend {

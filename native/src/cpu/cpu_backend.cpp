@@ -354,7 +354,11 @@ public:
         std::vector<int64_t> counts(per_worker * pool_.size(), 0);
         std::vector<double> partial(job.dots ? static_cast<size_t>(kPairRoundChunks) * pairs : 0);
         std::vector<double> partial_sq(job.squared_distances ? static_cast<size_t>(kPairRoundChunks) * pairs : 0);
-        std::vector<double> total(pairs, 0.0), total_sq(pairs, 0.0);
+        std::vector<double> total(pairs, 0.0), total_sq(pairs, 0.0);  // continuing the job's running sums
+        for (int q = 0; q < pairs; ++q) {
+            if (job.dots) total[q] = job.dots[q];
+            if (job.squared_distances) total_sq[q] = job.squared_distances[q];
+        }
         for (int64_t r0 = 0; r0 < n_chunks; r0 += kPairRoundChunks) {
             const int64_t round = std::min<int64_t>(kPairRoundChunks, n_chunks - r0);
             pool_.run(round, [&](int64_t c, int w) {
@@ -381,14 +385,14 @@ public:
                 nonzero += counts[w * per_worker + pairs + q];
                 kept += counts[w * per_worker + 2 * pairs + q];
             }
-            if (job.conflicts) job.conflicts[q] = conflicts;
-            if (job.both_nonzero) job.both_nonzero[q] = nonzero;
-            if (job.both_kept) job.both_kept[q] = kept;
+            if (job.conflicts) job.conflicts[q] += conflicts;
+            if (job.both_nonzero) job.both_nonzero[q] += nonzero;
+            if (job.both_kept) job.both_kept[q] += kept;
         }
         for (int i = 0; i < job.n && job.nonfinite; ++i) {
             int64_t bad = 0;
             for (int w = 0; w < pool_.size(); ++w) bad += counts[w * per_worker + 3 * pairs + i];
-            job.nonfinite[i] = bad;
+            job.nonfinite[i] += bad;
         }
     }
 

@@ -526,7 +526,14 @@ public:
         auto *d_partial = static_cast<double *>(partial.get()), *d_partial_sq = d_partial + kPairRoundChunks * pairs;
         auto *d_total = static_cast<double *>(total.get()), *d_total_sq = d_total + pairs;
         auto *d_counts = static_cast<unsigned long long *>(counts.get());
-        CUDA_CHECK(cudaMemsetAsync(d_total, 0, 2 * sizeof(double) * pairs, stream_));
+        {  // the job's running sums, continued in chunk order (pieces of a tensor give one piece's bits)
+            std::vector<double> start(2 * pairs, 0.0);
+            for (int q = 0; q < pairs; ++q) {
+                if (j.dots) start[q] = j.dots[q];
+                if (j.squared_distances) start[pairs + q] = j.squared_distances[q];
+            }
+            CUDA_CHECK(cudaMemcpy(d_total, start.data(), 2 * sizeof(double) * pairs, cudaMemcpyHostToDevice));
+        }
         CUDA_CHECK(cudaMemsetAsync(d_counts, 0, sizeof(unsigned long long) * n_counts, stream_));
         const unsigned groups = static_cast<unsigned>((pairs + kPairsPerBlock - 1) / kPairsPerBlock);
         for (int64_t r0 = 0; r0 < n_chunks; r0 += kPairRoundChunks) {
@@ -555,11 +562,11 @@ public:
         for (int q = 0; q < pairs; ++q) {
             if (j.dots) j.dots[q] = h_total[q];
             if (j.squared_distances) j.squared_distances[q] = h_total[pairs + q];
-            if (j.conflicts) j.conflicts[q] = static_cast<int64_t>(h_counts[q]);
-            if (j.both_nonzero) j.both_nonzero[q] = static_cast<int64_t>(h_counts[pairs + q]);
-            if (j.both_kept) j.both_kept[q] = static_cast<int64_t>(h_counts[2 * pairs + q]);
+            if (j.conflicts) j.conflicts[q] += static_cast<int64_t>(h_counts[q]);
+            if (j.both_nonzero) j.both_nonzero[q] += static_cast<int64_t>(h_counts[pairs + q]);
+            if (j.both_kept) j.both_kept[q] += static_cast<int64_t>(h_counts[2 * pairs + q]);
         }
-        for (int i = 0; i < j.n && j.nonfinite; ++i) j.nonfinite[i] = static_cast<int64_t>(h_counts[3 * pairs + i]);
+        for (int i = 0; i < j.n && j.nonfinite; ++i) j.nonfinite[i] += static_cast<int64_t>(h_counts[3 * pairs + i]);
     }
 
 private:

@@ -244,4 +244,41 @@ class PairStatsTest {
             assertThrows(IllegalArgumentException.class, () -> ctx.pairStats(List.of(a), null, new int[2], null, new PairStats(1)));
         }
     }
+
+    /**
+     * Under a memory limit the statistics are taken in pieces of whole chunks, the running sums continued: the same
+     * bits as in one piece (dots, squared distances, every count), with a base, TIES thresholds and a selection.
+     */
+    @Test
+    void piecesUnderAMemoryLimitGiveTheSameBits() {
+        int n = 4, size = 5 * 65536 + 4097;
+        for (Device device : TestData.devices())
+            for (DType dtype : DType.values())
+                try (Arena arena = Arena.ofConfined(); Context ctx = Smelter.open(device)) {
+                    SplittableRandom r = new SplittableRandom(41);
+                    List<Tensor> v = vectors(arena, dtype, n, size, r);
+                    Tensor base = vectors(arena, dtype, 1, size, r).get(0);
+                    float[] scores = new float[size];
+                    for (int e = 0; e < size; e++) scores[e] = (float) r.nextDouble();
+                    Context.Selection select = new Context.Selection(TestData.tensor(arena, DType.F32, scores), 0x3f000000);
+                    int[] thresholds = {0x3c00, 0x3c20, 0x3b80, 0x3c40};
+                    PairStats whole = new PairStats(n), pieces = new PairStats(n);
+                    ctx.pairStats(v, base, thresholds, DType.BF16, select, whole);
+                    ctx.setMemoryLimit(600_000);  // about 60k elements of 4 vectors, a base and a selection: one chunk
+                    ctx.pairStats(v, base, thresholds, DType.BF16, select, pieces);
+                    ctx.setMemoryLimit(0);
+                    for (int i = 0; i < n; i++) {
+                        assertEquals(whole.nonfinite(i), pieces.nonfinite(i));
+                        for (int j = 0; j < n; j++) {
+                            String at = device + " " + dtype + " (" + i + ", " + j + ")";
+                            assertEquals(Double.doubleToRawLongBits(whole.dot(i, j)), Double.doubleToRawLongBits(pieces.dot(i, j)), at);
+                            assertEquals(Double.doubleToRawLongBits(whole.squaredDistance(i, j)),
+                                    Double.doubleToRawLongBits(pieces.squaredDistance(i, j)), at);
+                            assertEquals(whole.signConflicts(i, j), pieces.signConflicts(i, j), at);
+                            assertEquals(whole.bothNonzero(i, j), pieces.bothNonzero(i, j), at);
+                            assertEquals(whole.bothKept(i, j), pieces.bothKept(i, j), at);
+                        }
+                    }
+                }
+    }
 }
