@@ -788,10 +788,22 @@ SMELTER_API smelter_status smelter_topk_add(smelter_topk *topk, const smelter_te
                     std::string("base is ") + dtype_name(base->dtype) + ", model is " + dtype_name(model->dtype));
         }
         if (model->count == 0) return;
+        // Histograms are counts: a tensor larger than the memory limit is added in pieces with the same result.
         Backend &b = *topk->ctx->backend;
-        auto staged = b.stage(base, model, 1);
-        b.key_histogram(staged->inputs, 0, topk->key_dtype, topk->level, topk->prefix, topk->hist.data());
-        topk->count += model->count;
+        const int64_t count = model->count;
+        const int64_t per_element = static_cast<int64_t>(dtype_size(model->dtype)) * (base ? 2 : 1);
+        const int64_t limit = topk->ctx->memory_limit > 0 ? topk->ctx->memory_limit : b.staging_budget();
+        int64_t piece = count;
+        if (limit / per_element < count) piece = std::min(count, std::max<int64_t>(4096, limit / per_element / 4096 * 4096));
+        for (int64_t begin = 0; begin < count; begin += piece) {
+            const int64_t len = std::min(piece, count - begin);
+            const smelter_tensor m = slice(*model, begin, len);
+            smelter_tensor bs;
+            if (base) bs = slice(*base, begin, len);
+            auto staged = b.stage(base ? &bs : nullptr, &m, 1);
+            b.key_histogram(staged->inputs, 0, topk->key_dtype, topk->level, topk->prefix, topk->hist.data());
+        }
+        topk->count += count;
     });
 }
 

@@ -63,7 +63,7 @@ struct ColumnStatsJob {
 };
 
 // smelter_pair_stats after validation and staging. Outputs are host arrays of pair_count(n)
-// entries (pairs i <= j, see pair_index) or n entries; each may be null. The backend overwrites them.
+// entries (pairs i <= j, see pair_index) or n entries; each may be null. The backend adds to them.
 struct PairStatsJob {
     int n;
     int32_t key_dtype;

@@ -50,10 +50,16 @@ class TopKTest {
                             float[] b = t.base().toFloatArray(), x = t.models().get(1).toFloatArray();
                             for (int j = 0; j < b.length; j++) keys[at++] = Float64Reference.key(x[j] - b[j], dtype);
                         }
-                        for (long k : new long[] {1, 2, total / 3, total / 2 + 1, total - 1, total}) {
-                            long expect = Float64Reference.kthLargest(keys, k);
-                            assertEquals(expect, threshold(ctx, dtype, tensors, 1, k) & 0xFFFFFFFFL, "k=" + k);
+                        // Whole tensors, and in pieces of 4096 elements under a memory limit: the same keys.
+                        for (long limit : new long[] {0, 8192}) {
+                            ctx.setMemoryLimit(limit);
+                            for (long k : new long[] {1, 2, total / 3, total / 2 + 1, total - 1, total}) {
+                                long expect = Float64Reference.kthLargest(keys, k);
+                                assertEquals(expect, threshold(ctx, dtype, tensors, 1, k) & 0xFFFFFFFFL,
+                                        "k=" + k + ", memory limit " + limit);
+                            }
                         }
+                        ctx.setMemoryLimit(0);
                         assertEquals(0xFFFFFFFFL, threshold(ctx, dtype, tensors, 1, 0) & 0xFFFFFFFFL, "k=0 keeps nothing");
                     }
                 }));
