@@ -221,14 +221,8 @@ public final class CheckpointWriter implements AutoCloseable {
                     .forEach(e -> map.put(e.getKey(), shardNames.get(e.getValue())));
             Files.write(temp.resolve(Checkpoint.INDEX), SafetensorsFile.JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(root));
         }
-        Path old = null;
-        if (Files.exists(output)) {
-            checkOutput();
-            old = WorkDirs.reserve(output, "old");
-            move(output, old);
-            WorkDirs.claim(old);
-        }
-        WorkDirs.commit(temp, output);
+        checkOutput();
+        Path old = WorkDirs.replace(temp, output);
         committed = true;
         if (old != null) WorkDirs.delete(old);
     }

@@ -89,6 +89,22 @@ public final class WorkDirs {
         release(dir);
     }
 
+    /**
+     * Puts the finished work directory {@code dir} in the place of {@code target}: an existing target is first moved
+     * aside to {@code .NAME.old-*} (owned by this process, so never left behind), then {@code dir} is renamed onto
+     * it. Returns the directory moved aside, for the caller to delete, or null.
+     */
+    public static Path replace(Path dir, Path target) throws IOException {
+        Path old = null;
+        if (Files.exists(target)) {
+            old = reserve(target, "old");
+            CheckpointWriter.move(target, old);
+            claim(old);
+        }
+        commit(dir, target);
+        return old;
+    }
+
     /** {@code dir} is done with (renamed into place, or deleted): nothing to remove on exit. */
     public static void release(Path dir) {
         live.remove(dir);

@@ -478,6 +478,7 @@ public final class CheckpointMerger implements AutoCloseable {
         return new Inputs(b, m, f);
     }
 
+    /** The tensors of the plan that are merged (not copied), in order. */
     static List<TensorPlan> merged(Plan plan) {
         return plan.tensors().stream().filter(t -> t.action() == Action.MERGE).toList();
     }
@@ -512,12 +513,11 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /**
-     * NaN inputs give NaN outputs, and values beyond a 16-bit output's range become infinite, so the merge's count
-     * of non-finite outputs finds both; only when it is not zero are the inputs scanned, to say where they came from.
-     */
-    /**
      * The non-finite check of one merged tensor ({@code bad} values), shared with the sweep ({@code prefix} names the
      * configuration there): nothing, a warning naming the input checkpoints that hold such values, or a failure.
+     * NaN inputs give NaN outputs, and values beyond a 16-bit output's range become infinite, so the merge's count
+     * of non-finite outputs finds both; only when it is not zero are the inputs (already read) scanned, to say where
+     * they came from.
      */
     void checkFinite(Context ctx, Tensor baseInput, List<Tensor> modelInputs, TensorPlan t, long bad, String prefix,
             NonFinite action, List<String> warnings) throws IOException {
@@ -569,9 +569,8 @@ public final class CheckpointMerger implements AutoCloseable {
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
         Context.MergeCounts counts;
         if (!fishers.isEmpty()) {
-            List<Tensor> weights = new ArrayList<>();
-            weights.addAll(in.fishers());
-            counts = ctx.merge(fisherSpec(config, how.spec(), name, fisherNorms), null, inputs, null, weights, out.slice(0, n));
+            counts = ctx.merge(fisherSpec(config, how.spec(), name, fisherNorms), null, inputs, null, in.fishers(),
+                    out.slice(0, n));
         } else if (how.sce() != null) {
             counts = how.mergeSce(ctx, baseTensor, inputs, out.slice(0, n));
         } else {
@@ -641,7 +640,7 @@ public final class CheckpointMerger implements AutoCloseable {
 
     /** Model-wide TIES thresholds: one exact k-th largest |delta| per model over all merged tensors. */
     private int[] modelThresholds(Context ctx, InputBuffers in, Plan plan) throws IOException {
-        List<TensorPlan> merged = plan.tensors().stream().filter(t -> t.action() == Action.MERGE).toList();
+        List<TensorPlan> merged = merged(plan);
         DType key = keyDType(plan.tensors());
         int[] thresholds = new int[models.size()];
         long total = merged.stream().mapToLong(TensorPlan::mergedElements).sum();

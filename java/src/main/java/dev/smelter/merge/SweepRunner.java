@@ -227,7 +227,7 @@ public final class SweepRunner implements AutoCloseable {
             out += t.outBytes();
         }
         if (modelWideTrim()) {
-            List<CheckpointMerger.TensorPlan> merged = mergedTensors(p);
+            List<CheckpointMerger.TensorPlan> merged = CheckpointMerger.merged(p);
             for (Configuration c : configurations)
                 for (int i = 0; i < merger.modelCheckpoints().size(); i++)
                     CheckpointMerger.modelDensity(c.config(), merged, i, merger.layerCount());  // one density each
@@ -249,10 +249,6 @@ public final class SweepRunner implements AutoCloseable {
             most = Math.max(most, d.size());
         }
         return most;
-    }
-
-    private static List<CheckpointMerger.TensorPlan> mergedTensors(CheckpointMerger.Plan p) {
-        return p.tensors().stream().filter(t -> t.action() == CheckpointMerger.Action.MERGE).toList();
     }
 
     /**
@@ -670,7 +666,7 @@ public final class SweepRunner implements AutoCloseable {
 
     /** Model-wide TIES trimming: per configuration, one threshold per model over every merged tensor. */
     private int[][] modelThresholds(Context ctx, InputBuffers in, CheckpointMerger.Plan plan) throws IOException {
-        List<CheckpointMerger.TensorPlan> merged = mergedTensors(plan);
+        List<CheckpointMerger.TensorPlan> merged = CheckpointMerger.merged(plan);
         DType key = CheckpointMerger.keyDType(plan.tensors());
         long total = merged.stream().mapToLong(CheckpointMerger.TensorPlan::mergedElements).sum();
         Checkpoint base = merger.baseCheckpoint();
@@ -854,17 +850,12 @@ public final class SweepRunner implements AutoCloseable {
     }
 
     private void moveIntoPlace(Path temp, Path target) throws IOException {
-        Path old = null;
-        if (Files.exists(target)) {
+        if (Files.exists(target))
             try (Stream<Path> s = Files.list(target)) {
                 if (s.findAny().isPresent() && !options.overwrite())
                     throw new IOException(target + " exists and is not empty (use --overwrite to replace it)");
             }
-            old = WorkDirs.reserve(target, "old");
-            CheckpointWriter.move(target, old);
-            WorkDirs.claim(old);
-        }
-        WorkDirs.commit(temp, target);
+        Path old = WorkDirs.replace(temp, target);
         if (old != null) WorkDirs.delete(old);
     }
 

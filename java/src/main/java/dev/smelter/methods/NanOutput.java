@@ -1,9 +1,7 @@
 package dev.smelter.methods;
 
 import dev.smelter.Context;
-import dev.smelter.DType;
 import dev.smelter.Tensor;
-import java.lang.foreign.ValueLayout;
 
 /**
  * The output of a method whose coefficients come from whole-tensor statistics (slerp, karcher, multislerp,
@@ -18,11 +16,7 @@ public final class NanOutput {
     public static Context.MergeCounts fill(Context ctx, Tensor out) {
         Tensor host = out.memory() == Tensor.Memory.HOST ? out : ctx.allocate(out.dtype(), out.count(), Tensor.Memory.HOST);
         try {
-            for (long i = 0; i < out.count(); i++) {
-                if (out.dtype() == DType.F32) host.data().setAtIndex(ValueLayout.JAVA_INT_UNALIGNED, i, 0x7FC00000);
-                else host.data().setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i,
-                        (short) (out.dtype() == DType.BF16 ? 0x7FC0 : 0x7E00));
-            }
+            for (long i = 0; i < out.count(); i++) host.setFloat(i, Float.NaN);
             if (host != out) ctx.copy(out, host);
         } finally {
             if (host != out) ctx.free(host);
