@@ -108,7 +108,11 @@ SMELTER_API smelter_status smelter_synchronize(smelter_context *ctx);
  *  weights, and RANKED's ranks. A larger merge runs in pieces (whole RANKED rows), each pass over
  *  the tensor (thresholds, L1 sums, the merge) visiting them in order; the results are bit-identical
  *  to one piece. 0 (the default): no cap on the CPU, the free device memory on CUDA (host tensors
- *  are staged there). Tensors larger than device memory merge this way. */
+ *  are staged there). Tensors larger than device memory merge this way. The other calls keep to the
+ *  cap too, bit-identical to one piece: smelter_pair_stats in whole 65,536-element chunks,
+ *  smelter_topk_add in pieces, smelter_product in blocks of whole 64 x 64 output tiles and
+ *  smelter_column_stats in blocks of columns (host matrices), each block with every row of the
+ *  reduction; a reduction too long for one block fails with SMELTER_ERR_OUT_OF_MEMORY. */
 SMELTER_API smelter_status smelter_context_set_memory_limit(smelter_context *ctx, int64_t bytes);
 
 /** Allocates `bytes` of memory of the given kind for use with this context. On CUDA, HOST memory

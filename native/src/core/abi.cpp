@@ -481,6 +481,175 @@ void check_f32_out(const smelter_context *ctx, const smelter_tensor *out, int64_
     require(out->count == count, "out has " + std::to_string(out->count) + " elements, the product is " + shape);
 }
 
+// ---- products and column statistics in blocks of the output, under a memory limit ----
+// Every entry of a product is summed over the whole reduction in its backend's fixed order, whichever block
+// of the output it lies in, and every column's statistics likewise. So blocks of the output (whole 64-wide
+// product tiles, or columns), each with every row of the reduction, give one piece's result bit for bit. A
+// split of the reduction would not: f32 running sums cannot be resumed from their rounded totals.
+constexpr int64_t kProductBlockAlign = 64;    // the output tile edge of both backends' product kernels
+constexpr int64_t kStatsColumnOverhead = 4096;  // the backends' partial sums per column (CUDA: 256 row blocks x 16 B)
+
+// Elements A(k, p) = data[k * stride_k + p * stride_p], k < K, p in [p0, p0 + np), readable by the backend. Rows
+// of a row product (stride_k 1) are contiguous: a view. Columns of device memory: a view with the original
+// strides (the kernels take strides). Columns of host memory: gathered into a compact copy, since a backend
+// that stages host memory would otherwise copy everything between the first and last element; rows a zero
+// weight leaves out are zeros there and not read.
+struct OperandBlock {
+    smelter_tensor view{};
+    int64_t stride_k = 0, stride_p = 0;
+    std::vector<char> gathered;
+};
+
+OperandBlock operand_block(const smelter_tensor &t, int64_t K, int64_t stride_k, int64_t stride_p, int64_t p0,
+                           int64_t np, const float *weights) {
+    OperandBlock o;
+    if (stride_k == 1) {
+        o.view = slice(t, p0 * stride_p, np * stride_p);
+        o.stride_k = 1;
+        o.stride_p = stride_p;
+    } else if (t.memory == SMELTER_MEMORY_DEVICE) {
+        o.view = slice(t, p0, (K - 1) * stride_k + np);
+        o.stride_k = stride_k;
+        o.stride_p = 1;
+    } else {
+        const size_t es = dtype_size(t.dtype), run = static_cast<size_t>(np) * es;
+        o.gathered.assign(static_cast<size_t>(K) * run, 0);
+        for (int64_t k = 0; k < K; ++k)
+            if (!(weights && weights[k] == 0.0f))
+                std::memcpy(o.gathered.data() + k * run, static_cast<const char *>(t.data) + (k * stride_k + p0) * es, run);
+        o.view = {o.gathered.data(), K * np, t.dtype, SMELTER_MEMORY_HOST};
+        o.stride_k = np;
+        o.stride_p = 1;
+    }
+    return o;
+}
+
+// Bytes a backend stages for a product block of pb x qb outputs: host operands, the output where it is not
+// device memory, shifts and weights. In double: a long reduction times a wide block may exceed int64.
+double product_block_bytes(const ProductJob &j, int64_t pb, int64_t qb) {
+    const double K = static_cast<double>(j.K);
+    double bytes = K * sizeof(float) + 2.0 * (j.shift_on_k ? K : static_cast<double>(pb + qb)) * sizeof(float);
+    if (j.x->memory == SMELTER_MEMORY_HOST) bytes += K * pb * dtype_size(j.x->dtype);
+    if (j.y->memory == SMELTER_MEMORY_HOST) bytes += K * qb * dtype_size(j.y->dtype);
+    if (j.out_f64) bytes += static_cast<double>(pb) * qb * sizeof(double);
+    else if (j.out->memory == SMELTER_MEMORY_HOST) bytes += static_cast<double>(pb) * qb * sizeof(float);
+    return bytes;
+}
+
+// One product block: its output rows [p0, p0 + np) x columns [q0, q0 + nq) in a compact buffer (holding the
+// caller's values where the product accumulates), computed, then copied into place.
+void product_block(Backend &b, const ProductJob &j, const OperandBlock &a, const OperandBlock &y, int64_t p0,
+                   int64_t np, int64_t q0, int64_t nq) {
+    ProductJob s = j;
+    s.x = &a.view;
+    s.y = &y.view;
+    s.P = np;
+    s.Q = nq;
+    s.x_stride_k = a.stride_k;
+    s.x_stride_p = a.stride_p;
+    s.y_stride_k = y.stride_k;
+    s.y_stride_q = y.stride_p;
+    if (!j.shift_on_k) {
+        s.x_shift = j.x_shift ? j.x_shift + p0 : nullptr;
+        s.y_shift = j.y_shift ? j.y_shift + q0 : nullptr;
+    }
+    if (j.out_f64) {
+        std::vector<double> block(static_cast<size_t>(np * nq));
+        for (int64_t r = 0; r < np && j.accumulate; ++r)
+            std::memcpy(&block[r * nq], j.out_f64 + (p0 + r) * j.Q + q0, sizeof(double) * nq);
+        s.out_f64 = block.data();
+        b.product(s);
+        for (int64_t r = 0; r < np; ++r) std::memcpy(j.out_f64 + (p0 + r) * j.Q + q0, &block[r * nq], sizeof(double) * nq);
+        return;
+    }
+    const auto memory = static_cast<smelter_memory>(j.out->memory);
+    const size_t row_bytes = sizeof(float) * nq;
+    std::vector<float> host;
+    void *data;
+    if (memory == SMELTER_MEMORY_HOST) {
+        host.resize(static_cast<size_t>(np * nq));
+        data = host.data();
+    } else {
+        data = b.alloc(memory, row_bytes * np);
+    }
+    struct Release {
+        Backend &b;
+        smelter_memory memory;
+        void *data;
+        ~Release() { if (memory != SMELTER_MEMORY_HOST) b.free(memory, data); }
+    } release{b, memory, data};
+    auto *out = static_cast<float *>(j.out->data);
+    for (int64_t r = 0; r < np && j.accumulate; ++r)
+        b.copy(static_cast<char *>(data) + r * row_bytes, memory, out + (p0 + r) * j.Q + q0, memory, row_bytes);
+    const smelter_tensor block{data, np * nq, SMELTER_F32, memory};
+    s.out = &block;
+    b.product(s);
+    for (int64_t r = 0; r < np; ++r)
+        b.copy(out + (p0 + r) * j.Q + q0, memory, static_cast<char *>(data) + r * row_bytes, memory, row_bytes);
+    b.synchronize();
+}
+
+// The product in one piece where it fits the memory limit, else in blocks of whole tiles of the output (the
+// larger side halved until a block fits), each block with the whole reduction.
+void run_product(smelter_context *ctx, const ProductJob &j) {
+    Backend &b = *ctx->backend;
+    const double limit = static_cast<double>(ctx->memory_limit > 0 ? ctx->memory_limit : b.staging_budget());
+    int64_t pb = j.P, qb = j.Q;
+    if (product_block_bytes(j, pb, qb) <= limit) {
+        b.product(j);
+        return;
+    }
+    auto halve = [](int64_t n) { return std::max(kProductBlockAlign, ((n + 1) / 2 + kProductBlockAlign - 1) / kProductBlockAlign * kProductBlockAlign); };
+    while (product_block_bytes(j, pb, qb) > limit) {
+        if (pb <= kProductBlockAlign && qb <= kProductBlockAlign)
+            fail(SMELTER_ERR_OUT_OF_MEMORY, "the product's reduction over " + std::to_string(j.K) + " rows needs " +
+                 std::to_string(static_cast<int64_t>(product_block_bytes(j, pb, qb))) + " bytes for even one block of " +
+                 std::to_string(kProductBlockAlign) + " x " + std::to_string(kProductBlockAlign) + " outputs, over the memory limit of " +
+                 std::to_string(static_cast<int64_t>(limit)) + " bytes; split the rows into several calls (accumulate) or raise the limit");
+        if (pb > kProductBlockAlign && (pb >= qb || qb <= kProductBlockAlign)) pb = halve(pb);
+        else qb = halve(qb);
+    }
+    const float *row_mask = j.shift_on_k ? nullptr : j.weights;  // a column product's left-out rows
+    for (int64_t p0 = 0; p0 < j.P; p0 += pb) {
+        const int64_t np = std::min(pb, j.P - p0);
+        const OperandBlock a = operand_block(*j.x, j.K, j.x_stride_k, j.x_stride_p, p0, np, row_mask);
+        for (int64_t q0 = 0; q0 < j.Q; q0 += qb) {
+            const int64_t nq = std::min(qb, j.Q - q0);
+            const OperandBlock y = operand_block(*j.y, j.K, j.y_stride_k, j.y_stride_q, q0, nq, row_mask);
+            product_block(b, j, a, y, p0, np, q0, nq);
+        }
+    }
+}
+
+// Column statistics in one piece where x fits the memory limit, else in blocks of columns (host x only: the
+// staging is what the limit bounds), each with every row.
+void run_column_stats(smelter_context *ctx, const ColumnStatsJob &j) {
+    Backend &b = *ctx->backend;
+    const double limit = static_cast<double>(ctx->memory_limit > 0 ? ctx->memory_limit : b.staging_budget());
+    const double per_column = static_cast<double>(j.rows) * dtype_size(j.x->dtype) + kStatsColumnOverhead + sizeof(float);
+    const double fixed = static_cast<double>(j.rows) * sizeof(float);
+    if (j.x->memory != SMELTER_MEMORY_HOST || fixed + per_column * j.cols <= limit) {
+        b.column_stats(j);
+        return;
+    }
+    const int64_t cb = static_cast<int64_t>(std::min<double>(static_cast<double>(j.cols), (limit - fixed) / per_column));
+    if (cb < 1)
+        fail(SMELTER_ERR_OUT_OF_MEMORY, "column statistics over " + std::to_string(j.rows) + " rows need " +
+             std::to_string(static_cast<int64_t>(fixed + per_column)) + " bytes for even one column, over the memory limit of " +
+             std::to_string(static_cast<int64_t>(limit)) + " bytes; split the rows into several calls or raise the limit");
+    for (int64_t c0 = 0; c0 < j.cols; c0 += cb) {
+        const int64_t nc = std::min(cb, j.cols - c0);
+        const OperandBlock x = operand_block(*j.x, j.rows, j.cols, 1, c0, nc, j.weights);
+        ColumnStatsJob s = j;
+        s.x = &x.view;
+        s.cols = nc;
+        s.shift = j.shift ? j.shift + c0 : nullptr;
+        s.sums = j.sums ? j.sums + c0 : nullptr;
+        s.positive = j.positive ? j.positive + c0 : nullptr;
+        b.column_stats(s);
+    }
+}
+
 void product_impl(smelter_context *ctx, const smelter_product_params *p, const smelter_tensor *out) {
     require(ctx != nullptr, "context is NULL");
     require(p != nullptr, "params is NULL");
@@ -538,7 +707,7 @@ void product_impl(smelter_context *ctx, const smelter_product_params *p, const s
         require(out->count == 0 || (out->data != p->x->data && out->data != p->y->data), "out must not be x or y");
     }
     if (n == 0) return;
-    ctx->backend->product(j);
+    run_product(ctx, j);
 }
 
 void column_stats_impl(smelter_context *ctx, const smelter_column_stats_params *p) {
@@ -548,7 +717,7 @@ void column_stats_impl(smelter_context *ctx, const smelter_column_stats_params *
     check_matrix(ctx, p->x, p->rows, p->cols, "x");
     if ((p->sums == nullptr && p->positive == nullptr) || p->rows == 0 || p->cols == 0) return;
     ColumnStatsJob j{p->x, p->rows, p->cols, p->shift, p->row_weights, p->sums, p->positive};
-    ctx->backend->column_stats(j);
+    run_column_stats(ctx, j);
 }
 
 void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {

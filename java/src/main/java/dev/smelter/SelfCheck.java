@@ -18,8 +18,8 @@ import java.util.function.Supplier;
 /**
  * The backend checks itself against the CPU, as ggml's backend-ops test does: every native entry point (each merge
  * method family and option, thresholds and top-k, random masks, L1 sums, DELLA ranks, pieces under a memory limit,
- * pair statistics, both products, column statistics) runs on small random inputs of odd sizes in every dtype on a
- * reference CPU context and on the context under test, and the results are compared: bit for bit where the C ABI
+ * pair statistics, both products, column statistics, both in blocks under a memory limit) runs on small random inputs
+ * of odd sizes in every dtype on a reference CPU context and on the context under test, and the results are compared: bit for bit where the C ABI
  * promises it, else against a stated bound.
  *
  * <p>A CUDA context runs the quick subset the first time a (library build, device) pair is met and caches the verdict
@@ -271,6 +271,29 @@ public final class SelfCheck {
                 }),
                 product("product (co-moments)", true),
                 product("product (Gram)", false),
+                new Check("products and column statistics in blocks (memory limit)",
+                        "whole against blocks of 64 on this device, 301 x 200", true, F32, 0, (ctx, a, t) -> {
+                    Tensor x = random(a, DType.F32, 301L * 200, 43, 1.0);
+                    Matrix m = new Matrix(x, 301, 200);
+                    Tensor[] out = {Tensor.allocate(a, DType.F32, 200L * 200), Tensor.allocate(a, DType.F32, 200L * 200)};
+                    double[][] sums = new double[2][200];
+                    for (int pass = 0; pass < 2; pass++) {
+                        ctx.setMemoryLimit(pass == 0 ? 0 : 250_000);  // blocks of 64 x 64 outputs, 46 columns of statistics
+                        try {
+                            ctx.columnProduct(m, null, m, null, null, out[pass], false);
+                            ctx.columnStats(m, null, null, sums[pass], null);
+                        } finally {
+                            ctx.setMemoryLimit(0);
+                        }
+                    }
+                    // The differences between one piece and the blocks: zero bits wherever the blocks are exact.
+                    long[] diff = new long[200 * 200 + 200];
+                    for (int i = 0; i < 200 * 200; i++)
+                        diff[i] = Float.floatToRawIntBits(out[0].getFloat(i)) ^ Float.floatToRawIntBits(out[1].getFloat(i));
+                    for (int i = 0; i < 200; i++)
+                        diff[200 * 200 + i] = Double.doubleToRawLongBits(sums[0][i]) ^ Double.doubleToRawLongBits(sums[1][i]);
+                    return longs(diff);
+                }),
                 new Check("column statistics", "sums and positive counts, 257 x 37", false, ALL, 1e-9, (ctx, a, t) -> {
                     Tensor x = random(a, t, 257 * 37, 31, 1.0);
                     double[] sums = new double[37];
