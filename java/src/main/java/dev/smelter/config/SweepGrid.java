@@ -256,6 +256,9 @@ public record SweepGrid(List<Axis> axes) {
      * 1, whole seeds and iteration counts, model indices that exist.
      */
     public void validate(MergeConfig config) throws ConfigException {
+        if (config.sliced())
+            throw new ConfigException("smelter sweep does not take configs with slices yet (each slice merges its own "
+                    + "sources); sweep a models config, or merge each point of the grid with smelter merge");
         MergeMethods.Method m = config.method();
         Map<String, Set<Integer>> perModel = new HashMap<>();
         for (Axis a : axes) {
