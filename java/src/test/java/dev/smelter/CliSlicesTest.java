@@ -42,6 +42,8 @@ class CliSlicesTest {
     static void checkpoints() throws Exception {
         assertEquals(0, CliRun.cli("demo-checkpoints", dir.toString(), "--hidden", "48", "--layers", "" + LAYERS,
                 "--vocab", "37").code());
+        assertEquals(0, CliRun.cli("demo-checkpoints", dir.resolve("f32").toString(), "--hidden", "48", "--layers",
+                "" + LAYERS, "--vocab", "37", "--dtype", "f32", "--seed", "5").code());
         // A per-layer list in config.json, as newer transformers configs have: it must follow the layers.
         Path cfg = dir.resolve("base/config.json");
         ObjectNode c = (ObjectNode) JSON.readTree(cfg.toFile());
@@ -298,6 +300,103 @@ class CliSlicesTest {
                     for (int k = 0; k < x0.length; k++)
                         expect[k] = x0[k] + lambda * (wd * (xd[k] - x0[k]) + wf * (xf[k] - x0[k]));
                     assertClose(expect, List.of(a, de, fr), List.of(na, nd, nf), out, n);
+                }
+        }
+    }
+
+    @Test
+    void slicesOfDifferentDtypesAreCastToTheComputeDtypeAndCopiedWhereTheyAlreadyAreIt() throws Exception {
+        CliRun.Run r = merge("mixed", """
+                slices:
+                  - sources:
+                      - model: f32/base
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: base
+                        layer_range: [2, 4]
+                merge_method: passthrough
+                dtype: bfloat16
+                """);
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint out = open("mixed-out"); Checkpoint f = open("f32/base"); Checkpoint b = open("base")) {
+            List<String> cast = new ArrayList<>(List.of("model.embed_tokens.weight"));
+            for (int o = 0; o < 2; o++) cast.addAll(layer(f, o));
+            for (String n : cast) {  // mergekit casts to dtype first: bf16 rounding of the f32 values, exactly
+                assertEquals(dev.smelter.io.SafetensorsDType.BF16, out.info(n).dtype(), n);
+                float[] x = f.tensor(n).toFloatArray(), y = out.tensor(n).toFloatArray();
+                for (int k = 0; k < x.length; k++) assertEquals(TestData.round(DType.BF16, x[k]), y[k], n + " " + k);
+            }
+            for (int o = 2; o < 4; o++) for (String n : layer(b, o)) assertSameBytes(out, n, b, n);
+            for (String n : List.of("model.norm.weight", "lm_head.weight")) assertSameBytes(out, n, b, n);
+            JsonNode cfg = JSON.readTree(dir.resolve("mixed-out/config.json").toFile());
+            assertEquals("bfloat16", cfg.get("torch_dtype").asText());
+            assertEquals(4, cfg.get("num_hidden_layers").intValue());
+        }
+        CliRun.Run dry = CliRun.cli("merge", "--device", "cpu", dir.resolve("mixed.yml").toString(),
+                dir.resolve("mixed-dry").toString(), "--dry-run");
+        assertEquals(0, dry.code(), dry.err());
+        assertTrue(dry.out().contains("2 slices, 4 output layers"), dry.out());
+        assertTrue(dry.out().matches("(?s).*MERGE\\s+model\\.layers\\.1\\.mlp\\.up_proj\\.weight.*from base layer 1.*"), dry.out());
+        assertTrue(dry.out().matches("(?s).*COPY\\s+model\\.layers\\.3\\.mlp\\.up_proj\\.weight.*from base layer 3.*"), dry.out());
+    }
+
+    @Test
+    void aMissingTensorInASourceLayerNamesTheModelAndLayer() throws Exception {
+        // expert-fr without layer 2's up_proj: a copy of its files with that tensor dropped from a new checkpoint.
+        Path broken = dir.resolve("broken");
+        try (Checkpoint fr = open("expert-fr")) {
+            List<dev.smelter.io.CheckpointWriter.TensorSpec> specs = new ArrayList<>();
+            String drop = "model.layers.2.mlp.up_proj.weight";
+            for (String n : fr.tensorNames())
+                if (!n.equals(drop)) specs.add(new dev.smelter.io.CheckpointWriter.TensorSpec(n, fr.info(n).dtype(), fr.info(n).shape()));
+            try (var w = new dev.smelter.io.CheckpointWriter(broken, specs, Long.MAX_VALUE, Map.of(), false)) {
+                for (var t : specs) w.write(t.name(), fr.data(t.name()));
+                w.commit();
+            }
+        }
+        CliRun.Run r = merge("missing", """
+                slices:
+                  - sources:
+                      - model: base
+                        layer_range: [0, 4]
+                      - model: broken
+                        layer_range: [0, 4]
+                merge_method: linear
+                parameters: {weight: 0.5}
+                """);
+        assertEquals(1, r.code(), r.err());  // a fault of an input checkpoint, found before anything is written
+        for (String p : List.of("tensor model.layers.2.mlp.up_proj.weight is missing", "layer 2 of", "[0, 4]"))
+            assertTrue(r.err().contains(p), p + " in: " + r.err());
+        assertFalse(Files.exists(dir.resolve("missing-out")));
+    }
+
+    @Test
+    void tensorsAfterTheLayersTakeTheLastSliceSourcesAsManyAsTheFirstSliceHas() throws Exception {
+        CliRun.Run r = merge("tail", """
+                slices:
+                  - sources:
+                      - model: base
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: expert-de
+                        layer_range: [2, 4]
+                      - model: expert-fr
+                        layer_range: [2, 4]
+                merge_method: linear
+                parameters: {weight: 0.5}
+                """);
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint out = open("tail-out"); Checkpoint a = open("base"); Checkpoint de = open("expert-de");
+                Checkpoint fr = open("expert-fr")) {
+            String e = "model.embed_tokens.weight";
+            assertClose(d(a, e), List.of(a), List.of(e), out, e);
+            for (String n : List.of("model.norm.weight", "lm_head.weight"))  // mergekit: expert-de only
+                assertClose(d(de, n), List.of(de), List.of(n), out, n);
+            for (int o = 2; o < 4; o++)
+                for (String n : layer(a, o)) {
+                    double[] x = d(de, n), y = d(fr, n), expect = new double[x.length];
+                    for (int k = 0; k < x.length; k++) expect[k] = 0.5 * x[k] + 0.5 * y[k];
+                    assertClose(expect, List.of(de, fr), List.of(n, n), out, n);
                 }
         }
     }
