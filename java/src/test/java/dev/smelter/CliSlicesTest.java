@@ -530,12 +530,60 @@ class CliSlicesTest {
     }
 
     @Test
-    void sweepRefusesSlicesWithAReason() throws Exception {
+    void sweepOverSlicesReplacesTheValueEverywhereAndMatchesSeparateMerges() throws Exception {
         Path cfg = dir.resolve("sweep-slices.yml");
         Files.writeString(cfg, SELF_STACK);
-        CliRun.Run r = CliRun.cli("sweep", "--device", "cpu", "-q", cfg.toString(), dir.resolve("sweep-out").toString(),
-                "--grid", "scale=0.5,1.0");
+        Path out = dir.resolve("sweep-out");
+        CliRun.Run r = CliRun.cli("sweep", "--device", "cpu", "-q", cfg.toString(), out.toString(), "--grid",
+                "scale=0.5,1.0", "--compare-sequential", "--no-stats");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.out().contains("outputs identical") || r.err().contains("outputs identical"), r.out() + r.err());
+        int[] from = {0, 1, 2, 3, 1, 2, 0, 1, 2, 3};
+        try (Checkpoint half = Checkpoint.open(out.resolve("scale=0.5")); Checkpoint one = Checkpoint.open(out.resolve("scale=1"));
+                Checkpoint a = open("base")) {
+            for (int o = 0; o < from.length; o++)
+                for (String n : layer(a, o)) {  // the axis replaces the config's filtered gradient for every tensor
+                    String in = TensorNames.withLayer(n, from[o]);
+                    assertClose(ComposedReference.scaled(0.5, d(a, in)), List.of(a), List.of(in), half, n);
+                    assertClose(d(a, in), List.of(a), List.of(in), one, n);
+                }
+        }
+
+        Path slerp = dir.resolve("sweep-slerp.yml");
+        Files.writeString(slerp, """
+                slices:
+                  - sources:
+                      - {model: base, layer_range: [0, 2]}
+                      - {model: expert-de, layer_range: [0, 2]}
+                  - sources:
+                      - {model: base, layer_range: [2, 4]}
+                      - {model: expert-de, layer_range: [1, 3]}
+                    parameters: {t: [0.9, 0.1]}
+                merge_method: slerp
+                base_model: base
+                parameters: {t: 0.5}
+                dtype: bfloat16
+                smelter: {grid: {t: [0.25, 0.75]}}
+                """);
+        r = CliRun.cli("sweep", "--device", "cpu", "-q", slerp.toString(), dir.resolve("sweep-slerp-out").toString(),
+                "--compare-sequential", "--no-stats");
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint q = Checkpoint.open(dir.resolve("sweep-slerp-out/t=0.25")); Checkpoint a = open("base");
+                Checkpoint b = open("expert-de")) {
+            for (int o = 0; o < 4; o++)
+                for (String n : layer(a, o)) {
+                    String na = TensorNames.withLayer(n, o), nb = TensorNames.withLayer(n, o < 2 ? o : o - 1);
+                    assertClose(ComposedReference.slerp(0.25, d(a, na), d(b, nb)), List.of(a, b), List.of(na, nb), q, n);
+                }
+        }
+
+        r = CliRun.cli("sweep", "--device", "cpu", "-q", cfg.toString(), dir.resolve("sweep-bad").toString(),
+                "--grid", "scale@0=0.5,1.0");
         assertEquals(2, r.code(), r.err());
-        assertTrue(r.err().contains("smelter sweep does not take configs with slices"), r.err());
+        assertTrue(r.err().contains("models[0] names no one source"), r.err());
+        r = CliRun.cli("sweep", "--device", "cpu", "-q", cfg.toString(), dir.resolve("sweep-bad").toString(),
+                "--grid", "scale=0.5,1.0", "--stats-only");
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().contains("not available for slices"), r.err());
     }
 }

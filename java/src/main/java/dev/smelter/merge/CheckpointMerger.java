@@ -248,6 +248,21 @@ public final class CheckpointMerger implements AutoCloseable {
         return from.checkpoint().data(from.name());
     }
 
+    /**
+     * How tensor {@code t} is merged under {@code cfg} (this merger's config, or a sweep's configuration of it); for
+     * slices from the tensor's sources, its parameters resolved for its slice and place.
+     */
+    MergeMethods.TensorMerge tensorMerge(MergeConfig cfg, TensorPlan t) {
+        if (t.sources() != null) return TensorSpecs.tensorMerge(t.sources().forConfig().apply(cfg), t.name(), -1, 1);
+        return TensorSpecs.tensorMerge(cfg, t.name(), TensorNames.layerIndex(t.name()), layerCount);
+    }
+
+    /** {@link TensorSpecs#checkTensor} of tensor {@code t} under {@code cfg}, as {@link #tensorMerge} resolves it. */
+    void checkTensor(MergeConfig cfg, TensorPlan t) {
+        if (t.sources() != null) TensorSpecs.checkTensor(t.sources().forConfig().apply(cfg), t.name(), -1, 1);
+        else TensorSpecs.checkTensor(cfg, t.name(), TensorNames.layerIndex(t.name()), layerCount);
+    }
+
     /** Layers of the reference checkpoint (1 + the largest layer index in its tensor names). */
     int layerCount() {
         return layerCount;
@@ -609,8 +624,7 @@ public final class CheckpointMerger implements AutoCloseable {
         for (Tensor m : in.models()) inputs.add(inputOf(ctx, t, m, at));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
         // For slices, the tensor's own config holds its parameters resolved (constants).
-        MergeMethods.TensorMerge how = t.sources() != null ? TensorSpecs.tensorMerge(t.sources().config(), name, -1, 1)
-                : TensorSpecs.tensorMerge(config, name, layer, layerCount);
+        MergeMethods.TensorMerge how = tensorMerge(config, t);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
         Context.MergeCounts counts;

@@ -23,6 +23,7 @@ import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
 import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * The output of a {@code slices:} config ({@link SliceDefinition}), tensor by tensor, as mergekit's planner lays it
@@ -50,8 +51,9 @@ final class LayerPlan {
      * What one output tensor of a sliced config reads and how it is merged: {@code config} is the method over these
      * inputs with every parameter resolved for this tensor (constants: mergekit's levels source, slice, config, each
      * evaluated at the tensor's place in its slice); {@code base} is null where the method has none.
+     * {@code forConfig} resolves the same for another config with these slices (a sweep's configurations).
      */
-    record Sources(MergeConfig config, Input base, List<Input> models) {
+    record Sources(MergeConfig config, Input base, List<Input> models, Function<MergeConfig, MergeConfig> forConfig) {
         /** The input a copied tensor comes from. */
         Input copyFrom() {
             return base != null ? base : models.get(0);
@@ -89,15 +91,15 @@ final class LayerPlan {
         // Before the layers: the first slice's sources; after them: the last slice's, as many as the first slice
         // has (mergekit pairs the last slice's models with the first's count of tensors).
         SliceDefinition first = slices.get(0), last = slices.get(slices.size() - 1);
-        int postCount = Math.min(first.sources().size(), last.sources().size());
-        SliceDefinition post = postCount == last.sources().size() ? last : new SliceDefinition(
-                last.sources().subList(0, postCount), last.baseModel(), last.parameters(), false);
+        int lastIndex = slices.size() - 1, postCount = Math.min(first.sources().size(), last.sources().size());
+        SliceDefinition post = slice(config, lastIndex, postCount);
         Checkpoint firstRef = opened.get(reference(first).model());
         for (String name : firstRef.tensorNames())
             if (TensorNames.layerIndex(name) < 0 && !TensorNames.isAfterLayers(name))
-                b.add(name, first, sameName(first, name), opened, -1, 1);
+                b.add(name, 0, first.sources().size(), sameName(first, name), opened, -1, 1);
         int out = 0;
-        for (SliceDefinition s : slices) {
+        for (int si = 0; si < slices.size(); si++) {
+            SliceDefinition s = slices.get(si);
             SliceDefinition.Source ref = reference(s);
             Checkpoint refCheckpoint = opened.get(ref.model());
             for (int i = 0; i < s.length(); i++, out++) {
@@ -105,7 +107,7 @@ final class LayerPlan {
                 for (String name : names) {
                     List<String> in = new ArrayList<>();
                     for (SliceDefinition.Source x : s.sources()) in.add(TensorNames.withLayer(name, x.start() + i));
-                    b.add(TensorNames.withLayer(name, out), s, in, opened, i, s.length());
+                    b.add(TensorNames.withLayer(name, out), si, s.sources().size(), in, opened, i, s.length());
                 }
                 b.leftOut(s, names, i, opened);
             }
@@ -113,8 +115,15 @@ final class LayerPlan {
         Checkpoint lastRef = opened.get(reference(post).model());
         for (String name : lastRef.tensorNames())
             if (TensorNames.layerIndex(name) < 0 && TensorNames.isAfterLayers(name))
-                b.add(name, post, sameName(post, name), opened, -1, 1);
+                b.add(name, lastIndex, postCount, sameName(post, name), opened, -1, 1);
         return b.build();
+    }
+
+    /** Slice {@code index} of {@code config} with its first {@code sources} sources. */
+    static SliceDefinition slice(MergeConfig config, int index, int sources) {
+        SliceDefinition s = config.slices().get(index);
+        return sources == s.sources().size() ? s
+                : new SliceDefinition(s.sources().subList(0, sources), s.baseModel(), s.parameters(), false);
     }
 
     /**
@@ -232,11 +241,13 @@ final class LayerPlan {
         }
 
         /**
-         * Plans output tensor {@code outName} of slice {@code s} from input {@code in.get(j)} of each source j, at
-         * place {@code position} of {@code length} in the slice (-1: outside the layers).
+         * Plans output tensor {@code outName} of slice {@code sliceIndex} (its first {@code sourceCount} sources) from
+         * input {@code in.get(j)} of each source j, at place {@code position} of {@code length} in the slice (-1:
+         * outside the layers).
          */
-        void add(String outName, SliceDefinition s, List<String> in, Map<Path, Checkpoint> opened, int position,
-                int length) throws CheckpointFormatException {
+        void add(String outName, int sliceIndex, int sourceCount, List<String> in, Map<Path, Checkpoint> opened,
+                int position, int length) throws CheckpointFormatException {
+            SliceDefinition s = slice(config, sliceIndex, sourceCount);
             if (!outNames.add(outName)) throw new IllegalStateException("output tensor " + outName + " planned twice");
             Method method = config.method();
             boolean useBase = SliceDefinition.usesBase(method) && s.hasBaseSource();
@@ -279,8 +290,11 @@ final class LayerPlan {
                     mixed = true;
                 }
             }
-            MergeConfig resolved = resolve(config, s, base != null, modelSources, modelNames, outName, position, length);
-            Sources sources = new Sources(resolved, base, List.copyOf(models));
+            boolean hasBase = base != null;
+            Function<MergeConfig, MergeConfig> forConfig = cfg -> resolve(cfg, slice(cfg, sliceIndex, sourceCount),
+                    hasBase, modelSources, modelNames, outName, position, length);
+            MergeConfig resolved = forConfig.apply(config);
+            Sources sources = new Sources(resolved, base, List.copyOf(models), forConfig);
             if (mergeDType.isEmpty()) {  // not a float Smelter merges: copied where every input holds the same bytes
                 for (Input x : all)
                     if (x != ref && x.checkpoint().data(x.name()).mismatch(ref.checkpoint().data(ref.name())) != -1)
@@ -293,7 +307,8 @@ final class LayerPlan {
             }
             DType compute = config.computeDType() != null ? config.computeDType() : mixed ? DType.F32 : mergeDType.get();
             DType out = config.outDType() != null ? config.outDType() : compute;
-            if (method == Method.PASSTHROUGH && !mixed && compute == mergeDType.get() && out == mergeDType.get()
+            // A byte copy where the scale is 1; not in a sweep (config.grid()), whose configurations may scale it.
+            if (method == Method.PASSTHROUGH && config.grid() == null && !mixed && compute == mergeDType.get() && out == mergeDType.get()
                     && TensorSpecs.spec(resolved, outName, position, length).weights()[0] == 1f) {
                 copy(outName, info, sources, from(all, position));
                 return;
