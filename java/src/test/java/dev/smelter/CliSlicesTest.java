@@ -506,6 +506,25 @@ class CliSlicesTest {
                   - sources:
                       - model: base
                         layer_range: [0, 2]
+                      - model: expert-de
+                        layer_range: [0, 2]
+                  - sources:
+                      - model: expert-fr
+                        layer_range: [2, 4]
+                      - model: expert-de
+                        layer_range: [2, 4]
+                      - model: base
+                        layer_range: [2, 4]
+                merge_method: ties
+                base_model: base
+                parameters: {weight: 0.5, density: 0.5}
+                """, "the tensors after the layers", "first 2 sources of the last slice",
+                "slices[1]: merge_method ties needs the base model's layers");
+        refused("""
+                slices:
+                  - sources:
+                      - model: base
+                        layer_range: [0, 2]
                 models:
                   - model: base
                 merge_method: passthrough

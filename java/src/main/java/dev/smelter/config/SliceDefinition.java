@@ -152,7 +152,7 @@ public record SliceDefinition(List<Source> sources, Path baseModel, Map<String, 
     }
 
     /** What the method needs of one slice's sources and parameters, and every written value's range. */
-    static void check(SliceDefinition s, String at, Method method, Map<String, ParameterValue> global)
+    public static void check(SliceDefinition s, String at, Method method, Map<String, ParameterValue> global)
             throws ConfigException {
         int n = s.sources().size();
         boolean usesBase = usesBase(method) && s.hasBaseSource();

@@ -614,7 +614,6 @@ public final class CheckpointMerger implements AutoCloseable {
     private long mergeTensor(Context ctx, Inputs in, TensorPlan t, int[] thresholds, DType key,
             MemorySegment outBuffer) throws IOException {
         String name = t.name();
-        int layer = TensorNames.layerIndex(name);
         long n = t.mergedElements();
         long[] at = {0};  // where the next copy goes in convertBuffer, in bytes (converted inputs only)
         // Every input is read into Smelter's buffers first: native code never reads a mapping (see InputBuffers).
@@ -623,7 +622,6 @@ public final class CheckpointMerger implements AutoCloseable {
         List<Tensor> inputs = new ArrayList<>();
         for (Tensor m : in.models()) inputs.add(inputOf(ctx, t, m, at));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
-        // For slices, the tensor's own config holds its parameters resolved (constants).
         MergeMethods.TensorMerge how = tensorMerge(config, t);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.smelter.DType;
+import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.config.ParameterValue;
 import dev.smelter.config.SliceDefinition;
@@ -48,12 +49,11 @@ final class LayerPlan {
     }
 
     /**
-     * What one output tensor of a sliced config reads and how it is merged: {@code config} is the method over these
-     * inputs with every parameter resolved for this tensor (constants: mergekit's levels source, slice, config, each
-     * evaluated at the tensor's place in its slice); {@code base} is null where the method has none.
-     * {@code forConfig} resolves the same for another config with these slices (a sweep's configurations).
+     * What one output tensor of a sliced config reads and how it is merged: {@code base} (null where the method has
+     * none) and {@code models} are its inputs; {@code forConfig} gives, for the config (or a sweep's configuration of
+     * it), the method over these inputs with every parameter resolved for this tensor ({@link #resolve}).
      */
-    record Sources(MergeConfig config, Input base, List<Input> models, Function<MergeConfig, MergeConfig> forConfig) {
+    record Sources(Input base, List<Input> models, Function<MergeConfig, MergeConfig> forConfig) {
         /** The input a copied tensor comes from. */
         Input copyFrom() {
             return base != null ? base : models.get(0);
@@ -93,6 +93,16 @@ final class LayerPlan {
         SliceDefinition first = slices.get(0), last = slices.get(slices.size() - 1);
         int lastIndex = slices.size() - 1, postCount = Math.min(first.sources().size(), last.sources().size());
         SliceDefinition post = slice(config, lastIndex, postCount);
+        if (postCount < last.sources().size()) {
+            try {
+                SliceDefinition.check(post, "slices[" + lastIndex + "]", config.method(), config.parameters());
+            } catch (ConfigException e) {
+                throw new IllegalArgumentException("the tensors after the layers (final norm, head) are merged from the "
+                        + "first " + postCount + " source" + (postCount == 1 ? "" : "s") + " of the last slice, as many "
+                        + "as the first slice has (as mergekit pairs them), and those do not make a merge: "
+                        + e.getMessage() + "; give the first and the last slice the same sources");
+            }
+        }
         Checkpoint firstRef = opened.get(reference(first).model());
         for (String name : firstRef.tensorNames())
             if (TensorNames.layerIndex(name) < 0 && !TensorNames.isAfterLayers(name))
@@ -294,7 +304,7 @@ final class LayerPlan {
             Function<MergeConfig, MergeConfig> forConfig = cfg -> resolve(cfg, slice(cfg, sliceIndex, sourceCount),
                     hasBase, modelSources, modelNames, outName, position, length);
             MergeConfig resolved = forConfig.apply(config);
-            Sources sources = new Sources(resolved, base, List.copyOf(models), forConfig);
+            Sources sources = new Sources(base, List.copyOf(models), forConfig);
             if (mergeDType.isEmpty()) {  // not a float Smelter merges: copied where every input holds the same bytes
                 for (Input x : all)
                     if (x != ref && x.checkpoint().data(x.name()).mismatch(ref.checkpoint().data(ref.name())) != -1)
