@@ -113,7 +113,7 @@ final class LayerPlan {
             SliceDefinition.Source ref = reference(s);
             Checkpoint refCheckpoint = opened.get(ref.model());
             for (int i = 0; i < s.length(); i++, out++) {
-                List<String> names = layerTensors(refCheckpoint, ref.start() + i);
+                List<String> names = b.layer(refCheckpoint, ref.start() + i);
                 for (String name : names) {
                     List<String> in = new ArrayList<>();
                     for (SliceDefinition.Source x : s.sources()) in.add(TensorNames.withLayer(name, x.start() + i));
@@ -177,12 +177,14 @@ final class LayerPlan {
         return new int[] {n};
     }
 
-    private static List<String> layerTensors(Checkpoint c, int layer) {
-        List<String> names = new ArrayList<>();
-        for (String name : c.tensorNames()) if (TensorNames.layerIndex(name) == layer) names.add(name);
-        if (names.isEmpty())
-            throw new IllegalArgumentException(c.directory() + " has no tensors in layer " + layer);
-        return names;
+    /** Each layer's tensor names, in the checkpoint's order. */
+    private static Map<Integer, List<String>> byLayer(Checkpoint c) {
+        Map<Integer, List<String>> byLayer = new java.util.HashMap<>();
+        for (String name : c.tensorNames()) {
+            int l = TensorNames.layerIndex(name);
+            if (l >= 0) byLayer.computeIfAbsent(l, x -> new ArrayList<>()).add(name);
+        }
+        return byLayer;
     }
 
     /** For each output layer, the layer of the slice's first source it comes from (config.json's per-layer lists). */
@@ -243,11 +245,21 @@ final class LayerPlan {
         final List<CheckpointMerger.TensorPlan> tensors = new ArrayList<>();
         final List<String> warnings = new ArrayList<>();
         final Set<String> outNames = new HashSet<>();
+        /** Each checkpoint's tensor names by layer, found once: a deep stack asks for every layer. */
+        final Map<Checkpoint, Map<Integer, List<String>>> layers = new java.util.IdentityHashMap<>();
         long read, written, largestOut, largestIn, largestConvert, slotBytes;
         int slots = 1;
 
         Builder(MergeConfig config) {
             this.config = config;
+        }
+
+        /** The tensor names of one layer of {@code c}, in its order. */
+        List<String> layer(Checkpoint c, int layer) {
+            List<String> names = layers.computeIfAbsent(c, LayerPlan::byLayer).getOrDefault(layer, List.of());
+            if (names.isEmpty())
+                throw new IllegalArgumentException(c.directory() + " has no tensors in layer " + layer);
+            return names;
         }
 
         /**
@@ -368,7 +380,8 @@ final class LayerPlan {
             Set<String> known = new HashSet<>(refNames);
             for (SliceDefinition.Source x : s.sources()) {
                 if (x == ref) continue;
-                List<String> extra = layerTensorsOrEmpty(opened.get(x.model()), x.start() + i).stream()
+                List<String> extra = layers.computeIfAbsent(opened.get(x.model()), LayerPlan::byLayer)
+                        .getOrDefault(x.start() + i, List.of()).stream()
                         .filter(n -> !known.contains(TensorNames.withLayer(n, ref.start() + i))).toList();
                 if (!extra.isEmpty())
                     warnings.add(x.model() + " has " + extra.size() + " tensor" + (extra.size() == 1 ? "" : "s")
@@ -376,10 +389,6 @@ final class LayerPlan {
                             + (ref.start() + i) + ", left out of the merge: " + String.join(", ",
                                     extra.subList(0, Math.min(5, extra.size()))) + (extra.size() > 5 ? ", ..." : ""));
             }
-        }
-
-        private static List<String> layerTensorsOrEmpty(Checkpoint c, int layer) {
-            return c.tensorNames().stream().filter(n -> TensorNames.layerIndex(n) == layer).toList();
         }
 
         CheckpointMerger.Plan build() {
