@@ -402,6 +402,58 @@ class CliSlicesTest {
     }
 
     @Test
+    void aSliceOfOneSourceIsThatSourceUnchangedAsMergekitMethodsReturnASingleTensor() throws Exception {
+        CliRun.Run r = merge("slerp-one", """
+                slices:
+                  - sources: [{model: expert-fr, layer_range: [0, 1]}]
+                  - sources: [{model: base, layer_range: [1, 3]}, {model: expert-de, layer_range: [1, 3]}]
+                  - sources: [{model: base, layer_range: [3, 4]}]
+                merge_method: slerp
+                base_model: base
+                parameters: {t: 0.3}
+                """);
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint out = open("slerp-one-out"); Checkpoint a = open("base"); Checkpoint de = open("expert-de");
+                Checkpoint fr = open("expert-fr")) {
+            assertSameBytes(out, "model.embed_tokens.weight", fr, "model.embed_tokens.weight");
+            for (String n : layer(a, 0)) assertSameBytes(out, n, fr, n);
+            for (int o = 1; o < 3; o++)
+                for (String n : layer(a, o))
+                    assertClose(ComposedReference.slerp(0.3, d(a, n), d(de, n)), List.of(a, de), List.of(n, n), out, n);
+            for (String n : layer(a, 3)) assertSameBytes(out, n, a, n);
+            for (String n : List.of("model.norm.weight", "lm_head.weight")) assertSameBytes(out, n, a, n);
+        }
+
+        r = merge("ta-one", """
+                slices:
+                  - sources: [{model: base, layer_range: [0, 2]}]
+                  - sources: [{model: base, layer_range: [2, 4]}, {model: expert-de, layer_range: [2, 4]}]
+                merge_method: task_arithmetic
+                base_model: base
+                parameters: {weight: 0.5}
+                """);
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint out = open("ta-one-out"); Checkpoint a = open("base"); Checkpoint de = open("expert-de")) {
+            for (int o = 0; o < 2; o++) for (String n : layer(a, o)) assertSameBytes(out, n, a, n);
+            for (int o = 2; o < 4; o++)
+                for (String n : layer(a, o)) {
+                    double[] x0 = d(a, n), x1 = d(de, n), expect = new double[x0.length];
+                    for (int k = 0; k < x0.length; k++) expect[k] = x0[k] + 0.5 * (x1[k] - x0[k]);
+                    assertClose(expect, List.of(a, de), List.of(n, n), out, n);
+                }
+            // After the layers: the last slice's first source (the first slice has one), the base, unchanged.
+            for (String n : List.of("model.norm.weight", "lm_head.weight")) assertSameBytes(out, n, a, n);
+        }
+        refused("""
+                slices:
+                  - sources: [{model: expert-de, layer_range: [0, 2]}]
+                merge_method: task_arithmetic
+                base_model: base
+                parameters: {weight: 0.5}
+                """, "slices[0]: merge_method task_arithmetic needs the base model's layers among the slice's sources");
+    }
+
+    @Test
     void modelsWithAFullLayerRangeMergeAsWithout() throws Exception {
         String models = """
                 merge_method: linear

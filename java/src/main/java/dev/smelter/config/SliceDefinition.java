@@ -164,17 +164,18 @@ public record SliceDefinition(List<Source> sources, Path baseModel, Map<String, 
                             + "(put each source in a slice of its own)");
             }
             case SLERP -> {
-                if (!s.hasBaseSource() || n != 2)
+                if (n != 1 && (!s.hasBaseSource() || n != 2))
                     throw new ConfigException(at + ": slerp interpolates two sources, the base model (t=0) and one "
-                            + "other (t=1); the slice has " + n + " source" + (n == 1 ? "" : "s")
+                            + "other (t=1), or copies a slice's one source; the slice has " + n + " sources"
                             + (s.baseModel() == null ? " and no base_model" : s.hasBaseSource() ? ""
                                     : " and base_model " + s.baseModel() + " is not among them"));
             }
             case MODEL_STOCK -> {
-                if (!s.hasBaseSource() || others < 2)
+                if (!s.hasBaseSource() || (n > 1 && others < 2))
                     throw new ConfigException(at + ": model_stock needs the base model and at least two other models "
-                            + "among the slice's sources");
+                            + "among the slice's sources (or the base model alone, copied)");
             }
+            case KARCHER, MULTISLERP -> {}  // one source alone is copied
             case FISHER -> throw new ConfigException("merge_method fisher reads each model's Fisher checkpoint "
                     + "(models[i].fisher); it is not available with slices");
             default -> {
@@ -185,8 +186,6 @@ public record SliceDefinition(List<Source> sources, Path baseModel, Map<String, 
                                     + "layer_range length"));
             }
         }
-        if (others == 0)
-            throw new ConfigException(at + ": no models to merge besides the base model");
         if (n > MergeConfig.MAX_MODELS)
             throw new ConfigException(at + " has " + n + " sources; Smelter merges at most " + MergeConfig.MAX_MODELS);
         for (int j = 0; j < n; j++) {
@@ -204,6 +203,15 @@ public record SliceDefinition(List<Source> sources, Path baseModel, Map<String, 
                         + " (top-level, or in " + at + ".parameters)");
         for (Map.Entry<String, ParameterValue> p : s.parameters().entrySet())
             MergeConfig.checkRange(at + ".parameters." + p.getKey(), p.getKey(), p.getValue());
+    }
+
+    /**
+     * Whether a slice's layers are one source's unchanged, as mergekit's methods return a single input tensor as it
+     * is (slerp, karcher, multislerp; the task-vector methods and model_stock when the one source is the base).
+     * linear and passthrough merge one source by their own rule (its weight, its scale).
+     */
+    public static boolean copiesItsSource(SliceDefinition s, Method method) {
+        return s.sources().size() == 1 && method != Method.LINEAR && method != Method.PASSTHROUGH;
     }
 
     /**

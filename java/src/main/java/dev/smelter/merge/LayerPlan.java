@@ -271,7 +271,8 @@ final class LayerPlan {
                 int position, int length) throws CheckpointFormatException {
             SliceDefinition s = slice(config, sliceIndex, sourceCount);
             if (!outNames.add(outName)) throw new IllegalStateException("output tensor " + outName + " planned twice");
-            Method method = config.method();
+            boolean copyOfOne = SliceDefinition.copiesItsSource(s, config.method());
+            Method method = copyOfOne ? Method.PASSTHROUGH : config.method();
             boolean useBase = SliceDefinition.usesBase(method) && s.hasBaseSource();
             Input base = null;
             List<Input> models = new ArrayList<>();
@@ -313,8 +314,9 @@ final class LayerPlan {
                 }
             }
             boolean hasBase = base != null;
-            Function<MergeConfig, MergeConfig> forConfig = cfg -> resolve(cfg, slice(cfg, sliceIndex, sourceCount),
-                    hasBase, modelSources, modelNames, outName, position, length);
+            Function<MergeConfig, MergeConfig> forConfig = copyOfOne ? cfg -> unchanged(cfg, s.sources().get(0).model())
+                    : cfg -> resolve(cfg, slice(cfg, sliceIndex, sourceCount), hasBase, modelSources, modelNames,
+                            outName, position, length);
             MergeConfig resolved = forConfig.apply(config);
             Sources sources = new Sources(base, List.copyOf(models), forConfig);
             if (mergeDType.isEmpty()) {  // not a float Smelter merges: copied where every input holds the same bytes
@@ -330,7 +332,7 @@ final class LayerPlan {
             DType compute = config.computeDType() != null ? config.computeDType() : mixed ? DType.F32 : mergeDType.get();
             DType out = config.outDType() != null ? config.outDType() : compute;
             // A byte copy where the scale is 1; not in a sweep (config.grid()), whose configurations may scale it.
-            if (method == Method.PASSTHROUGH && config.grid() == null && !mixed && compute == mergeDType.get() && out == mergeDType.get()
+            if (method == Method.PASSTHROUGH && (config.grid() == null || copyOfOne) && !mixed && compute == mergeDType.get() && out == mergeDType.get()
                     && TensorSpecs.spec(resolved, outName, position, length).weights()[0] == 1f) {
                 copy(outName, info, sources, from(all, position));
                 return;
@@ -395,6 +397,12 @@ final class LayerPlan {
             return new CheckpointMerger.Plan(List.copyOf(tensors), read, written, largestOut, largestIn, slots - 1,
                     config.trimScope(), List.copyOf(warnings), largestConvert, slots, slotBytes);
         }
+    }
+
+    /** The config that leaves one input as it is (a passthrough with scale 1), cast to the config's dtypes. */
+    static MergeConfig unchanged(MergeConfig config, Path model) {
+        return new MergeConfig(Method.PASSTHROUGH, null, List.of(new MergeConfig.ModelEntry(model, new LinkedHashMap<>())),
+                Map.of(), config.outDType(), config.trimScope(), config.seed(), List.of(), null, config.computeDType());
     }
 
     /**
