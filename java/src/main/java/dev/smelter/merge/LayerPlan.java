@@ -69,8 +69,9 @@ final class LayerPlan {
     }
 
     /**
-     * Plans a sliced config over the opened checkpoints ({@code opened}: each input path's checkpoint). Bad ranges and
-     * missing tensors are configuration errors naming the slice, the model and its layer count.
+     * Plans a sliced config over the opened checkpoints ({@code opened}: each input path's checkpoint). A range beyond
+     * a model's layers is a configuration error (IllegalArgumentException) naming the slice, the source and the layer
+     * count; a tensor a source lacks, or of another shape, is a {@link CheckpointFormatException} naming both.
      */
     static CheckpointMerger.Plan plan(MergeConfig config, Map<Path, Checkpoint> opened) throws CheckpointFormatException {
         List<SliceDefinition> slices = config.slices();
