@@ -15,6 +15,9 @@ final class PlanPrinter {
         out.printf(Locale.ROOT, "method %s, %d models%s, trim scope %s, device %s%n", cfg.method().mergekitName(),
                 cfg.models().size(), cfg.baseModel() != null ? " + base " + cfg.baseModel() : "",
                 plan.trimScope().name().toLowerCase(Locale.ROOT), device);
+        if (cfg.sliced())
+            out.printf(Locale.ROOT, "%d slices, %d output layers%n", cfg.slices().size(),
+                    cfg.slices().stream().mapToInt(s -> s.length()).sum());
         for (CheckpointMerger.TensorPlan t : plan.tensors()) {
             out.printf(Locale.ROOT, "  %-5s %-60s %-5s -> %-5s %-20s %10s%s%n", t.action(), t.name(), t.info().dtype(),
                     t.action() == CheckpointMerger.Action.MERGE ? t.outDType() : t.info().dtype(),

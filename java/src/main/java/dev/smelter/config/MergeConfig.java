@@ -49,7 +49,8 @@ public record MergeConfig(
         long seed,
         List<String> warnings,
         SweepGrid grid,
-        DType computeDType) {
+        DType computeDType,
+        List<SliceDefinition> slices) {
 
     /** A config without a sweep grid. */
     public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
@@ -58,11 +59,26 @@ public record MergeConfig(
         this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null, null);
     }
 
+    /** A config of {@code models:} (no slices). */
+    public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
+            Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
+            List<String> warnings, SweepGrid grid, DType computeDType) {
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid, computeDType, null);
+    }
+
+    /**
+     * Whether the output's layers come from {@code slices:} (stacked, dropped or renumbered layers) rather than every
+     * layer of the models; {@link #models()} then lists the slices' models (besides the base) without parameters.
+     */
+    public boolean sliced() {
+        return slices != null && !slices.get(0).underModels();
+    }
+
     /** The same config with other models, parameters, trimming, seed or grid (everything else kept). */
     public MergeConfig with(List<ModelEntry> models, Map<String, ParameterValue> parameters, TrimScope trimScope,
             long seed, SweepGrid grid) {
         return new MergeConfig(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid,
-                computeDType);
+                computeDType, slices);
     }
 
     /**
@@ -127,8 +143,6 @@ public record MergeConfig(
         checkKeys(root, TOP_KEYS, "config");
         for (String k : IGNORED_TOP_KEYS)
             if (root.has(k)) warnings.add("'" + k + "' is ignored: Smelter copies the tokenizer files of the base model");
-        if (root.has("slices"))
-            throw new ConfigException("'slices' (layer-stacking / passthrough merges) is not supported; use 'models'");
         String methodName = text(root, "merge_method", "config");
         MergeMethods.Method method;
         try {
@@ -138,6 +152,8 @@ public record MergeConfig(
         }
 
         Path base = root.has("base_model") ? resolve(baseDir, workDir, text(root, "base_model", "config"), "base_model", warnings) : null;
+        if (root.has("slices")) return parseSlices(root, method, base, baseDir, workDir, warnings);
+        if (method == MergeMethods.Method.PASSTHROUGH && base != null) base = passthroughBase(root, base, baseDir, workDir);
         if (method.needsBase() && base == null)
             throw new ConfigException("merge_method " + methodName + " needs base_model");
 
@@ -146,14 +162,19 @@ public record MergeConfig(
             throw new ConfigException("'models' must be a non-empty list of {model: path, parameters: {...}}");
         List<ModelEntry> models = new ArrayList<>();
         List<String> modelPlaces = new ArrayList<>();  // "models[i]" of each entry, for messages
+        List<SliceDefinition.Source> ranges = new ArrayList<>();  // models[i].layer_range, checked by the planner
         boolean baseListed = false;
         for (int i = 0; i < modelsNode.size(); i++) {
             String at = "models[" + i + "]";
             JsonNode m = modelsNode.get(i);
             if (!m.isObject()) throw new ConfigException(at + " must be a mapping with 'model'");
-            checkKeys(m, method == MergeMethods.Method.FISHER ? Set.of("model", "parameters", "fisher")
-                    : Set.of("model", "parameters"), at);
+            checkKeys(m, method == MergeMethods.Method.FISHER ? Set.of("model", "parameters", "fisher", "layer_range")
+                    : Set.of("model", "parameters", "layer_range"), at);
             Path path = resolve(baseDir, workDir, text(m, "model", at), at + ".model", warnings);
+            if (m.has("layer_range")) {  // mergekit-evolve writes [0, layers]; mergekit reads every layer regardless
+                int[] r = SliceDefinition.range(m.get("layer_range"), at + ".layer_range");
+                ranges.add(new SliceDefinition.Source(path, r[0], r[1], Map.of()));
+            }
             Path fisher = m.has("fisher") ? resolve(baseDir, workDir, text(m, "fisher", at), at + ".fisher", warnings) : null;
             if (method == MergeMethods.Method.FISHER && fisher == null)
                 throw new ConfigException(at + ".fisher is required for merge_method fisher: the model's diagonal "
@@ -215,6 +236,59 @@ public record MergeConfig(
                             + methodName + " (or a top-level parameters." + required + " for every model)");
         }
 
+        return finish(root, method, base, models, global, warnings,
+                ranges.isEmpty() ? null : List.of(new SliceDefinition(List.copyOf(ranges), base, Map.of(), true)));
+    }
+
+    /** A config of {@code slices:} ({@link SliceDefinition}); the top-level keys are read as for {@code models:}. */
+    private static MergeConfig parseSlices(JsonNode root, MergeMethods.Method method, Path base, Path baseDir,
+            Path workDir, List<String> warnings) throws ConfigException {
+        if (root.has("models"))
+            throw new ConfigException("the config has both 'models' and 'slices'; mergekit takes exactly one of them");
+        Map<String, ParameterValue> global = parameters(root.get("parameters"), "parameters", method.globalParameters(),
+                warnings::add);
+        for (Map.Entry<String, ParameterValue> p : global.entrySet())
+            checkRange("parameters." + p.getKey(), p.getKey(), p.getValue());
+        List<SliceDefinition> slices = SliceDefinition.parse(root.get("slices"), method, base, global,
+                new SliceDefinition.Reader() {
+                    @Override
+                    public Path path(String text, String where) throws ConfigException {
+                        return resolve(baseDir, workDir, text, where, warnings);
+                    }
+
+                    @Override
+                    public Map<String, ParameterValue> parameters(JsonNode node, String where, boolean perModel)
+                            throws ConfigException {
+                        return MergeConfig.parameters(node, where, perModel ? method.tensorParameters()
+                                : method.globalParameters(), warnings::add);
+                    }
+                }, warnings);
+        MergeConfig config = finish(root, method, base, SliceDefinition.models(slices, base), global, warnings, slices);
+        if (config.trimScope() == TrimScope.MODEL)
+            throw new ConfigException("smelter.trim_scope: model ranks one model's task vector over the whole model; "
+                    + "with slices a model's layers belong to several merges: use trim_scope: tensor");
+        return config;
+    }
+
+    /**
+     * mergekit's passthrough takes exactly one tensor, and adds {@code base_model} to the sources of a {@code models:}
+     * config: the base may only be the one model.
+     */
+    private static Path passthroughBase(JsonNode root, Path base, Path baseDir, Path workDir) throws ConfigException {
+        JsonNode models = root.get("models");
+        if (models != null && models.isArray() && models.size() == 1 && models.get(0).isObject()
+                && models.get(0).has("model")
+                && resolve(baseDir, workDir, text(models.get(0), "model", "models[0]"), "models[0].model",
+                        new ArrayList<>()).equals(base))
+            return null;
+        throw new ConfigException("merge_method passthrough copies one model: with base_model it can only be that "
+                + "model (mergekit adds the base to the sources, and passthrough refuses two); remove base_model");
+    }
+
+    /** The keys every config has besides its models or slices: dtypes and Smelter's options, the grid last. */
+    private static MergeConfig finish(JsonNode root, MergeMethods.Method method, Path base, List<ModelEntry> models,
+            Map<String, ParameterValue> global, List<String> warnings, List<SliceDefinition> slices)
+            throws ConfigException {
         // mergekit casts every input to `dtype` before the merge (GatherTensors) and writes `out_dtype`, else the
         // result's dtype: `dtype`, else the inputs'.
         DType compute = root.has("dtype") ? dtype(text(root, "dtype", "config")) : null;
@@ -233,7 +307,7 @@ public record MergeConfig(
             }
         }
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
-                List.copyOf(warnings), null, compute);
+                List.copyOf(warnings), null, compute, slices);
         if (s == null || !s.has("grid")) return config;
         SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
         grid.validate(config);
@@ -275,6 +349,11 @@ public record MergeConfig(
                 if (others != 1)
                     throw new ConfigException("slerp interpolates exactly two models: base_model (t=0) and one other "
                             + "(t=1); got " + others + " besides the base");
+            }
+            case PASSTHROUGH -> {
+                if (others != 1)
+                    throw new ConfigException("passthrough copies exactly one model; got " + others + " (to stack "
+                            + "layers of several models, use slices)");
             }
             case MODEL_STOCK -> {
                 if (others < 2)

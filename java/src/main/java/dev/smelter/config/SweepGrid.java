@@ -273,6 +273,9 @@ public record SweepGrid(List<Axis> axes) {
             MergeMethods.Parameter p = m.parameters().stream().filter(q -> q.name().equals(a.parameter())).findFirst()
                     .orElseThrow(() -> new ConfigException(at + ": merge_method " + m.mergekitName()
                             + " has no parameter '" + a.parameter() + "' (its parameters: " + parameterNames(m) + ")"));
+            if (a.model() >= 0 && config.sliced())
+                throw new ConfigException(at + ": with slices an axis sets the value of every source and slice; "
+                        + "models[" + a.model() + "] names no one source (write " + p.name() + " without @)");
             if (a.model() >= 0) {
                 if (!p.perModel())
                     throw new ConfigException(at + ": " + p.name() + " is a global parameter, not one per model");
@@ -301,6 +304,41 @@ public record SweepGrid(List<Axis> axes) {
         }
     }
 
+    /**
+     * A sliced config with this point's values: each axis's parameter is taken out of every slice and source and set
+     * at the top level, so the value replaces whatever the config had for it wherever mergekit would look it up.
+     */
+    private static MergeConfig applyToSlices(MergeConfig config, Point point) {
+        Map<String, ParameterValue> global = new LinkedHashMap<>(config.parameters());
+        Set<String> names = new HashSet<>();
+        long seed = config.seed();
+        for (int i = 0; i < point.axes().size(); i++) {
+            Axis a = point.axes().get(i);
+            double v = point.values().get(i).value();
+            if (a.parameter().equals(SEED)) {
+                seed = (long) v;
+                continue;
+            }
+            global.put(a.parameter(), new ParameterValue.Constant(v));
+            names.add(a.parameter());
+        }
+        List<SliceDefinition> slices = new ArrayList<>();
+        for (SliceDefinition s : config.slices()) {
+            List<SliceDefinition.Source> sources = new ArrayList<>();
+            for (SliceDefinition.Source x : s.sources())
+                sources.add(new SliceDefinition.Source(x.model(), x.start(), x.end(), without(x.parameters(), names)));
+            slices.add(new SliceDefinition(List.copyOf(sources), s.baseModel(), without(s.parameters(), names), false));
+        }
+        return new MergeConfig(config.method(), config.baseModel(), config.models(), global, config.outDType(),
+                config.trimScope(), seed, config.warnings(), null, config.computeDType(), List.copyOf(slices));
+    }
+
+    private static Map<String, ParameterValue> without(Map<String, ParameterValue> params, Set<String> names) {
+        Map<String, ParameterValue> out = new LinkedHashMap<>(params);
+        out.keySet().removeAll(names);
+        return out;
+    }
+
     private static String parameterNames(MergeMethods.Method m) {
         List<String> names = new ArrayList<>(m.parameters().stream().map(MergeMethods.Parameter::name).toList());
         if (m == MergeMethods.Method.DARE_LINEAR || m == MergeMethods.Method.DARE_TIES) names.add(SEED);
@@ -309,6 +347,7 @@ public record SweepGrid(List<Axis> axes) {
 
     /** {@code config} with this point's values: constants replacing whatever the config had for them. */
     public static MergeConfig apply(MergeConfig config, Point point) {
+        if (config.sliced()) return applyToSlices(config, point);
         Map<String, ParameterValue> global = new LinkedHashMap<>(config.parameters());
         List<Map<String, ParameterValue>> models = new ArrayList<>();
         for (MergeConfig.ModelEntry e : config.models()) models.add(new LinkedHashMap<>(e.parameters()));

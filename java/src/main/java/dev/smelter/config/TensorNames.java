@@ -27,6 +27,25 @@ public final class TensorNames {
         return Integer.parseInt(digits);
     }
 
+    /**
+     * The same tensor in layer {@code index} ("model.layers.3.mlp.up_proj.weight" with 7: "model.layers.7.mlp...");
+     * {@code name} must belong to a layer.
+     */
+    public static String withLayer(String name, int index) {
+        Matcher m = LAYER.matcher(name);
+        if (!m.find()) throw new IllegalArgumentException("tensor " + name + " belongs to no layer");
+        return name.substring(0, m.start(1)) + index + name.substring(m.end(1));
+    }
+
+    /**
+     * The name of the stack of layers a layer tensor belongs to: its name up to the layer index ("model.layers."),
+     * null for a tensor outside the layers. Models with an encoder and a decoder, or a vision tower, have several.
+     */
+    public static String layerStack(String name) {
+        Matcher m = LAYER.matcher(name);
+        return m.find() ? name.substring(0, m.start(1)) : null;
+    }
+
     /** Non-layer tensors that come after the layers: the final norm and the output head. */
     public static boolean isAfterLayers(String name) {
         return name.contains("lm_head") || name.matches("(?:^|.*\\.)(?:norm|ln_f|final_layernorm|final_layer_norm)\\.\\w+$");

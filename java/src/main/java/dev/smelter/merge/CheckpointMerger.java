@@ -92,9 +92,17 @@ public final class CheckpointMerger implements AutoCloseable {
      *     models and base hold it in different float dtypes, else theirs; deltas are ranked in it
      * @param convertedInputs the inputs are merged from copies rounded to {@code computeDType} (their dtypes differ
      *     from it, and it is not simply f32 over one 16-bit dtype, which the merge reads exactly as it is)
+     * @param sources for a config of slices, which tensor of which checkpoint each input is and the method's
+     *     parameters for this tensor ({@link LayerPlan}); null otherwise (the tensor of this name in the base and
+     *     models)
      */
     public record TensorPlan(String name, TensorInfo info, Action action, DType outDType, long mergedElements,
-            String note, DType computeDType, boolean convertedInputs) {
+            String note, DType computeDType, boolean convertedInputs, LayerPlan.Sources sources) {
+        public TensorPlan(String name, TensorInfo info, Action action, DType outDType, long mergedElements,
+                String note, DType computeDType, boolean convertedInputs) {
+            this(name, info, action, outDType, mergedElements, note, computeDType, convertedInputs, null);
+        }
+
         public long outBytes() {
             return action == Action.COPY ? info.byteSize() : info.elementCount() * outDType.byteSize();
         }
@@ -225,12 +233,46 @@ public final class CheckpointMerger implements AutoCloseable {
         return spec.toBuilder().weights(c).build();
     }
 
+    /** Each input path's checkpoint (base and models). */
+    private Map<Path, Checkpoint> opened() {
+        Map<Path, Checkpoint> opened = new java.util.HashMap<>();
+        if (base != null) opened.put(config.baseModel(), base);
+        for (int i = 0; i < models.size(); i++) opened.put(config.models().get(i).path(), models.get(i));
+        return opened;
+    }
+
+    /** The bytes a copied tensor is written from: the reference's tensor, or for slices its source. */
+    MemorySegment copySource(TensorPlan t) {
+        if (t.sources() == null) return reference().data(t.name());
+        LayerPlan.Input from = t.sources().copyFrom();
+        return from.checkpoint().data(from.name());
+    }
+
+    /**
+     * How tensor {@code t} is merged under {@code cfg} (this merger's config, or a sweep's configuration of it); for
+     * slices from the tensor's sources, its parameters resolved for its slice and place.
+     */
+    MergeMethods.TensorMerge tensorMerge(MergeConfig cfg, TensorPlan t) {
+        if (t.sources() != null) return TensorSpecs.tensorMerge(t.sources().forConfig().apply(cfg), t.name(), -1, 1);
+        return TensorSpecs.tensorMerge(cfg, t.name(), TensorNames.layerIndex(t.name()), layerCount);
+    }
+
+    /** {@link TensorSpecs#checkTensor} of tensor {@code t} under {@code cfg}, as {@link #tensorMerge} resolves it. */
+    void checkTensor(MergeConfig cfg, TensorPlan t) {
+        if (t.sources() != null) TensorSpecs.checkTensor(t.sources().forConfig().apply(cfg), t.name(), -1, 1);
+        else TensorSpecs.checkTensor(cfg, t.name(), TensorNames.layerIndex(t.name()), layerCount);
+    }
+
     /** Layers of the reference checkpoint (1 + the largest layer index in its tensor names). */
     int layerCount() {
         return layerCount;
     }
 
     public Plan plan() throws CheckpointFormatException {
+        if (config.slices() != null) {  // slices, or models with layer_range
+            if (config.sliced()) return LayerPlan.plan(config, opened());
+            LayerPlan.checkModelRanges(config, opened());
+        }
         Checkpoint ref = reference();
         List<TensorPlan> tensors = new ArrayList<>();
         long read = 0, written = 0, largestOut = 0, largestIn = 0, largestConvert = 0;
@@ -411,7 +453,7 @@ public final class CheckpointMerger implements AutoCloseable {
                     for (int i = 0; i < plan.tensors().size(); i++) {
                         TensorPlan t = plan.tensors().get(i);
                         if (t.action() == Action.COPY) {
-                            behind.write(writer, t.name(), reference().data(t.name()));
+                            behind.write(writer, t.name(), copySource(t));
                         } else {
                             int b = i & 1;
                             behind.await(writes[b]);  // the write that last read this buffer
@@ -441,7 +483,8 @@ public final class CheckpointMerger implements AutoCloseable {
                 if (convertBuffer != null) ctx.free(convertBuffer);
                 convertBuffer = null;
             }
-            warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer()));
+            warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer(),
+                    config.sliced() ? LayerPlan.configEdit(config, warnings::add) : null));
             if (options.configText() != null) {
                 writer.writeFile("README.md", ModelCard.markdown(ModelCard.name(options.output()), config,
                         options.configText()).getBytes(StandardCharsets.UTF_8));
@@ -471,6 +514,16 @@ public final class CheckpointMerger implements AutoCloseable {
     Inputs read(InputBuffers in, int bank, TensorPlan t) throws IOException {
         String name = t.name();
         long n = t.mergedElements();
+        if (t.sources() != null) {  // slices: the base (if any) in slot 0, the models after it
+            LayerPlan.Input sb = t.sources().base();
+            Tensor b = sb == null ? null : in.read(bank, 0, sb.checkpoint(), sb.name(), n);
+            List<Tensor> m = new ArrayList<>();
+            for (int i = 0; i < t.sources().models().size(); i++) {
+                LayerPlan.Input x = t.sources().models().get(i);
+                m.add(in.read(bank, sb == null ? i : 1 + i, x.checkpoint(), x.name(), n));
+            }
+            return new Inputs(b, m, List.of());
+        }
         Tensor b = base == null ? null : in.read(bank, 0, base, name, t.info().elementCount());
         List<Tensor> m = new ArrayList<>(), f = new ArrayList<>();
         for (int i = 0; i < models.size(); i++) m.add(in.read(bank, 1 + i, models.get(i), name, n));
@@ -496,7 +549,9 @@ public final class CheckpointMerger implements AutoCloseable {
         for (TensorPlan t : plan.tensors()) {
             List<MemorySegment> step = new ArrayList<>();
             if (t.action() == Action.COPY) {
-                step.add(reference().data(t.name()));
+                step.add(copySource(t));
+            } else if (t.sources() != null) {
+                for (LayerPlan.Input x : t.sources().all()) step.add(x.checkpoint().data(x.name()));
             } else {
                 if (base != null) step.add(base.data(t.name()));
                 for (Checkpoint m : models) step.add(m.data(t.name()));
@@ -523,13 +578,17 @@ public final class CheckpointMerger implements AutoCloseable {
             NonFinite action, List<String> warnings) throws IOException {
         if (action == NonFinite.IGNORE || bad == 0) return;
         List<String> sources = new ArrayList<>();
-        if (base != null) {
+        Checkpoint baseOf = t.sources() == null ? base
+                : t.sources().base() == null ? null : t.sources().base().checkpoint();
+        List<Checkpoint> modelsOf = t.sources() == null ? models
+                : t.sources().models().stream().map(LayerPlan.Input::checkpoint).toList();
+        if (baseOf != null) {
             long b = ctx.countNonFinite(baseInput);
-            if (b > 0) sources.add(b + " in " + base.directory());
+            if (b > 0) sources.add(b + " in " + baseOf.directory());
         }
-        for (int i = 0; i < models.size(); i++) {
+        for (int i = 0; i < modelsOf.size(); i++) {
             long b = ctx.countNonFinite(modelInputs.get(i));
-            if (b > 0) sources.add(b + " in " + models.get(i).directory());
+            if (b > 0) sources.add(b + " in " + modelsOf.get(i).directory());
         }
         String message = prefix + "tensor " + t.name() + ": " + bad + " of " + t.info().elementCount() + " merged values are NaN or infinite ("
                 + (sources.isEmpty() ? "the inputs are finite: the result overflows " + t.outDType() : "non-finite inputs: "
@@ -555,16 +614,15 @@ public final class CheckpointMerger implements AutoCloseable {
     private long mergeTensor(Context ctx, Inputs in, TensorPlan t, int[] thresholds, DType key,
             MemorySegment outBuffer) throws IOException {
         String name = t.name();
-        int layer = TensorNames.layerIndex(name);
         long n = t.mergedElements();
         long[] at = {0};  // where the next copy goes in convertBuffer, in bytes (converted inputs only)
         // Every input is read into Smelter's buffers first: native code never reads a mapping (see InputBuffers).
         Tensor baseWhole = in.base();
-        Tensor baseTensor = base == null ? null : inputOf(ctx, t, slice(baseWhole, n), at);
+        Tensor baseTensor = baseWhole == null ? null : inputOf(ctx, t, slice(baseWhole, n), at);
         List<Tensor> inputs = new ArrayList<>();
         for (Tensor m : in.models()) inputs.add(inputOf(ctx, t, m, at));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
-        MergeMethods.TensorMerge how = TensorSpecs.tensorMerge(config, name, layer, layerCount);
+        MergeMethods.TensorMerge how = tensorMerge(config, t);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
                 t.info().elementCount(), t.outDType(), Tensor.Memory.HOST);
         Context.MergeCounts counts;

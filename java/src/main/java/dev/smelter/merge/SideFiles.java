@@ -20,6 +20,7 @@ import java.util.ArrayList;
 import java.util.EnumMap;
 import java.util.List;
 import java.util.Map;
+import java.util.function.Consumer;
 
 /**
  * The files beside the tensors of a merged checkpoint: {@code config.json} with {@code torch_dtype} set to the dtype
@@ -40,17 +41,23 @@ public final class SideFiles {
      */
     public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer)
             throws IOException {
+        return write(writer, source, dtype, copyTokenizer, null);
+    }
+
+    /** {@link #write(CheckpointWriter, Path, DType, boolean)}, with {@code configEdit} (if not null) applied to config.json. */
+    public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer,
+            Consumer<ObjectNode> configEdit) throws IOException {
         List<String> warnings = new ArrayList<>();
         for (String f : CheckpointMerger.SIDE_FILES) {
             Path p = source.resolve(f);
             if (!Files.isRegularFile(p) || (!copyTokenizer && CheckpointMerger.TOKENIZER_FILES.contains(f))) continue;
-            if (f.equals("config.json") && dtype != null) {
+            if (f.equals("config.json") && (dtype != null || configEdit != null)) {
                 try {
-                    writer.writeFile(f, withDType(Files.readString(p), dtype));
+                    writer.writeFile(f, withDType(Files.readString(p), dtype, configEdit));
                     continue;
                 } catch (IOException | RuntimeException e) {
-                    warnings.add(p + " is copied unchanged (its torch_dtype not set to " + torchName(dtype)
-                            + "): it cannot be read as JSON: " + e.getMessage());
+                    warnings.add(p + " is copied unchanged (" + (dtype != null ? "its torch_dtype not set to "
+                            + torchName(dtype) : "its layer count not set") + "): it cannot be read as JSON: " + e.getMessage());
                 }
             }
             writer.copyFile(p);
@@ -83,11 +90,19 @@ public final class SideFiles {
      * transformers write it); keys keep their order, numbers their digits.
      */
     static byte[] withDType(String configJson, DType dtype) throws IOException {
+        return withDType(configJson, dtype, null);
+    }
+
+    /** {@link #withDType(String, DType)} ({@code dtype} null: unchanged), then {@code edit} if not null. */
+    static byte[] withDType(String configJson, DType dtype, Consumer<ObjectNode> edit) throws IOException {
         JsonNode root = JSON.readTree(configJson);
         if (!(root instanceof ObjectNode o)) throw new IOException("not a JSON object");
-        String name = torchName(dtype);
-        o.put("torch_dtype", name);
-        if (o.has("dtype")) o.put("dtype", name);
+        if (dtype != null) {
+            String name = torchName(dtype);
+            o.put("torch_dtype", name);
+            if (o.has("dtype")) o.put("dtype", name);
+        }
+        if (edit != null) edit.accept(o);
         DefaultPrettyPrinter pretty = new DefaultPrettyPrinter()
                 .withSeparators(Separators.createDefaultInstance()
                         .withObjectFieldValueSpacing(Separators.Spacing.AFTER)

@@ -177,17 +177,22 @@ public final class SweepRunner implements AutoCloseable {
         grid.validate(config);
         if (!options.writeCheckpoints() && !options.stats())
             throw new ConfigException("a sweep without checkpoints and without statistics has nothing to do");
+        if (options.stats() && config.sliced() && !options.writeCheckpoints())
+            throw new ConfigException("statistics per layer are not available for slices yet (each slice merges its "
+                    + "own sources); write the checkpoints instead of --stats-only");
         if (options.stats() && config.baseModel() == null && !options.writeCheckpoints())
             throw new ConfigException("statistics measure the merged task vectors against base_model, and this config "
                     + "has none");
-        stats = options.stats() && config.baseModel() != null;
+        stats = options.stats() && config.baseModel() != null && !config.sliced();
         if (options.writeCheckpoints() && grid.size() > MAX_CHECKPOINT_CONFIGURATIONS)
             throw new ConfigException("the grid has " + grid.size() + " configurations; at most "
                     + MAX_CHECKPOINT_CONFIGURATIONS + " checkpoints are written in one sweep (split the grid, or "
                     + "use --stats-only)");
         for (SweepGrid.Point p : grid.points())
             configurations.add(new Configuration(configurations.size(), p, SweepGrid.apply(config, p)));
-        merger = new CheckpointMerger(config, new CheckpointMerger.Options(options.device(), options.output(),
+        // With its grid: a sliced passthrough plans no byte copies that a configuration's scale would change.
+        merger = new CheckpointMerger(config.with(config.models(), config.parameters(), config.trimScope(), config.seed(),
+                grid), new CheckpointMerger.Options(options.device(), options.output(),
                 options.maxShardBytes(), options.overwrite(), options.allowVocabMismatch(), options.nonFinite(),
                 options.memoryLimit()));
     }
@@ -216,14 +221,15 @@ public final class SweepRunner implements AutoCloseable {
         for (CheckpointMerger.TensorPlan t : p.tensors()) {
             if (t.action() == CheckpointMerger.Action.MERGE)  // every configuration's values, before anything is read
                 for (Configuration c : configurations)
-                    TensorSpecs.checkTensor(c.config(), t.name(), TensorNames.layerIndex(t.name()), merger.layerCount());
+                    merger.checkTensor(c.config(), t);
             if (t.action() == CheckpointMerger.Action.MERGE
                     && (t.convertedInputs() || t.computeDType() != t.info().dtype().toMergeDType().orElseThrow()))
                 throw new CheckpointFormatException("tensor " + t.name() + " is merged in " + t.computeDType()
                         + " (the base and the models hold different dtypes, or the config's dtype is not theirs, "
                         + t.info().dtype() + "); sweep needs one dtype, the checkpoints' (smelter merge takes these, one "
                         + "configuration at a time)");
-            read += t.action() == CheckpointMerger.Action.MERGE ? t.info().byteSize() * inputs : t.info().byteSize();
+            read += t.action() != CheckpointMerger.Action.MERGE ? t.info().byteSize()
+                    : t.sources() != null ? t.info().byteSize() * t.sources().all().size() : t.info().byteSize() * inputs;
             out += t.outBytes();
         }
         if (modelWideTrim()) {
@@ -384,8 +390,8 @@ public final class SweepRunner implements AutoCloseable {
                     devFishers.add(b);
                 }
                 // Inputs stay on the device while every configuration merges them; the output is staged there too.
-                if (base != null) buffers.add(devBase = ctx.allocate(DType.BF16, (largestIn + 1) / 2, Tensor.Memory.DEVICE));
-                for (int i = 0; i < models.size(); i++) {
+                if (base != null || config.sliced()) buffers.add(devBase = ctx.allocate(DType.BF16, (largestIn + 1) / 2, Tensor.Memory.DEVICE));
+                for (int i = 0; i < Math.max(models.size(), plan.merge().inputSlots()); i++) {  // slices: the most sources
                     Tensor b = ctx.allocate(DType.BF16, (largestIn + 1) / 2, Tensor.Memory.DEVICE);
                     buffers.add(b);
                     devModels.add(b);
@@ -422,7 +428,7 @@ public final class SweepRunner implements AutoCloseable {
                     if (t.action() == CheckpointMerger.Action.COPY) {
                         for (int c = 0; c < writers.size(); c++) {
                             long s = System.nanoTime();
-                            behind.write(writers.get(c), name, merger.reference().data(name));
+                            behind.write(writers.get(c), name, merger.copySource(t));
                             own[c] += System.nanoTime() - s;
                         }
                         done += t.outBytes() * n;
@@ -438,17 +444,17 @@ public final class SweepRunner implements AutoCloseable {
                     if (mergedStep > 0) prefetch.release(mergedStep - 1);  // the previous tensor is done with its bank
                     CheckpointMerger.Inputs read = prefetch.await(mergedStep++);
                     Tensor baseWhole = read.base();
-                    Tensor hostBase = base == null ? null : CheckpointMerger.slice(baseWhole, count);
+                    Tensor hostBase = baseWhole == null ? null : CheckpointMerger.slice(baseWhole, count);
                     List<Tensor> hostModels = read.models();
                     Tensor inBase = hostBase == null ? null : resident(ctx, hostBase, devBase);
                     List<Tensor> inModels = new ArrayList<>(), inFishers = new ArrayList<>();
-                    for (int i = 0; i < models.size(); i++)
+                    for (int i = 0; i < hostModels.size(); i++)  // slices: this tensor's sources
                         inModels.add(resident(ctx, hostModels.get(i), cuda ? devModels.get(i) : null));
                     for (int i = 0; i < fishers.size(); i++)
                         inFishers.add(resident(ctx, read.fishers().get(i), cuda ? devFishers.get(i) : null));
                     List<MergeMethods.TensorMerge> hows = new ArrayList<>();
                     for (Configuration c : configurations)
-                        hows.add(TensorSpecs.tensorMerge(c.config(), name, layer, merger.layerCount()));
+                        hows.add(merger.tensorMerge(c.config(), t));
                     MergeSpec[] specs = new MergeSpec[n];
                     SceMerge.Variance[] variance = {null};  // SCE, computed by the first configuration that selects
                     Map<Double, Context.Selection> selections = new HashMap<>();  // SCE, one per distinct select_topk

@@ -97,6 +97,11 @@ public final class TensorSpecs {
         Method m = config.method();
         if (m.composed()) throw new IllegalArgumentException(m.mergekitName() + " is a composed method: use tensorMerge");
         List<MergeConfig.ModelEntry> models = config.models();
+        if (m == Method.PASSTHROUGH) {  // mergekit multiplies the one tensor by its scale (none: 1)
+            ParameterValue scale = models.get(0).parameters().get("scale");
+            float s = scale == null ? 1f : (float) scale.resolve(tensorName, layer, layerCount);
+            return MergeSpec.linear(new float[] {s}).toBuilder().normalize(false).tensorName(tensorName).build();
+        }
         float[] weights = new float[models.size()];
         // Densities and gammas stay in double: the kernels count floor(density * n) as mergekit's int(density * n).
         double[] densities = new double[models.size()], gammas = new double[models.size()];

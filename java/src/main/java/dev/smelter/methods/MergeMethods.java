@@ -98,6 +98,10 @@ public final class MergeMethods {
                 "DELLA's ranked random drop and rescale, weighted sum without sign election",
                 WEIGHT, DENSITY, EPSILON, Parameter.global("normalize", "false"), LAMBDA,
                 Parameter.global("rescale", "true")),
+        PASSTHROUGH("passthrough", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "one model's tensors copied, each multiplied by its scale (bytes copied where the scale is 1 and the "
+                        + "dtype stays); with slices, layers stacked or dropped (frankenmerges)",
+                Parameter.perModel("scale", "1.0")),
         SLERP("slerp", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
                 "spherical interpolation by the angle between base_model (t=0) and the one other model (t=1); "
                         + "linear when they are nearly parallel",

@@ -164,4 +164,30 @@ class ParserFuzzTest {
         System.out.println("ParserFuzzTest: " + runs + " configs");
         assertEquals(true, runs > 0);
     }
+
+    @Test
+    void sliceConfigs() {
+        byte[] seed = """
+                merge_method: slerp
+                base_model: base
+                slices:
+                  - sources:
+                      - {model: base, layer_range: [0, 2]}
+                      - model: expert-de
+                        layer_range: [1, 3]
+                        parameters: {t: [0.2, 0.8]}
+                    parameters: {t: [{filter: mlp, value: 0.5}, {value: 0.3}]}
+                  - sources: [{model: base, layer_range: [2, 4]}, {model: expert-fr, layer_range: [0, 2]}]
+                    base_model: base
+                parameters: {t: 0.5}
+                dtype: bfloat16
+                smelter: {grid: {t: [0.3, 0.5]}}
+                """.getBytes(StandardCharsets.UTF_8);
+        int runs = fuzz(seed, input -> {
+            List<com.fasterxml.jackson.databind.JsonNode> docs = YamlReader.readAll(new String(input, StandardCharsets.UTF_8));
+            if (docs.size() == 1) MergeConfig.parse(docs.get(0), dir);
+        });
+        System.out.println("ParserFuzzTest: " + runs + " slice configs");
+        assertEquals(true, runs > 0);
+    }
 }
