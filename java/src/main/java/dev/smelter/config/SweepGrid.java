@@ -330,7 +330,7 @@ public record SweepGrid(List<Axis> axes) {
         }
         List<MergeConfig.ModelEntry> entries = new ArrayList<>();
         for (int m = 0; m < models.size(); m++) entries.add(new MergeConfig.ModelEntry(config.models().get(m).path(), models.get(m),
-                config.models().get(m).fisher()));
+                config.models().get(m).fisher(), config.models().get(m).lora()));
         return config.with(List.copyOf(entries), global, config.trimScope(), seed, null);
     }
 }
