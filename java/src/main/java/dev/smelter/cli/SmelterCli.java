@@ -4,6 +4,7 @@ import dev.smelter.DType;
 import dev.smelter.Device;
 import dev.smelter.Smelter;
 import dev.smelter.config.ConfigException;
+import dev.smelter.config.MultiConfig;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
@@ -114,8 +115,18 @@ public final class SmelterCli {
 
         @Override
         public Integer call() throws IOException, ConfigException {
+            if (MultiConfig.documentCount(config) > 1) {  // mergekit-multi: intermediate merges, then the final one
+                Path output = output(spec, outputArgument, outputOption);
+                return MultiMerge.run(MultiConfig.load(config), output, dryRun, options.overwrite,
+                        (cfg, out, yaml, last) -> merge(cfg, out, last && writeModelCard ? yaml : null));
+            }
             MergeConfig cfg = MergeConfig.load(config);
             Path output = output(spec, outputArgument, outputOption);
+            return merge(cfg, output, writeModelCard ? Files.readString(config) : null);
+        }
+
+        /** Merges {@code cfg} into {@code output}; {@code card}: the config text for the model card (null: none). */
+        private int merge(MergeConfig cfg, Path output, String card) throws IOException, ConfigException {
             if (cfg.grid() != null)
                 throw new ConfigException(config + " has a smelter.grid (" + cfg.grid().size() + " configurations): run "
                         + "it with smelter sweep, or remove the grid to merge one configuration");
@@ -133,7 +144,7 @@ public final class SmelterCli {
             if (existing != null && !dryRun && !options.overwrite) throw new ConfigException(existing);
             var mergeOptions = new CheckpointMerger.Options(dev, output, shardBytes, options.overwrite,
                     options.allowVocabMismatch, options.nonFinite(), memoryLimit, copyTokenizer,
-                    writeModelCard ? Files.readString(config) : null);
+                    card);
             try (CheckpointMerger merger = new CheckpointMerger(cfg, mergeOptions)) {
                 CheckpointMerger.Plan plan = merger.plan();
                 for (String w : plan.warnings()) err.println("warning: " + w);

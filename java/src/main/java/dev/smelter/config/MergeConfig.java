@@ -121,8 +121,8 @@ public record MergeConfig(
         }
         if (documents.size() > 1)
             throw new ConfigException(file + " holds " + documents.size() + " YAML documents (configs separated by "
-                    + "'---', as mergekit-multi takes them): multi-document configs are not supported yet; split them "
-                    + "into one file per document and merge each");
+                    + "'---', as mergekit-multi takes them): smelter merge runs them (intermediate merges, then the "
+                    + "final one); here one merge configuration is needed");
         return parse(documents.isEmpty() ? null : documents.get(0), file.toAbsolutePath().getParent(),
                 workDir.toAbsolutePath(), hubCache);
     }
