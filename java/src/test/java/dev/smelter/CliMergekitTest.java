@@ -365,8 +365,8 @@ class CliMergekitTest {
                 + Files.readString(dir.resolve("dare_ties.yml")));
         r = merge(multi.toString(), out("m"));
         assertEquals(2, r.code());
-        assertTrue(r.err().contains("holds 2 YAML documents") && r.err().contains("multi-document configs are not supported yet")
-                && r.err().contains("split them"), r.err());
+        assertTrue(r.err().contains("document 2 has no name, and neither has document 1")
+                && r.err().contains("only the final merge is unnamed"), r.err());
         Path leading = config("leading.yml", "---\n" + Files.readString(dir.resolve("ties.yml")));
         assertEquals(0, merge(leading.toString(), out("m"), "--dry-run").code(), "one document after ---");
 

@@ -25,6 +25,8 @@ import java.util.TreeMap;
 public final class Checkpoint implements AutoCloseable {
     public static final String INDEX = "model.safetensors.index.json";
     public static final String SINGLE = "model.safetensors";
+    /** PyTorch checkpoints, read when a folder has no safetensors ({@link TorchCheckpoint}). */
+    public static final String TORCH_INDEX = "pytorch_model.bin.index.json", TORCH_SINGLE = "pytorch_model.bin";
 
     private final Path directory;
     private final List<SafetensorsFile> files;
@@ -49,7 +51,11 @@ public final class Checkpoint implements AutoCloseable {
         if (Files.isDirectory(path)) {
             if (Files.isRegularFile(path.resolve(INDEX))) return openIndex(path.resolve(INDEX));
             if (Files.isRegularFile(path.resolve(SINGLE))) return openSingle(path.resolve(SINGLE));
-            throw new CheckpointFormatException(path + ": neither " + INDEX + " nor " + SINGLE + " found");
+            // As mergekit: model.safetensors first, then pytorch_model.bin (each sharded with an index, or single).
+            if (Files.isRegularFile(path.resolve(TORCH_INDEX))) return openIndex(path.resolve(TORCH_INDEX));
+            if (Files.isRegularFile(path.resolve(TORCH_SINGLE))) return openSingle(path.resolve(TORCH_SINGLE));
+            throw new CheckpointFormatException(path + ": none of " + INDEX + ", " + SINGLE + ", " + TORCH_INDEX + ", "
+                    + TORCH_SINGLE + " found");
         }
         if (!Files.isRegularFile(path)) throw new CheckpointFormatException(path + ": no such checkpoint");
         return path.getFileName().toString().endsWith(".json") ? openIndex(path) : openSingle(path);
@@ -76,8 +82,15 @@ public final class Checkpoint implements AutoCloseable {
         return lora;
     }
 
+    /** A safetensors file, or a PyTorch one ({@code .bin}, {@code .pt}, {@code .pth}). */
+    private static SafetensorsFile openFile(Path file) throws IOException {
+        String n = file.getFileName().toString();
+        return n.endsWith(".bin") || n.endsWith(".pt") || n.endsWith(".pth") ? TorchCheckpoint.open(file)
+                : SafetensorsFile.open(file);
+    }
+
     private static Checkpoint openSingle(Path file) throws IOException {
-        SafetensorsFile f = SafetensorsFile.open(file);
+        SafetensorsFile f = openFile(file);
         Map<String, SafetensorsFile> fileOf = new LinkedHashMap<>();
         for (String name : f.tensors().keySet()) fileOf.put(name, f);
         Path dir = file.toAbsolutePath().normalize().getParent();
@@ -127,7 +140,7 @@ public final class Checkpoint implements AutoCloseable {
             for (Map.Entry<String, Path> s : shards.entrySet()) {
                 if (!Files.isRegularFile(s.getValue()))
                     throw new CheckpointFormatException(index + ": shard " + s.getKey() + " is missing");
-                SafetensorsFile f = SafetensorsFile.open(s.getValue());
+                SafetensorsFile f = openFile(s.getValue());
                 files.add(f);
                 for (String name : f.tensors().keySet()) {
                     String listed = shardOf.get(name);
