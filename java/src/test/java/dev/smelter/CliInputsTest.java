@@ -158,6 +158,60 @@ class CliInputsTest {
         assertTrue(r.err().contains("smelter merge runs them"), r.err());
     }
 
+    /** Puts the files of {@code model} into {@code hub} as huggingface_hub caches them: blobs, a snapshot of links, refs. */
+    static void cache(Path hub, String repo, String ref, String commit, Path model) throws Exception {
+        Path folder = hub.resolve("models--" + repo.replace("/", "--"));
+        Path snapshot = Files.createDirectories(folder.resolve("snapshots").resolve(commit));
+        Files.createDirectories(folder.resolve("blobs"));
+        try (Stream<Path> files = Files.list(model)) {
+            for (Path f : files.toList()) {
+                Path blob = Files.copy(f, folder.resolve("blobs").resolve(commit + "-" + f.getFileName()));
+                Files.createSymbolicLink(snapshot.resolve(f.getFileName()), snapshot.relativize(blob));
+            }
+        }
+        Path r = folder.resolve("refs").resolve(ref);
+        Files.createDirectories(r.getParent());
+        Files.writeString(r, commit);
+    }
+
+    @Test
+    void hubIdsFromTheHuggingFaceCacheOfTheHome() throws Exception {
+        for (String v : List.of("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"))
+            org.junit.jupiter.api.Assumptions.assumeTrue(System.getenv(v) == null, v + " is set: the cache is not under the home");
+        Path home = Files.createDirectories(dir.resolve("home"));
+        Path hub = home.resolve(".cache/huggingface/hub");
+        String commit = "0123456789abcdef0123456789abcdef01234567";
+        cache(hub, "org/expert", "v1", commit, dir.resolve("expert-de"));
+        cache(hub, "org/base", "main", commit, dir.resolve("base"));
+        String old = System.getProperty("user.home");
+        System.setProperty("user.home", home.toString());
+        try {
+            Path cfg = config("hub.yml", """
+                    merge_method: task_arithmetic
+                    base_model: org/base
+                    models:
+                      - model: org/expert@v1
+                        parameters: {weight: 0.5}
+                    dtype: float32
+                    """);
+            CliRun.Run r = merge(cfg.toString(), dir.resolve("hub-out").toString());
+            assertEquals(0, r.code(), r.err());
+            float[] base = read(dir.resolve("base"), Q), de = read(dir.resolve("expert-de"), Q);
+            double[] want = new double[base.length];
+            for (int i = 0; i < want.length; i++) want[i] = base[i] + 0.5 * ((double) de[i] - base[i]);
+            assertClose(want, read(dir.resolve("hub-out"), Q), Q);
+            String card = Files.readString(dir.resolve("hub-out/README.md"));
+            assertTrue(card.contains("- org/base\n- org/expert\n"), card);
+            r = merge(config("hub-missing.yml", Files.readString(cfg).replace("org/expert@v1", "org/expert@v2")).toString(),
+                    dir.resolve("hub-bad").toString());
+            assertEquals(2, r.code(), r.err());
+            assertTrue(r.err().contains(hub.resolve("models--org--expert/refs/v2") + " does not exist")
+                    && r.err().contains("huggingface-cli download org/expert --revision v2"), r.err());
+        } finally {
+            System.setProperty("user.home", old);
+        }
+    }
+
     @Test
     void loraAdaptersAsModelPlusLora() throws Exception {
         SplittableRandom rnd = new SplittableRandom(5);

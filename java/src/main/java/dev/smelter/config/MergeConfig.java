@@ -148,6 +148,10 @@ public record MergeConfig(
      */
     public static MergeConfig parse(JsonNode root, Path baseDir, Path workDir, HubCache hubCache) throws ConfigException {
         if (root == null || !root.isObject()) throw new ConfigException("the config must be a YAML mapping");
+        if (root.has("experts") || root.has("gate_mode") || root.has("experts_per_token"))
+            throw new ConfigException("this is a mergekit-moe config (experts, gate_mode, experts_per_token): it assembles "
+                    + "a mixture-of-experts model from dense ones, adding router weights computed from prompts, which is "
+                    + "not a weight-space merge and not something Smelter does; run it with mergekit-moe");
         List<String> warnings = new ArrayList<>();
         checkKeys(root, TOP_KEYS, "config");
         for (String k : IGNORED_TOP_KEYS)
