@@ -100,7 +100,13 @@ class CliInputsTest {
                     parameters: {weight: 0.4}
                 dtype: float32
                 """);
-        CliRun.Run r = merge(cfg.toString(), dir.resolve("multi-out").toString());
+        CliRun.Run r = merge(cfg.toString(), dir.resolve("multi-out").toString(), "--dry-run");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("step 1/3: document 3 (name: de-fr) -> intermediate de-fr")
+                && r.err().contains("(uses de-fr: planned once they are merged)"), r.err());
+        assertFalse(Files.exists(dir.resolve("multi-out")));
+        assertEquals(List.of(), leftovers());
+        r = merge(cfg.toString(), dir.resolve("multi-out").toString());
         assertEquals(0, r.code(), r.err());
         assertTrue(r.err().indexOf("step 1/3: document 3 (name: de-fr)") < r.err().indexOf("step 2/3: document 2")
                 && r.err().contains("step 3/3: document 1"), r.err());
@@ -233,8 +239,11 @@ class CliInputsTest {
                     parameters: {weight: 0.5}
                 dtype: float32
                 """);
-        CliRun.Run r = merge(cfg.toString(), dir.resolve("lora-out").toString());
+        CliRun.Run r = CliRun.cli("merge", "--device", "cpu", cfg.toString(), dir.resolve("lora-out").toString(),
+                "--lora-merge-cache", dir.resolve("cache").toString(), "--lora-merge-dtype", "bfloat16");
         assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("note: --lora-merge-cache and --lora-merge-dtype change nothing"), r.err());
+        assertFalse(Files.exists(dir.resolve("cache")));
         float[] base = read(dir.resolve("base"), Q), de = read(dir.resolve("expert-de"), Q);
         double[] want = new double[base.length];
         for (int o = 0; o < 24; o++)

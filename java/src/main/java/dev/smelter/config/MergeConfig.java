@@ -391,7 +391,7 @@ public record MergeConfig(
                     + "or MODEL+LORA for a model with a PEFT LoRA adapter (one '+')");
         Path model = resolve(baseDir, workDir, hubCache, parts[0], where, warnings);
         Path lora = parts.length == 2 ? resolve(baseDir, workDir, hubCache, parts[1], where + " (LoRA)", warnings) : null;
-        if (workDir != null && lora == null && dev.smelter.io.LoraAdapter.isAdapter(model))
+        if (workDir != null && lora == null && dev.smelter.io.LoraAdapter.isAdapter(model) && !hasWeights(model))
             throw new ConfigException(where + " '" + text + "' is a PEFT adapter, not a model: write it after the model "
                     + "it adapts, as '" + dev.smelter.io.LoraAdapter.baseModelName(model).orElse("BASE") + "+" + text
                     + "' (mergekit's model+lora form)");
@@ -399,6 +399,14 @@ public record MergeConfig(
             throw new ConfigException(where + " '" + text + "': " + lora + " is not a PEFT LoRA adapter (it has no "
                     + dev.smelter.io.LoraAdapter.CONFIG + ")");
         return new Ref(model, lora);
+    }
+
+    /** Whether {@code dir} holds model weights (a folder with an adapter may also hold the merged model). */
+    private static boolean hasWeights(Path dir) {
+        for (String f : new String[] {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json"})
+            if (Files.isRegularFile(dir.resolve(f))) return true;
+        return false;
     }
 
     private static Path resolve(Path baseDir, Path workDir, HubCache hubCache, String p, String where,
