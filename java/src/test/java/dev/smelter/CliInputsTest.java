@@ -219,6 +219,45 @@ class CliInputsTest {
     }
 
     @Test
+    void pytorchBinCheckpointsMergeAsTheirSafetensors() throws Exception {
+        // expert-fr as torch.save writes a state dict: every tensor its own FloatStorage.
+        Path bin = Files.createDirectories(dir.resolve("expert-fr-bin"));
+        var pickle = new dev.smelter.io.TorchCheckpointTest.Pickle().op(0x80, 2);
+        pickle.global("collections", "OrderedDict").op(')', 'R', 'q', pickle.memo++, '(');
+        List<byte[]> storages = new ArrayList<>();
+        try (Checkpoint c = Checkpoint.open(dir.resolve("expert-fr"))) {
+            for (String t : c.tensorNames()) {
+                TensorInfo info = c.info(t);
+                long[] shape = info.shape(), stride = new long[shape.length];
+                for (int i = shape.length - 1, s = 1; i >= 0; s *= (int) shape[i], i--) stride[i] = s;
+                pickle.tensor(t, "FloatStorage", storages.size(), info.elementCount(), 0, shape, stride);
+                storages.add(c.data(t).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE));
+            }
+        }
+        pickle.op('u', '.');
+        Files.write(bin.resolve("pytorch_model.bin"), dev.smelter.io.TorchCheckpointTest.torchZip("archive", pickle.bytes(), storages));
+        Files.copy(dir.resolve("expert-fr/config.json"), bin.resolve("config.json"));
+        String yaml = """
+                merge_method: ties
+                base_model: base
+                models:
+                  - model: expert-de
+                    parameters: {weight: 0.5, density: 0.5}
+                  - model: FR
+                    parameters: {weight: 0.5, density: 0.5}
+                dtype: float32
+                """;
+        CliRun.Run r = merge(config("st.yml", yaml.replace("FR", "expert-fr")).toString(), dir.resolve("st-out").toString());
+        assertEquals(0, r.code(), r.err());
+        r = merge(config("bin.yml", yaml.replace("FR", "expert-fr-bin")).toString(), dir.resolve("bin-out").toString());
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint a = Checkpoint.open(dir.resolve("st-out")); Checkpoint b = Checkpoint.open(dir.resolve("bin-out"))) {
+            assertEquals(a.tensorNames(), b.tensorNames());
+            for (String t : a.tensorNames()) assertEquals(-1, a.data(t).mismatch(b.data(t)), t);
+        }
+    }
+
+    @Test
     void loraAdaptersAsModelPlusLora() throws Exception {
         SplittableRandom rnd = new SplittableRandom(5);
         SafetensorsFixture.T a = SafetensorsFixture.random(DType.F32, rnd, 0.05, 4, 24);
@@ -253,6 +292,16 @@ class CliInputsTest {
                 want[o * 24 + i] = 0.5 * (base[o * 24 + i] + 4.0 * d) + 0.5 * de[o * 24 + i];
             }
         assertClose(want, read(dir.resolve("lora-out"), Q), Q);
+        // smelter sweep reads the adapted weights too: its one point equals the merge.
+        Path sweepOut = dir.resolve("lora-sweep");
+        r = CliRun.cli("sweep", "--device", "cpu", "-q", cfg.toString(), "--grid", "weight=0.5", "-o", sweepOut.toString(),
+                "--no-stats");
+        assertEquals(0, r.code(), r.err());
+        Path point;
+        try (Stream<Path> s = Files.list(sweepOut)) {
+            point = s.filter(Files::isDirectory).findFirst().orElseThrow();
+        }
+        assertEquals(java.util.Arrays.toString(read(dir.resolve("lora-out"), Q)), java.util.Arrays.toString(read(point, Q)));
         // Tensors the adapter does not touch are the plain average.
         String k = "model.layers.1.self_attn.k_proj.weight";
         float[] bk = read(dir.resolve("base"), k), dk = read(dir.resolve("expert-de"), k), got = read(dir.resolve("lora-out"), k);

@@ -31,7 +31,7 @@ import org.junit.jupiter.api.io.TempDir;
  * PyTorch .bin checkpoints through the restricted unpickler: files written here opcode by opcode (as torch.save writes
  * a state dict), files written by torch itself where /usr/bin/python3 has it, hostile pickles, and mutated files.
  */
-class TorchCheckpointTest {
+public class TorchCheckpointTest {
     @TempDir
     Path dir;
 
@@ -41,7 +41,7 @@ class TorchCheckpointTest {
     }
 
     /** A torch zip checkpoint as torch.save writes one: ARCHIVE/data.pkl (protocol 2), ARCHIVE/data/KEY, version. */
-    static byte[] torchZip(String archive, byte[] pickle, List<byte[]> storages) throws IOException {
+    public static byte[] torchZip(String archive, byte[] pickle, List<byte[]> storages) throws IOException {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         try (ZipOutputStream z = new ZipOutputStream(bytes)) {
             stored(z, archive + "/data.pkl", pickle);
@@ -65,16 +65,16 @@ class TorchCheckpointTest {
     }
 
     /** Pickle opcodes, as Python's pickler writes them at protocol 2. */
-    static final class Pickle {
+    public static final class Pickle {
         final ByteArrayOutputStream out = new ByteArrayOutputStream();
-        int memo;
+        public int memo;
 
-        Pickle op(int... bytes) {
+        public Pickle op(int... bytes) {
             for (int b : bytes) out.write(b);
             return this;
         }
 
-        Pickle global(String module, String name) {
+        public Pickle global(String module, String name) {
             op('c');
             out.writeBytes((module + "\n" + name + "\n").getBytes(StandardCharsets.US_ASCII));
             return op('q', memo++);
@@ -98,7 +98,7 @@ class TorchCheckpointTest {
         }
 
         /** One state-dict entry: _rebuild_tensor_v2((storage pid), offset, shape, stride, False, OrderedDict()). */
-        Pickle tensor(String name, String storage, int key, long numel, long offset, long[] shape, long[] stride) {
+        public Pickle tensor(String name, String storage, int key, long numel, long offset, long[] shape, long[] stride) {
             str(name);
             global("torch._utils", "_rebuild_tensor_v2");
             op('(', '(');
@@ -110,7 +110,7 @@ class TorchCheckpointTest {
             return op('t', 'R');
         }
 
-        byte[] bytes() {
+        public byte[] bytes() {
             return out.toByteArray();
         }
     }
