@@ -321,6 +321,17 @@ class CliInputsTest {
                 dir.resolve("lora-bad").toString());
         assertEquals(2, r.code(), r.err());
         assertTrue(r.err().contains("is not a PEFT LoRA adapter"), r.err());
+        // An adapter for another model: the merge fails before writing, naming the tensor.
+        Path wrong = Files.createDirectories(dir.resolve("lora-wrong"));
+        Files.copy(lora.resolve(LoraAdapter.CONFIG), wrong.resolve(LoraAdapter.CONFIG));
+        new SafetensorsFixture().put("base_model.model." + Q.replace(".weight", ".lora_A.weight"), a)
+                .put("base_model.model." + Q.replace(".weight", ".lora_B.weight"), SafetensorsFixture.random(DType.F32, rnd, 1, 32, 4))
+                .write(wrong.resolve(LoraAdapter.WEIGHTS));
+        r = merge(config("lora-wrong.yml", Files.readString(cfg).replace("base+lora", "base+lora-wrong")).toString(),
+                dir.resolve("lora-bad").toString());
+        assertEquals(1, r.code(), r.err());
+        assertTrue(r.err().contains(Q.replace(".weight", ".lora_A.weight")) && r.err().contains("B A [32, 24]")
+                && r.err().contains("is [24, 24]"), r.err());
         assertFalse(Files.exists(dir.resolve("lora-bad")));
     }
 }

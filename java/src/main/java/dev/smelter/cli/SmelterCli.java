@@ -211,7 +211,7 @@ public final class SmelterCli {
 
     @Command(name = "info", mixinStandardHelpOptions = true, description = "List a checkpoint's tensors, dtypes and sizes.")
     static final class Info implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "CHECKPOINT", description = "directory, index json or .safetensors file")
+        @Parameters(index = "0", paramLabel = "CHECKPOINT", description = "directory, index json, .safetensors or PyTorch .bin file")
         Path checkpoint;
 
         @Override
