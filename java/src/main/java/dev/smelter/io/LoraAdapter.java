@@ -277,7 +277,6 @@ public final class LoraAdapter implements AutoCloseable {
         long first = byteOffset / size, count = dst.byteSize() / size;
         if (count == 0) return;
         long rows = w.shape()[0], cols = w.shape()[1];
-        Tensor out = new Tensor(dst, count, dtype, Tensor.Memory.HOST);
         try (Arena arena = Arena.ofConfined()) {
             TensorInfo a = file.tensors().get(p.a()), b = file.tensors().get(p.b());
             // delta = X Y^T: X [rows, r] and Y [cols, r], row-major f32 (exact copies of the factors).
@@ -291,17 +290,51 @@ public final class LoraAdapter implements AutoCloseable {
             long firstRow = first / cols, endRow = (first + count + cols - 1) / cols;
             long block = Math.max(1, Math.min(endRow - firstRow, BLOCK_BYTES / (cols * Double.BYTES)));
             MemorySegment delta = arena.allocate(block * cols * Double.BYTES, Double.BYTES);
+            Work work = new Work((int) (block * cols));
             for (long row = firstRow; row < endRow; row += block) {
                 long n = Math.min(block, endRow - row);
                 MemorySegment d = delta.asSlice(0, n * cols * Double.BYTES);
                 context().rowProductF64(xm.rows(row, n), null, ym, null, d, false);
                 long from = Math.max(first, row * cols), to = Math.min(first + count, (row + n) * cols);
-                for (long e = from; e < to; e++) {
-                    double v = out.getFloat(e - first) + p.scale() * d.getAtIndex(ValueLayout.JAVA_DOUBLE, e - row * cols);
-                    out.setFloat(e - first, (float) v);
-                }
+                add(dst, dtype, from - first, d, from - row * cols, (int) (to - from), p.scale(), work);
             }
         }
+    }
+
+    /** Heap copies of one block (bulk copies in and out of the segments: the loop is the cost of an adapted read). */
+    private record Work(double[] delta, float[] f32, short[] f16) {
+        Work(int n) {
+            this(new double[n], new float[n], new short[n]);
+        }
+    }
+
+    /**
+     * {@code dst[at + i] = round(dst[at + i] + scale * delta[from + i])} for {@code n} elements: the sum in double,
+     * rounded to f32, then (f16, bf16) to nearest even, as {@link Tensor#setFloat} rounds.
+     */
+    private static void add(MemorySegment dst, DType dtype, long at, MemorySegment delta, long from, int n, double scale,
+            Work w) {
+        double[] dd = w.delta();
+        MemorySegment.copy(delta, ValueLayout.JAVA_DOUBLE, from * Double.BYTES, dd, 0, n);
+        if (dtype == DType.F32) {
+            float[] v = w.f32();
+            MemorySegment.copy(dst, ValueLayout.JAVA_FLOAT_UNALIGNED, at * 4, v, 0, n);
+            for (int i = 0; i < n; i++) v[i] = (float) (v[i] + scale * dd[i]);
+            MemorySegment.copy(v, 0, dst, ValueLayout.JAVA_FLOAT_UNALIGNED, at * 4, n);
+            return;
+        }
+        short[] h = w.f16();
+        MemorySegment.copy(dst, ValueLayout.JAVA_SHORT_UNALIGNED, at * 2, h, 0, n);
+        if (dtype == DType.F16) {
+            for (int i = 0; i < n; i++) h[i] = Float.floatToFloat16((float) (Float.float16ToFloat(h[i]) + scale * dd[i]));
+        } else {
+            for (int i = 0; i < n; i++) {
+                float f = (float) (Float.intBitsToFloat((h[i] & 0xFFFF) << 16) + scale * dd[i]);
+                int bits = Float.floatToRawIntBits(f);
+                h[i] = Float.isNaN(f) ? (short) ((bits >>> 16) | 0x40) : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
+            }
+        }
+        MemorySegment.copy(h, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, at * 2, n);
     }
 
     /** Factor {@code t} [r, n] as the f32 matrix [n, r]. */
