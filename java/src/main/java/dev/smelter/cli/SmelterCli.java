@@ -172,8 +172,8 @@ public final class SmelterCli {
         /** -v: the inputs as resolved, the output's dtype and shards, and the tensors the plan notes something about. */
         private static void printDetails(MergeConfig cfg, CheckpointMerger.Plan plan, Path output, long shardBytes,
                 PrintStream err) {
-            if (cfg.baseModel() != null) err.println("base_model: " + cfg.baseModel());
-            for (MergeConfig.ModelEntry m : cfg.models()) err.println("model: " + m.path());
+            if (cfg.baseModel() != null) err.println("base_model: " + MergeConfig.describe(cfg.baseModel(), cfg.baseLora()));
+            for (MergeConfig.ModelEntry m : cfg.models()) err.println("model: " + MergeConfig.describe(m.path(), m.lora()));
             DType out = SideFiles.outputDType(plan);
             err.printf(Locale.ROOT, "output: %s, %s, shards of at most %s%n", output,
                     out == null ? "no merged tensors" : "torch_dtype " + SideFiles.torchName(out),
