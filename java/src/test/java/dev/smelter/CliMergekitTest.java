@@ -365,8 +365,8 @@ class CliMergekitTest {
                 + Files.readString(dir.resolve("dare_ties.yml")));
         r = merge(multi.toString(), out("m"));
         assertEquals(2, r.code());
-        assertTrue(r.err().contains("holds 2 YAML documents") && r.err().contains("multi-document configs are not supported yet")
-                && r.err().contains("split them"), r.err());
+        assertTrue(r.err().contains("document 2 has no name, and neither has document 1")
+                && r.err().contains("only the final merge is unnamed"), r.err());
         Path leading = config("leading.yml", "---\n" + Files.readString(dir.resolve("ties.yml")));
         assertEquals(0, merge(leading.toString(), out("m"), "--dry-run").code(), "one document after ---");
 
@@ -375,8 +375,8 @@ class CliMergekitTest {
         r = merge(hub.toString(), out("m"));
         assertEquals(2, r.code());
         assertTrue(r.err().contains("base_model 'meta-llama/Llama-3.1-8B' is not a local checkpoint (searched ")
-                && r.err().contains("Smelter reads local checkpoints only for now")
-                && r.err().contains("huggingface-cli download meta-llama/Llama-3.1-8B --local-dir DIR"), r.err());
+                && r.err().contains("is not in the Hugging Face cache") && r.err().contains("never downloads")
+                && r.err().contains("huggingface-cli download meta-llama/Llama-3.1-8B`"), r.err());
         Path typo = config("typo.yml", Files.readString(dir.resolve("ties.yml")).replace("expert-fr", "expert-fx"));
         r = merge(typo.toString(), out("m"));
         assertEquals(2, r.code());

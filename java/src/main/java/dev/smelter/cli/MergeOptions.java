@@ -4,6 +4,7 @@ import dev.smelter.Device;
 import dev.smelter.config.ConfigException;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.merge.CheckpointMerger;
+import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -74,8 +75,14 @@ final class MergeOptions {
     @Option(names = "--gpu-rich", description = "mergekit's --cuda --low-cpu-memory --read-to-gpu --multi-gpu: here --cuda")
     boolean gpuRich;
 
-    @Option(names = "--lazy-unpickle", negatable = true, description = "accepted; changes nothing (safetensors only)")
+    @Option(names = "--lazy-unpickle", negatable = true, description = "accepted; changes nothing (.bin files are always read tensor by tensor, never unpickled into memory)")
     boolean lazyUnpickle;
+
+    @Option(names = "--lora-merge-cache", paramLabel = "DIR", description = "accepted; changes nothing (LoRA adapters are applied as tensors are read)")
+    Path loraMergeCache;
+
+    @Option(names = "--lora-merge-dtype", paramLabel = "DTYPE", description = "accepted; changes nothing (W + s B A is formed in double, rounded to each tensor's dtype)")
+    String loraMergeDtype;
 
     @Option(names = "--low-cpu-memory", negatable = true, description = "accepted; changes nothing (host memory is one tensor's inputs and two outputs)")
     boolean lowCpuMemory;
@@ -162,7 +169,11 @@ final class MergeOptions {
             notes.add("--gpu-rich means --cuda here; the rest of it (--low-cpu-memory, --read-to-gpu, --multi-gpu) "
                     + "changes nothing");
         if (lazyUnpickle)
-            notes.add("--lazy-unpickle changes nothing: Smelter reads safetensors only, tensor by tensor, never unpickled");
+            notes.add("--lazy-unpickle changes nothing: Smelter reads .bin checkpoints tensor by tensor, with a restricted "
+                    + "unpickler that runs no code");
+        if (loraMergeCache != null || loraMergeDtype != null)
+            notes.add("--lora-merge-cache and --lora-merge-dtype change nothing: LoRA adapters are applied to each tensor "
+                    + "as it is read (W + s B A in double, rounded once to the tensor's dtype), no merged copy is written");
         if (lowCpuMemory)
             notes.add("--low-cpu-memory changes nothing: Smelter's own buffers hold one tensor's inputs and two output "
                     + "tensors, whatever the model's size (--dry-run prints the peak)");

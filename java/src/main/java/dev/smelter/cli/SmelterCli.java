@@ -4,6 +4,7 @@ import dev.smelter.DType;
 import dev.smelter.Device;
 import dev.smelter.Smelter;
 import dev.smelter.config.ConfigException;
+import dev.smelter.config.MultiConfig;
 import dev.smelter.config.MergeConfig;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
@@ -114,8 +115,18 @@ public final class SmelterCli {
 
         @Override
         public Integer call() throws IOException, ConfigException {
+            if (MultiConfig.documentCount(config) > 1) {  // mergekit-multi: intermediate merges, then the final one
+                Path output = output(spec, outputArgument, outputOption);
+                return MultiMerge.run(MultiConfig.load(config), output, dryRun, options.overwrite,
+                        (cfg, out, yaml, last) -> merge(cfg, out, last && writeModelCard ? yaml : null));
+            }
             MergeConfig cfg = MergeConfig.load(config);
             Path output = output(spec, outputArgument, outputOption);
+            return merge(cfg, output, writeModelCard ? Files.readString(config) : null);
+        }
+
+        /** Merges {@code cfg} into {@code output}; {@code card}: the config text for the model card (null: none). */
+        private int merge(MergeConfig cfg, Path output, String card) throws IOException, ConfigException {
             if (cfg.grid() != null)
                 throw new ConfigException(config + " has a smelter.grid (" + cfg.grid().size() + " configurations): run "
                         + "it with smelter sweep, or remove the grid to merge one configuration");
@@ -133,7 +144,7 @@ public final class SmelterCli {
             if (existing != null && !dryRun && !options.overwrite) throw new ConfigException(existing);
             var mergeOptions = new CheckpointMerger.Options(dev, output, shardBytes, options.overwrite,
                     options.allowVocabMismatch, options.nonFinite(), memoryLimit, copyTokenizer,
-                    writeModelCard ? Files.readString(config) : null);
+                    card);
             try (CheckpointMerger merger = new CheckpointMerger(cfg, mergeOptions)) {
                 CheckpointMerger.Plan plan = merger.plan();
                 for (String w : plan.warnings()) err.println("warning: " + w);
@@ -161,8 +172,8 @@ public final class SmelterCli {
         /** -v: the inputs as resolved, the output's dtype and shards, and the tensors the plan notes something about. */
         private static void printDetails(MergeConfig cfg, CheckpointMerger.Plan plan, Path output, long shardBytes,
                 PrintStream err) {
-            if (cfg.baseModel() != null) err.println("base_model: " + cfg.baseModel());
-            for (MergeConfig.ModelEntry m : cfg.models()) err.println("model: " + m.path());
+            if (cfg.baseModel() != null) err.println("base_model: " + MergeConfig.describe(cfg.baseModel(), cfg.baseLora()));
+            for (MergeConfig.ModelEntry m : cfg.models()) err.println("model: " + MergeConfig.describe(m.path(), m.lora()));
             DType out = SideFiles.outputDType(plan);
             err.printf(Locale.ROOT, "output: %s, %s, shards of at most %s%n", output,
                     out == null ? "no merged tensors" : "torch_dtype " + SideFiles.torchName(out),
@@ -200,7 +211,7 @@ public final class SmelterCli {
 
     @Command(name = "info", mixinStandardHelpOptions = true, description = "List a checkpoint's tensors, dtypes and sizes.")
     static final class Info implements Callable<Integer> {
-        @Parameters(index = "0", paramLabel = "CHECKPOINT", description = "directory, index json or .safetensors file")
+        @Parameters(index = "0", paramLabel = "CHECKPOINT", description = "directory, index json, .safetensors or PyTorch .bin file")
         Path checkpoint;
 
         @Override

@@ -4,6 +4,7 @@ import dev.smelter.methods.MergeMethods;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import dev.smelter.DType;
+import dev.smelter.io.HubCache;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -50,20 +51,21 @@ public record MergeConfig(
         List<String> warnings,
         SweepGrid grid,
         DType computeDType,
-        List<SliceDefinition> slices) {
+        List<SliceDefinition> slices,
+        Path baseLora) {
 
     /** A config without a sweep grid. */
     public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
             Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
             List<String> warnings) {
-        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null, null);
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null, null, null, null);
     }
 
     /** A config of {@code models:} (no slices). */
     public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
             Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
             List<String> warnings, SweepGrid grid, DType computeDType) {
-        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid, computeDType, null);
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid, computeDType, null, null);
     }
 
     /**
@@ -78,17 +80,27 @@ public record MergeConfig(
     public MergeConfig with(List<ModelEntry> models, Map<String, ParameterValue> parameters, TrimScope trimScope,
             long seed, SweepGrid grid) {
         return new MergeConfig(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid,
-                computeDType, slices);
+                computeDType, slices, baseLora);
     }
 
     /**
      * One input model and its per-tensor parameters (weight, density, ...); {@code fisher}: its diagonal Fisher
-     * checkpoint (same tensor names) for {@code merge_method: fisher}, else null.
+     * checkpoint (same tensor names) for {@code merge_method: fisher}, else null; {@code lora}: the PEFT LoRA adapter
+     * applied to it ({@code model: path+adapter}, as mergekit writes it), else null.
      */
-    public record ModelEntry(Path path, Map<String, ParameterValue> parameters, Path fisher) {
-        public ModelEntry(Path path, Map<String, ParameterValue> parameters) {
-            this(path, parameters, null);
+    public record ModelEntry(Path path, Map<String, ParameterValue> parameters, Path fisher, Path lora) {
+        public ModelEntry(Path path, Map<String, ParameterValue> parameters, Path fisher) {
+            this(path, parameters, fisher, null);
         }
+
+        public ModelEntry(Path path, Map<String, ParameterValue> parameters) {
+            this(path, parameters, null, null);
+        }
+    }
+
+    /** The model with its LoRA adapter, written as in the config ({@code path+adapter}). */
+    public static String describe(Path path, Path lora) {
+        return lora == null ? path.toString() : path + "+" + lora;
     }
 
     /** Where TIES trimming ranks magnitudes: within each tensor (mergekit) or the whole model (TIES paper). */
@@ -108,6 +120,11 @@ public record MergeConfig(
 
     /** {@link #load(Path)} with {@code workDir} as the working directory. */
     public static MergeConfig load(Path file, Path workDir) throws IOException, ConfigException {
+        return load(file, workDir, HubCache.fromEnvironment());
+    }
+
+    /** {@link #load(Path, Path)} with Hub IDs read from {@code hubCache}. */
+    public static MergeConfig load(Path file, Path workDir, HubCache hubCache) throws IOException, ConfigException {
         if (Files.isDirectory(file)) throw new ConfigException(file + " is a directory, not a config file");
         if (!Files.exists(file)) throw new ConfigException("config file " + file + " does not exist");
         List<JsonNode> documents;
@@ -120,10 +137,10 @@ public record MergeConfig(
         }
         if (documents.size() > 1)
             throw new ConfigException(file + " holds " + documents.size() + " YAML documents (configs separated by "
-                    + "'---', as mergekit-multi takes them): multi-document configs are not supported yet; split them "
-                    + "into one file per document and merge each");
+                    + "'---', as mergekit-multi takes them): smelter merge runs them (intermediate merges, then the "
+                    + "final one); here one merge configuration is needed");
         return parse(documents.isEmpty() ? null : documents.get(0), file.toAbsolutePath().getParent(),
-                workDir.toAbsolutePath());
+                workDir.toAbsolutePath(), hubCache);
     }
 
     /** Parses a config; relative model paths are resolved against {@code baseDir}. */
@@ -138,7 +155,19 @@ public record MergeConfig(
      * path found in neither is an error, which for a Hub ID ({@code org/name}) says how to download it.
      */
     public static MergeConfig parse(JsonNode root, Path baseDir, Path workDir) throws ConfigException {
+        return parse(root, baseDir, workDir, workDir == null ? null : HubCache.fromEnvironment());
+    }
+
+    /**
+     * {@link #parse(JsonNode, Path, Path)} with Hub IDs ({@code org/name[@revision]}) that are no local path read from
+     * {@code hubCache}.
+     */
+    public static MergeConfig parse(JsonNode root, Path baseDir, Path workDir, HubCache hubCache) throws ConfigException {
         if (root == null || !root.isObject()) throw new ConfigException("the config must be a YAML mapping");
+        if (root.has("experts") || root.has("gate_mode") || root.has("experts_per_token"))
+            throw new ConfigException("this is a mergekit-moe config (experts, gate_mode, experts_per_token): it assembles "
+                    + "a mixture-of-experts model from dense ones, adding router weights computed from prompts, which is "
+                    + "not a weight-space merge and not something Smelter does; run it with mergekit-moe");
         List<String> warnings = new ArrayList<>();
         checkKeys(root, TOP_KEYS, "config");
         for (String k : IGNORED_TOP_KEYS)
@@ -151,9 +180,18 @@ public record MergeConfig(
             throw new ConfigException(e.getMessage());
         }
 
-        Path base = root.has("base_model") ? resolve(baseDir, workDir, text(root, "base_model", "config"), "base_model", warnings) : null;
-        if (root.has("slices")) return parseSlices(root, method, base, baseDir, workDir, warnings);
-        if (method == MergeMethods.Method.PASSTHROUGH && base != null) base = passthroughBase(root, base, baseDir, workDir);
+        Ref baseRef = root.has("base_model")
+                ? reference(baseDir, workDir, hubCache, text(root, "base_model", "config"), "base_model", warnings) : null;
+        Path base = baseRef == null ? null : baseRef.path();
+        Path baseLora = baseRef == null ? null : baseRef.lora();
+        if (root.has("slices")) {
+            if (baseLora != null)
+                throw new ConfigException("base_model: a LoRA adapter on the base ('+') is not supported with slices yet; "
+                        + "apply it in a models: config first (a multi-document config can name that merge)");
+            return parseSlices(root, method, base, baseDir, workDir, hubCache, warnings);
+        }
+        if (method == MergeMethods.Method.PASSTHROUGH && base != null)
+            base = passthroughBase(root, base, baseDir, workDir, hubCache);
         if (method.needsBase() && base == null)
             throw new ConfigException("merge_method " + methodName + " needs base_model");
 
@@ -170,18 +208,19 @@ public record MergeConfig(
             if (!m.isObject()) throw new ConfigException(at + " must be a mapping with 'model'");
             checkKeys(m, method == MergeMethods.Method.FISHER ? Set.of("model", "parameters", "fisher", "layer_range")
                     : Set.of("model", "parameters", "layer_range"), at);
-            Path path = resolve(baseDir, workDir, text(m, "model", at), at + ".model", warnings);
+            Ref ref = reference(baseDir, workDir, hubCache, text(m, "model", at), at + ".model", warnings);
+            Path path = ref.path();
             if (m.has("layer_range")) {  // mergekit-evolve writes [0, layers]; mergekit reads every layer regardless
                 int[] r = SliceDefinition.range(m.get("layer_range"), at + ".layer_range");
                 ranges.add(new SliceDefinition.Source(path, r[0], r[1], Map.of()));
             }
-            Path fisher = m.has("fisher") ? resolve(baseDir, workDir, text(m, "fisher", at), at + ".fisher", warnings) : null;
+            Path fisher = m.has("fisher") ? resolve(baseDir, workDir, hubCache, text(m, "fisher", at), at + ".fisher", warnings) : null;
             if (method == MergeMethods.Method.FISHER && fisher == null)
                 throw new ConfigException(at + ".fisher is required for merge_method fisher: the model's diagonal "
                         + "Fisher as a safetensors checkpoint with the model's tensor names");
             Map<String, ParameterValue> params = parameters(m.get("parameters"), at + ".parameters",
                     method.tensorParameters(), warnings::add);
-            if (base != null && path.equals(base)) {
+            if (base != null && path.equals(base) && java.util.Objects.equals(ref.lora(), baseLora)) {
                 if (weighsTheBase(method)) {
                     baseListed = true;  // mergekit's linear: one more weighted source
                 } else {
@@ -191,7 +230,7 @@ public record MergeConfig(
                     continue;
                 }
             }
-            models.add(new ModelEntry(path, params, fisher));
+            models.add(new ModelEntry(path, params, fisher, ref.lora()));
             modelPlaces.add(at);
         }
         Map<String, ParameterValue> global = parameters(root.get("parameters"), "parameters",
@@ -204,7 +243,7 @@ public record MergeConfig(
                         + "one more weighted model, and " + base + " has no weight; list it under models with a weight, "
                         + "give a top-level parameters.weight, or remove base_model");
             warnings.add("base_model " + base + " is merged as one more model with the top-level weight, as mergekit does");
-            models.add(new ModelEntry(base, new LinkedHashMap<>(), null));
+            models.add(new ModelEntry(base, new LinkedHashMap<>(), null, baseLora));
             modelPlaces.add("base_model");
         }
         if (models.isEmpty())
@@ -237,12 +276,12 @@ public record MergeConfig(
         }
 
         return finish(root, method, base, models, global, warnings,
-                ranges.isEmpty() ? null : List.of(new SliceDefinition(List.copyOf(ranges), base, Map.of(), true)));
+                ranges.isEmpty() ? null : List.of(new SliceDefinition(List.copyOf(ranges), base, Map.of(), true)), baseLora);
     }
 
     /** A config of {@code slices:} ({@link SliceDefinition}); the top-level keys are read as for {@code models:}. */
     private static MergeConfig parseSlices(JsonNode root, MergeMethods.Method method, Path base, Path baseDir,
-            Path workDir, List<String> warnings) throws ConfigException {
+            Path workDir, HubCache hubCache, List<String> warnings) throws ConfigException {
         if (root.has("models"))
             throw new ConfigException("the config has both 'models' and 'slices'; mergekit takes exactly one of them");
         Map<String, ParameterValue> global = parameters(root.get("parameters"), "parameters", method.globalParameters(),
@@ -253,7 +292,11 @@ public record MergeConfig(
                 new SliceDefinition.Reader() {
                     @Override
                     public Path path(String text, String where) throws ConfigException {
-                        return resolve(baseDir, workDir, text, where, warnings);
+                        Ref ref = reference(baseDir, workDir, hubCache, text, where, warnings);
+                        if (ref.lora() != null)
+                            throw new ConfigException(where + ": a LoRA adapter ('+') in a slice is not supported yet; "
+                                    + "apply it in a models: config first (a multi-document config can name that merge)");
+                        return ref.path();
                     }
 
                     @Override
@@ -263,7 +306,7 @@ public record MergeConfig(
                                 : method.globalParameters(), warnings::add);
                     }
                 }, warnings);
-        MergeConfig config = finish(root, method, base, SliceDefinition.models(slices, base), global, warnings, slices);
+        MergeConfig config = finish(root, method, base, SliceDefinition.models(slices, base), global, warnings, slices, null);
         if (config.trimScope() == TrimScope.MODEL)
             throw new ConfigException("smelter.trim_scope: model ranks one model's task vector over the whole model; "
                     + "with slices a model's layers belong to several merges: use trim_scope: tensor");
@@ -274,11 +317,12 @@ public record MergeConfig(
      * mergekit's passthrough takes exactly one tensor, and adds {@code base_model} to the sources of a {@code models:}
      * config: the base may only be the one model.
      */
-    private static Path passthroughBase(JsonNode root, Path base, Path baseDir, Path workDir) throws ConfigException {
+    private static Path passthroughBase(JsonNode root, Path base, Path baseDir, Path workDir, HubCache hubCache)
+            throws ConfigException {
         JsonNode models = root.get("models");
         if (models != null && models.isArray() && models.size() == 1 && models.get(0).isObject()
                 && models.get(0).has("model")
-                && resolve(baseDir, workDir, text(models.get(0), "model", "models[0]"), "models[0].model",
+                && resolve(baseDir, workDir, hubCache, text(models.get(0), "model", "models[0]"), "models[0].model",
                         new ArrayList<>()).equals(base))
             return null;
         throw new ConfigException("merge_method passthrough copies one model: with base_model it can only be that "
@@ -287,7 +331,7 @@ public record MergeConfig(
 
     /** The keys every config has besides its models or slices: dtypes and Smelter's options, the grid last. */
     private static MergeConfig finish(JsonNode root, MergeMethods.Method method, Path base, List<ModelEntry> models,
-            Map<String, ParameterValue> global, List<String> warnings, List<SliceDefinition> slices)
+            Map<String, ParameterValue> global, List<String> warnings, List<SliceDefinition> slices, Path baseLora)
             throws ConfigException {
         // mergekit casts every input to `dtype` before the merge (GatherTensors) and writes `out_dtype`, else the
         // result's dtype: `dtype`, else the inputs'.
@@ -307,7 +351,7 @@ public record MergeConfig(
             }
         }
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
-                List.copyOf(warnings), null, compute, slices);
+                List.copyOf(warnings), null, compute, slices, baseLora);
         if (s == null || !s.has("grid")) return config;
         SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
         grid.validate(config);
@@ -421,17 +465,49 @@ public record MergeConfig(
         return v.asText();
     }
 
-    private static final Pattern HUB_ID = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*(@[A-Za-z0-9._/-]+)?");
+    /** A model reference: a checkpoint and the LoRA adapter applied to it (null: none). */
+    private record Ref(Path path, Path lora) {}
 
-    private static Path resolve(Path baseDir, Path workDir, String p, String where, List<String> warnings)
-            throws ConfigException {
+    /**
+     * Resolves a model reference as mergekit parses one: {@code model}, or {@code model+adapter} (a PEFT LoRA adapter
+     * applied to the model); each part a path or a Hub ID. A PEFT adapter folder given alone is refused (mergekit
+     * finds no model files there) with the reference to write instead.
+     */
+    private static Ref reference(Path baseDir, Path workDir, HubCache hubCache, String text, String where,
+            List<String> warnings) throws ConfigException {
+        String[] parts = text.split("\\+", -1);
+        if (parts.length > 2 || (parts.length == 2 && (parts[0].isEmpty() || parts[1].isEmpty())))
+            throw new ConfigException(where + " '" + text + "' is not a model reference: write a path or Hub ID, "
+                    + "or MODEL+LORA for a model with a PEFT LoRA adapter (one '+')");
+        Path model = resolve(baseDir, workDir, hubCache, parts[0], where, warnings);
+        Path lora = parts.length == 2 ? resolve(baseDir, workDir, hubCache, parts[1], where + " (LoRA)", warnings) : null;
+        if (workDir != null && lora == null && dev.smelter.io.LoraAdapter.isAdapter(model) && !hasWeights(model))
+            throw new ConfigException(where + " '" + text + "' is a PEFT adapter, not a model: write it after the model "
+                    + "it adapts, as '" + dev.smelter.io.LoraAdapter.baseModelName(model).orElse("BASE") + "+" + text
+                    + "' (mergekit's model+lora form)");
+        if (workDir != null && lora != null && !dev.smelter.io.LoraAdapter.isAdapter(lora))
+            throw new ConfigException(where + " '" + text + "': " + lora + " is not a PEFT LoRA adapter (it has no "
+                    + dev.smelter.io.LoraAdapter.CONFIG + ")");
+        return new Ref(model, lora);
+    }
+
+    /** Whether {@code dir} holds model weights (a folder with an adapter may also hold the merged model). */
+    private static boolean hasWeights(Path dir) {
+        for (String f : new String[] {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json"})
+            if (Files.isRegularFile(dir.resolve(f))) return true;
+        return false;
+    }
+
+    private static Path resolve(Path baseDir, Path workDir, HubCache hubCache, String p, String where,
+            List<String> warnings) throws ConfigException {
         try {
             Path.of(p);
         } catch (java.nio.file.InvalidPathException e) {
             throw new ConfigException(where + " '" + p + "' is not a valid path here: " + e.getReason());
         }
         if (workDir == null) return resolve(baseDir, p);
-        boolean hub = HUB_ID.matcher(p).matches() && !p.contains("..");
+        boolean hub = HubCache.isHubId(p);
         int at = hub ? p.indexOf('@') : -1;
         List<Path> searched = new ArrayList<>();
         for (String variant : at < 0 ? List.of(p) : List.of(p, p.substring(0, at))) {  // org/name@revision: org/name
@@ -445,11 +521,13 @@ public record MergeConfig(
         }
         String paths = String.join(" and ", searched.stream().map(Path::toString).toList());
         if (hub) {
-            String id = at < 0 ? p : p.substring(0, at);
-            throw new ConfigException(where + " '" + p + "' is not a local checkpoint (searched " + paths + "). It looks "
-                    + "like a Hugging Face Hub ID, and Smelter reads local checkpoints only for now: download it with "
-                    + "`huggingface-cli download " + id + (at < 0 ? "" : " --revision " + p.substring(at + 1))
-                    + " --local-dir DIR` and give DIR as the path");
+            // As mergekit: a path that does not exist is a Hub ID, here read from the local Hugging Face cache.
+            try {
+                return hubCache.snapshot(p);
+            } catch (HubCache.NotCached e) {
+                throw new ConfigException(where + " '" + p + "' is not a local checkpoint (searched " + paths + "), and "
+                        + e.getMessage());
+            }
         }
         throw new ConfigException(where + " '" + p + "' does not exist (searched " + paths + ")");
     }

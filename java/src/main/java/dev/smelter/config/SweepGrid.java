@@ -330,7 +330,7 @@ public record SweepGrid(List<Axis> axes) {
             slices.add(new SliceDefinition(List.copyOf(sources), s.baseModel(), without(s.parameters(), names), false));
         }
         return new MergeConfig(config.method(), config.baseModel(), config.models(), global, config.outDType(),
-                config.trimScope(), seed, config.warnings(), null, config.computeDType(), List.copyOf(slices));
+                config.trimScope(), seed, config.warnings(), null, config.computeDType(), List.copyOf(slices), config.baseLora());
     }
 
     private static Map<String, ParameterValue> without(Map<String, ParameterValue> params, Set<String> names) {
@@ -369,7 +369,7 @@ public record SweepGrid(List<Axis> axes) {
         }
         List<MergeConfig.ModelEntry> entries = new ArrayList<>();
         for (int m = 0; m < models.size(); m++) entries.add(new MergeConfig.ModelEntry(config.models().get(m).path(), models.get(m),
-                config.models().get(m).fisher()));
+                config.models().get(m).fisher(), config.models().get(m).lora()));
         return config.with(List.copyOf(entries), global, config.trimScope(), seed, null);
     }
 }

@@ -25,12 +25,15 @@ import java.util.TreeMap;
 public final class Checkpoint implements AutoCloseable {
     public static final String INDEX = "model.safetensors.index.json";
     public static final String SINGLE = "model.safetensors";
+    /** PyTorch checkpoints, read when a folder has no safetensors ({@link TorchCheckpoint}). */
+    public static final String TORCH_INDEX = "pytorch_model.bin.index.json", TORCH_SINGLE = "pytorch_model.bin";
 
     private final Path directory;
     private final List<SafetensorsFile> files;
     private final Map<String, SafetensorsFile> fileOf;
     private final List<String> names;
     private final Map<String, String> metadata;
+    private LoraAdapter lora;  // applied as tensors are read, or null
 
     private Checkpoint(Path directory, List<SafetensorsFile> files, Map<String, SafetensorsFile> fileOf,
             Map<String, String> metadata) {
@@ -48,14 +51,46 @@ public final class Checkpoint implements AutoCloseable {
         if (Files.isDirectory(path)) {
             if (Files.isRegularFile(path.resolve(INDEX))) return openIndex(path.resolve(INDEX));
             if (Files.isRegularFile(path.resolve(SINGLE))) return openSingle(path.resolve(SINGLE));
-            throw new CheckpointFormatException(path + ": neither " + INDEX + " nor " + SINGLE + " found");
+            // As mergekit: model.safetensors first, then pytorch_model.bin (each sharded with an index, or single).
+            if (Files.isRegularFile(path.resolve(TORCH_INDEX))) return openIndex(path.resolve(TORCH_INDEX));
+            if (Files.isRegularFile(path.resolve(TORCH_SINGLE))) return openSingle(path.resolve(TORCH_SINGLE));
+            throw new CheckpointFormatException(path + ": none of " + INDEX + ", " + SINGLE + ", " + TORCH_INDEX + ", "
+                    + TORCH_SINGLE + " found");
         }
         if (!Files.isRegularFile(path)) throw new CheckpointFormatException(path + ": no such checkpoint");
         return path.getFileName().toString().endsWith(".json") ? openIndex(path) : openSingle(path);
     }
 
+    /**
+     * Opens the checkpoint at {@code path} with the PEFT LoRA adapter in {@code lora} applied as its tensors are read
+     * ({@link LoraAdapter}); {@code lora} null: {@link #open(Path)}.
+     */
+    public static Checkpoint open(Path path, Path lora) throws IOException {
+        Checkpoint c = open(path);
+        if (lora == null) return c;
+        try {
+            c.lora = LoraAdapter.open(lora, c);
+        } catch (IOException | RuntimeException e) {
+            c.close();
+            throw e;
+        }
+        return c;
+    }
+
+    /** The LoRA adapter applied to this checkpoint's tensors, or null. */
+    public LoraAdapter lora() {
+        return lora;
+    }
+
+    /** A safetensors file, or a PyTorch one ({@code .bin}, {@code .pt}, {@code .pth}). */
+    private static SafetensorsFile openFile(Path file) throws IOException {
+        String n = file.getFileName().toString();
+        return n.endsWith(".bin") || n.endsWith(".pt") || n.endsWith(".pth") ? TorchCheckpoint.open(file)
+                : SafetensorsFile.open(file);
+    }
+
     private static Checkpoint openSingle(Path file) throws IOException {
-        SafetensorsFile f = SafetensorsFile.open(file);
+        SafetensorsFile f = openFile(file);
         Map<String, SafetensorsFile> fileOf = new LinkedHashMap<>();
         for (String name : f.tensors().keySet()) fileOf.put(name, f);
         Path dir = file.toAbsolutePath().normalize().getParent();
@@ -105,7 +140,7 @@ public final class Checkpoint implements AutoCloseable {
             for (Map.Entry<String, Path> s : shards.entrySet()) {
                 if (!Files.isRegularFile(s.getValue()))
                     throw new CheckpointFormatException(index + ": shard " + s.getKey() + " is missing");
-                SafetensorsFile f = SafetensorsFile.open(s.getValue());
+                SafetensorsFile f = openFile(s.getValue());
                 files.add(f);
                 for (String name : f.tensors().keySet()) {
                     String listed = shardOf.get(name);
@@ -156,24 +191,51 @@ public final class Checkpoint implements AutoCloseable {
 
     /** Positional read of tensor {@code name}'s bytes from {@code byteOffset} into {@code dst} (see {@link SafetensorsFile#read}). */
     public void read(String name, long byteOffset, MemorySegment dst) throws IOException {
+        String replaced = lora == null ? null : lora.replacement(name);
+        if (replaced != null) {
+            lora.file().read(replaced, byteOffset, dst);
+            return;
+        }
         file(name).read(name, byteOffset, dst);
+        if (lora != null && lora.adapts(name)) lora.addDelta(info(name), byteOffset, dst);
     }
 
     /** Fails naming the file if any shard changed since it was opened (see {@link SafetensorsFile#checkUnchanged}). */
     public void checkUnchanged() throws IOException {
         for (SafetensorsFile f : files) f.checkUnchanged();
+        if (lora != null) lora.checkUnchanged();
     }
 
     public TensorInfo info(String name) {
+        String replaced = lora == null ? null : lora.replacement(name);
+        if (replaced != null) {
+            TensorInfo t = lora.file().tensors().get(replaced);
+            return new TensorInfo(name, t.dtype(), t.shape(), t.dataBegin(), t.dataEnd(), t.file());
+        }
         return file(name).tensors().get(name);
     }
 
+    /**
+     * The stored bytes of a tensor (a view of the mapping, for read-ahead and comparisons of tensors that are not
+     * merged). With a LoRA adapter these are the bytes before it: {@link #read} gives the adapted tensor, and
+     * {@link #adapted} says which tensors differ.
+     */
     public MemorySegment data(String name) {
+        String replaced = lora == null ? null : lora.replacement(name);
+        if (replaced != null) return lora.file().data(replaced);
         return file(name).data(name);
+    }
+
+    /** Whether {@link #read} gives other values than {@link #data} for {@code name} (a LoRA product is added). */
+    public boolean adapted(String name) {
+        return lora != null && lora.adapts(name);
     }
 
     /** A host tensor view of an F32/F16/BF16 tensor. */
     public Tensor tensor(String name) {
+        if (adapted(name))
+            throw new IllegalArgumentException(directory + ": tensor " + name + " is changed by the LoRA adapter "
+                    + lora.directory() + " as it is read; a view of the stored bytes would leave it out");
         TensorInfo t = info(name);
         DType d = t.dtype().toMergeDType().orElseThrow(() -> new IllegalArgumentException(
                 directory + ": tensor " + name + " is " + t.dtype() + ", not a float type Smelter merges"));
@@ -198,6 +260,7 @@ public final class Checkpoint implements AutoCloseable {
 
     @Override
     public void close() {
+        if (lora != null) lora.close();
         for (SafetensorsFile f : files) f.close();
     }
 }

@@ -147,6 +147,36 @@ public final class SafetensorsFile implements AutoCloseable {
         }
     }
 
+    /**
+     * A file of another format whose tensors are the byte ranges {@code tensors} gives (offsets from the file's start,
+     * each validated against the file's size), read as a safetensors file's ({@link TorchCheckpoint}). Ranges may
+     * overlap (tied weights share a storage). Tensors are ordered by offset.
+     */
+    static SafetensorsFile ofRanges(Path path, Map<String, TensorInfo> tensors, Map<String, String> metadata)
+            throws IOException {
+        Arena arena = Arena.ofShared();
+        FileChannel ch = FileChannel.open(path, StandardOpenOption.READ);
+        try {
+            Identity identity = Identity.of(path);
+            long size = ch.size();
+            List<TensorInfo> sorted = new java.util.ArrayList<>(tensors.values());
+            for (TensorInfo t : sorted)
+                if (t.dataEnd() > size || t.byteSize() != t.dtype().sizeInBytes(t.elementCount()))
+                    throw new CheckpointFormatException(path, t.name(), "bytes " + t.dataBegin() + ".." + t.dataEnd()
+                            + " do not fit the " + size + "-byte file or its dtype and shape");
+            sorted.sort(java.util.Comparator.comparingLong(TensorInfo::dataBegin));
+            Map<String, TensorInfo> byName = new LinkedHashMap<>();
+            for (TensorInfo t : sorted) byName.put(t.name(), t);
+            MemorySegment file = ch.map(FileChannel.MapMode.READ_ONLY, 0, size, arena);
+            return new SafetensorsFile(path, arena, file, 0, Collections.unmodifiableMap(byName),
+                    Collections.unmodifiableMap(new LinkedHashMap<>(metadata)), ch, identity);
+        } catch (IOException | RuntimeException | Error e) {
+            arena.close();
+            ch.close();
+            throw e;
+        }
+    }
+
     private record Header(List<TensorInfo> tensors, Map<String, String> metadata) {}
 
     private static Header parseHeader(Path path, byte[] bytes) throws CheckpointFormatException {

@@ -15,7 +15,8 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.regex.Pattern;
 
 /**
- * The hidden directories an output is assembled in ({@code .OUT.tmp-*}, {@code .OUT.sweep-*}) or moved aside to
+ * The hidden directories an output is assembled in ({@code .OUT.tmp-*}, {@code .OUT.sweep-*}; {@code .OUT.multi-*}
+ * holds the intermediate merges of a multi-document config) or moved aside to
  * while it is replaced ({@code .OUT.old-*}). Each holds an owner file naming the process, so that
  * <ul>
  *   <li>Ctrl-C (SIGINT) or SIGTERM removes them: a shutdown hook deletes every one still registered, twice, so
@@ -28,7 +29,7 @@ public final class WorkDirs {
     /** The owner file in each directory: "pid start-instant". */
     static final String OWNER = ".smelter-owner";
 
-    private static final Pattern KINDS = Pattern.compile("\\.(tmp|sweep|old)-[0-9a-f]{8}");
+    private static final Pattern KINDS = Pattern.compile("\\.(tmp|sweep|old|multi)-[0-9a-f]{8}");
     private static final Set<Path> live = ConcurrentHashMap.newKeySet();
     private static volatile boolean hookInstalled;
 

@@ -167,10 +167,10 @@ public final class CheckpointMerger implements AutoCloseable {
         OutputGuard.check(options.output(), inputs(config));
         List<Checkpoint> opened = new ArrayList<>();
         try {
-            Checkpoint b = config.baseModel() == null ? null : Checkpoint.open(config.baseModel());
+            Checkpoint b = config.baseModel() == null ? null : Checkpoint.open(config.baseModel(), config.baseLora());
             if (b != null) opened.add(b);
             for (MergeConfig.ModelEntry m : config.models()) {
-                Checkpoint c = Checkpoint.open(m.path());
+                Checkpoint c = Checkpoint.open(m.path(), m.lora());
                 opened.add(c);
                 models.add(c);
                 if (m.fisher() != null) {
@@ -193,8 +193,11 @@ public final class CheckpointMerger implements AutoCloseable {
     public static Map<String, Path> inputs(MergeConfig config) {
         Map<String, Path> inputs = new java.util.LinkedHashMap<>();
         if (config.baseModel() != null) inputs.put("base_model", config.baseModel());
+        if (config.baseLora() != null) inputs.put("base_model's LoRA adapter", config.baseLora());
         for (int i = 0; i < config.models().size(); i++) {
             inputs.put("models[" + i + "]", config.models().get(i).path());
+            if (config.models().get(i).lora() != null)
+                inputs.put("models[" + i + "]'s LoRA adapter", config.models().get(i).lora());
             if (config.models().get(i).fisher() != null) inputs.put("models[" + i + "].fisher", config.models().get(i).fisher());
         }
         return inputs;

@@ -66,7 +66,9 @@ public final class ModelCard {
         for (String m : models) if (!all.contains(m)) all.add(m);
 
         StringBuilder md = new StringBuilder("---\n");
-        List<String> hub = all.stream().filter(ModelCard::isHubId).map(ModelCard::withoutRevision).distinct().toList();
+        // model+lora: both parts are listed (each a Hub ID or not).
+        List<String> hub = all.stream().flatMap(m -> java.util.Arrays.stream(m.split("\\+"))).filter(ModelCard::isHubId)
+                .map(ModelCard::withoutRevision).distinct().toList();
         if (hub.isEmpty()) md.append("base_model: []\n");
         else {
             md.append("base_model:\n");

@@ -82,6 +82,21 @@ class ConfigValidationTest {
     }
 
     @Test
+    void mergekitMoeConfigsGetAClearMessage() throws Exception {
+        refused("""
+                base_model: base
+                gate_mode: hidden
+                dtype: bfloat16
+                experts_per_token: 2
+                experts:
+                  - source_model: expert-de
+                    positive_prompts: ["Guten Tag"]
+                  - source_model: expert-fr
+                    positive_prompts: ["Bonjour"]
+                """, "mergekit-moe config", "mixture-of-experts", "not a weight-space merge", "run it with mergekit-moe");
+    }
+
+    @Test
     void moreModelsThanOneMergeTakes() throws Exception {
         StringBuilder yaml = new StringBuilder("merge_method: task_arithmetic\nbase_model: base\nmodels:\n");
         for (int i = 0; i <= MergeConfig.MAX_MODELS; i++) yaml.append("  - {model: expert-de, parameters: {weight: 0.01}}\n");

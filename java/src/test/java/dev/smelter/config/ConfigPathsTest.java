@@ -59,16 +59,15 @@ class ConfigPathsTest {
     void missingPathsAndHubIds() throws Exception {
         Path work = root.resolve("work");
         Files.createDirectories(work.resolve("a"));
-        ConfigException e = assertThrows(ConfigException.class, () -> MergeConfig.load(config(LINEAR), work));
+        ConfigException e = assertThrows(ConfigException.class, () -> MergeConfig.load(config(LINEAR), work, EMPTY));
         assertTrue(e.getMessage().equals("models[1].model 'b' does not exist (searched " + work.resolve("b") + " and "
                 + root.resolve("configs/b") + ")"), e.getMessage());
         e = assertThrows(ConfigException.class, () -> MergeConfig.load(config(LINEAR.replace("model: b",
-                "model: mistralai/Mistral-7B-v0.1@refs/pr/1")), work));
+                "model: mistralai/Mistral-7B-v0.1@refs/pr/1")), work, EMPTY));
         assertTrue(e.getMessage().startsWith("models[1].model 'mistralai/Mistral-7B-v0.1@refs/pr/1' is not a local "
                 + "checkpoint (searched " + work.resolve("mistralai/Mistral-7B-v0.1@refs/pr/1")), e.getMessage());
-        assertTrue(e.getMessage().contains("reads local checkpoints only for now") && e.getMessage().contains(
-                "`huggingface-cli download mistralai/Mistral-7B-v0.1 --revision refs/pr/1 --local-dir DIR` and give DIR"),
-                e.getMessage());
+        assertTrue(e.getMessage().contains("is not in the Hugging Face cache") && e.getMessage().contains(
+                "`huggingface-cli download mistralai/Mistral-7B-v0.1 --revision refs/pr/1`"), e.getMessage());
         // A Hub ID downloaded into a folder of that name is found (with the revision left off).
         Files.createDirectories(work.resolve("mistralai/Mistral-7B-v0.1"));
         MergeConfig c = MergeConfig.load(config(LINEAR.replace("model: b", "model: mistralai/Mistral-7B-v0.1@main")), work);
@@ -76,6 +75,31 @@ class ConfigPathsTest {
         // ./ paths are not Hub IDs.
         e = assertThrows(ConfigException.class, () -> MergeConfig.load(config(LINEAR.replace("model: b", "model: ./org/x")), work));
         assertTrue(e.getMessage().contains("does not exist"), e.getMessage());
+    }
+
+    /** An empty Hugging Face cache. */
+    final dev.smelter.io.HubCache EMPTY = new dev.smelter.io.HubCache(Path.of("/nonexistent/hf-cache"));
+
+    @Test
+    void hubIdsFromTheHuggingFaceCache() throws Exception {
+        Path work = Files.createDirectories(root.resolve("work"));
+        Files.createDirectories(work.resolve("a"));
+        Path hf = dev.smelter.io.HubCacheTest.cache(Files.createDirectories(root.resolve("hf")));
+        var cache = new dev.smelter.io.HubCache(hf);
+        Path snaps = hf.resolve("models--org--name/snapshots");
+        MergeConfig c = MergeConfig.load(config(LINEAR.replace("model: b", "model: org/name@v1")), work, cache);
+        assertEquals(snaps.resolve(dev.smelter.io.HubCacheTest.V1), c.models().get(1).path());
+        c = MergeConfig.load(config(LINEAR.replace("model: b", "model: org/name")), work, cache);
+        assertEquals(snaps.resolve(dev.smelter.io.HubCacheTest.MAIN), c.models().get(1).path());
+        // A local folder of that name comes first, as in mergekit.
+        Files.createDirectories(work.resolve("org/name"));
+        c = MergeConfig.load(config(LINEAR.replace("model: b", "model: org/name")), work, cache);
+        assertEquals(work.resolve("org/name"), c.models().get(1).path());
+        ConfigException e = assertThrows(ConfigException.class, () -> MergeConfig.load(config(LINEAR.replace("model: b",
+                "model: org/absent@v3")), work, cache));
+        assertTrue(e.getMessage().startsWith("models[1].model 'org/absent@v3' is not a local checkpoint (searched ")
+                && e.getMessage().contains(hf.resolve("models--org--absent") + " does not exist")
+                && e.getMessage().contains("huggingface-cli download org/absent --revision v3"), e.getMessage());
     }
 
     @Test

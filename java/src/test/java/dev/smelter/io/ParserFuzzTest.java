@@ -142,6 +142,59 @@ class ParserFuzzTest {
     }
 
     @Test
+    void multiDocumentConfigs() throws IOException {
+        byte[] seed = """
+                name: de-fr
+                merge_method: linear
+                models:
+                  - model: expert-de
+                    parameters: {weight: 0.5}
+                  - model: expert-fr+lora
+                    parameters: {weight: 0.5}
+                ---
+                merge_method: ties
+                base_model: base
+                models:
+                  - model: de-fr@main
+                    parameters: {weight: 1, density: 0.5}
+                ---
+                name: unused
+                merge_method: linear
+                models: [{model: de-fr, parameters: {weight: 1}}]
+                """.getBytes(StandardCharsets.UTF_8);
+        Path file = dir.resolve("multi.yml");
+        int runs = fuzz(seed, input -> {
+            Files.write(file, input);
+            dev.smelter.config.MultiConfig m = dev.smelter.config.MultiConfig.load(file);
+            for (var d : m.order()) d.yaml();
+        });
+        System.out.println("ParserFuzzTest: " + runs + " multi-document configs");
+    }
+
+    @Test
+    void loraAdapterConfigs() throws Exception {
+        SplittableRandom r = new SplittableRandom(SEED);
+        Path model = LoraAdapterTest.model(r).write(dir.resolve("model/model.safetensors")).getParent();
+        Path lora = Files.createDirectories(dir.resolve("lora"));
+        String p = "base_model.model.model.layers.0.self_attn.q_proj.";
+        new SafetensorsFixture().put(p + "lora_A.weight", SafetensorsFixture.random(dev.smelter.DType.F32, r, 1, 3, 5))
+                .put(p + "lora_B.weight", SafetensorsFixture.random(dev.smelter.DType.BF16, r, 1, 7, 3))
+                .write(lora.resolve(LoraAdapter.WEIGHTS));
+        byte[] seed = """
+                {"peft_type": "LORA", "r": 3, "lora_alpha": 6, "use_rslora": false, "fan_in_fan_out": false,
+                 "rank_pattern": {"q_proj": 3}, "alpha_pattern": {"q_.*": 2.5}, "target_modules": ["q_proj"]}
+                """.getBytes(StandardCharsets.UTF_8);
+        int runs = fuzz(seed, input -> {
+            Files.write(lora.resolve(LoraAdapter.CONFIG), input);
+            try (Checkpoint c = Checkpoint.open(model, lora); Arena arena = Arena.ofConfined()) {
+                for (String name : c.tensorNames())
+                    c.read(name, 0, arena.allocate(Math.max(1, c.info(name).byteSize())).asSlice(0, c.info(name).byteSize()));
+            }
+        });
+        System.out.println("ParserFuzzTest: " + runs + " adapter configs");
+    }
+
+    @Test
     void mergeConfigs() {
         byte[] seed = """
                 merge_method: ties
