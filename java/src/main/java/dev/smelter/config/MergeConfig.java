@@ -49,7 +49,15 @@ public record MergeConfig(
         long seed,
         List<String> warnings,
         SweepGrid grid,
-        DType computeDType) {
+        DType computeDType,
+        TokenizerSettings tokenizer) {
+
+    /** A config without tokenizer keys. */
+    public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
+            Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
+            List<String> warnings, SweepGrid grid, DType computeDType) {
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid, computeDType, null);
+    }
 
     /** A config without a sweep grid. */
     public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
@@ -62,7 +70,7 @@ public record MergeConfig(
     public MergeConfig with(List<ModelEntry> models, Map<String, ParameterValue> parameters, TrimScope trimScope,
             long seed, SweepGrid grid) {
         return new MergeConfig(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid,
-                computeDType);
+                computeDType, tokenizer);
     }
 
     /**
@@ -80,7 +88,7 @@ public record MergeConfig(
 
     private static final Set<String> TOP_KEYS = Set.of("merge_method", "base_model", "models", "parameters", "dtype",
             "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", "smelter", "slices");
-    private static final Set<String> IGNORED_TOP_KEYS = Set.of("tokenizer_source", "tokenizer", "chat_template", "name");
+    private static final Set<String> IGNORED_TOP_KEYS = Set.of("name");
 
     /**
      * Reads a config file. Relative model paths resolve as mergekit resolves them, against the working directory,
@@ -126,7 +134,7 @@ public record MergeConfig(
         List<String> warnings = new ArrayList<>();
         checkKeys(root, TOP_KEYS, "config");
         for (String k : IGNORED_TOP_KEYS)
-            if (root.has(k)) warnings.add("'" + k + "' is ignored: Smelter copies the tokenizer files of the base model");
+            if (root.has(k)) warnings.add("'" + k + "' is ignored");
         if (root.has("slices"))
             throw new ConfigException("'slices' (layer-stacking / passthrough merges) is not supported; use 'models'");
         String methodName = text(root, "merge_method", "config");
@@ -232,8 +240,10 @@ public record MergeConfig(
                 seed = s.get("seed").asLong();
             }
         }
+        TokenizerSettings tokenizer = TokenizerSettings.parse(root,
+                (p, where) -> resolve(baseDir, workDir, p, where, warnings));
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
-                List.copyOf(warnings), null, compute);
+                List.copyOf(warnings), null, compute, tokenizer);
         if (s == null || !s.has("grid")) return config;
         SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
         grid.validate(config);

@@ -40,20 +40,36 @@ public final class SideFiles {
      */
     public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer)
             throws IOException {
+        return write(writer, source, dtype, copyTokenizer, null);
+    }
+
+    /**
+     * {@link #write(CheckpointWriter, Path, DType, boolean)}, where a config with tokenizer keys gives the tokenizer
+     * files ({@code tokenizer} not null): those replace the source's, and config.json gets their {@code vocab_size}.
+     */
+    public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer,
+            TokenizerOutput tokenizer) throws IOException {
         List<String> warnings = new ArrayList<>();
+        long vocabSize = tokenizer == null ? -1 : tokenizer.vocabSize();
         for (String f : CheckpointMerger.SIDE_FILES) {
             Path p = source.resolve(f);
-            if (!Files.isRegularFile(p) || (!copyTokenizer && CheckpointMerger.TOKENIZER_FILES.contains(f))) continue;
-            if (f.equals("config.json") && dtype != null) {
+            boolean tokenizerFile = CheckpointMerger.TOKENIZER_FILES.contains(f);
+            if (!Files.isRegularFile(p) || (tokenizerFile && (!copyTokenizer || tokenizer != null))) continue;
+            if (f.equals("config.json") && (dtype != null || vocabSize >= 0)) {
                 try {
-                    writer.writeFile(f, withDType(Files.readString(p), dtype));
+                    writer.writeFile(f, withDType(Files.readString(p), dtype, vocabSize));
                     continue;
                 } catch (IOException | RuntimeException e) {
-                    warnings.add(p + " is copied unchanged (its torch_dtype not set to " + torchName(dtype)
-                            + "): it cannot be read as JSON: " + e.getMessage());
+                    warnings.add(p + " is copied unchanged (its " + (dtype != null ? "torch_dtype not set to "
+                            + torchName(dtype) : "vocab_size not set to " + vocabSize) + "): it cannot be read as JSON: "
+                            + e.getMessage());
                 }
             }
             writer.copyFile(p);
+        }
+        if (tokenizer != null) {
+            tokenizer.write(writer);
+            warnings.addAll(tokenizer.warnings());
         }
         return warnings;
     }
@@ -83,11 +99,26 @@ public final class SideFiles {
      * transformers write it); keys keep their order, numbers their digits.
      */
     static byte[] withDType(String configJson, DType dtype) throws IOException {
+        return withDType(configJson, dtype, -1);
+    }
+
+    /**
+     * {@link #withDType(String, DType)} (dtype null: unchanged), and with {@code vocabSize >= 0} its {@code vocab_size}
+     * (that of its {@code text_config} where only that has one) set to it.
+     */
+    static byte[] withDType(String configJson, DType dtype, long vocabSize) throws IOException {
         JsonNode root = JSON.readTree(configJson);
         if (!(root instanceof ObjectNode o)) throw new IOException("not a JSON object");
-        String name = torchName(dtype);
-        o.put("torch_dtype", name);
-        if (o.has("dtype")) o.put("dtype", name);
+        if (dtype != null) {
+            String name = torchName(dtype);
+            o.put("torch_dtype", name);
+            if (o.has("dtype")) o.put("dtype", name);
+        }
+        if (vocabSize >= 0) {
+            if (!o.has("vocab_size") && o.get("text_config") instanceof ObjectNode text && text.has("vocab_size"))
+                text.put("vocab_size", vocabSize);
+            else o.put("vocab_size", vocabSize);
+        }
         DefaultPrettyPrinter pretty = new DefaultPrettyPrinter()
                 .withSeparators(Separators.createDefaultInstance()
                         .withObjectFieldValueSpacing(Separators.Spacing.AFTER)
