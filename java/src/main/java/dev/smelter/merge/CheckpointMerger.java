@@ -441,7 +441,9 @@ public final class CheckpointMerger implements AutoCloseable {
             throw new CheckpointFormatException(where + ": tensor " + name + " has shape " + Arrays.toString(other)
                     + ", the reference has " + Arrays.toString(ref)
                     + (sameTail && TensorNames.isVocabMatrix(name)
-                            ? " (a vocabulary-size difference: rerun with --allow-vocab-mismatch to merge the shared rows)"
+                            ? " (a vocabulary-size difference: rerun with --allow-vocab-mismatch to merge the shared rows, "
+                                    + "or give the config tokenizer_source: union (or base) to align the rows by token as "
+                                    + "mergekit does)"
                             : ""));
         return Math.min(ref[0], other[0]) * rowElements(ref);
     }
