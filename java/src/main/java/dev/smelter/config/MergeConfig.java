@@ -242,6 +242,7 @@ public record MergeConfig(
         }
         TokenizerSettings tokenizer = TokenizerSettings.parse(root,
                 (p, where) -> resolve(baseDir, workDir, p, where, warnings));
+        if (tokenizer != null) tokenizer.checkSources(base, models.stream().map(ModelEntry::path).toList());
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
                 List.copyOf(warnings), null, compute, tokenizer);
         if (s == null || !s.has("grid")) return config;

@@ -64,7 +64,8 @@ public record TokenizerSettings(Source source, Path sourceModel, Map<String, Tok
         if (hasLegacy) {
             String s = text(legacy, "tokenizer_source");
             source = source(s);
-            if (source == Source.MODEL) sourceModel = paths.resolve(modelPath(s), "tokenizer_source");
+            if (source == Source.MODEL)
+                sourceModel = paths.resolve(modelPath(s), "tokenizer_source (base, union or a model path)");
         }
         if (hasSection) {
             if (!section.isObject())
@@ -75,7 +76,8 @@ public record TokenizerSettings(Source source, Path sourceModel, Map<String, Tok
             if (s != null && !s.isNull()) {
                 String text = text(s, "tokenizer.source");
                 source = source(text);
-                if (source == Source.MODEL) sourceModel = paths.resolve(modelPath(text), "tokenizer.source");
+                if (source == Source.MODEL)
+                    sourceModel = paths.resolve(modelPath(text), "tokenizer.source (base, union or a model path)");
             }
             JsonNode p = section.get("pad_to_multiple_of");
             if (p != null && !p.isNull()) {
@@ -94,6 +96,16 @@ public record TokenizerSettings(Source source, Path sourceModel, Map<String, Tok
         }
         String chat = hasTemplate ? chatTemplate(text(template, "chat_template")) : null;
         return new TokenizerSettings(source, sourceModel, Collections.unmodifiableMap(tokens), pad, chat);
+    }
+
+    /** Every token's source model must be merged (mergekit asserts it while building the embeddings). */
+    void checkSources(Path base, java.util.List<Path> models) throws ConfigException {
+        for (Map.Entry<String, TokenEmbedding> e : tokens.entrySet()) {
+            Path m = e.getValue().model();
+            if (m != null && !m.equals(base) && !models.contains(m))
+                throw new ConfigException("tokenizer.tokens['" + e.getKey() + "'] names " + m
+                        + ", which is not one of the models merged (base_model or models)");
+        }
     }
 
     private static TokenEmbedding tokenEmbedding(JsonNode node, String where, PathResolver paths) throws ConfigException {

@@ -341,6 +341,8 @@ public final class CheckpointMerger implements AutoCloseable {
                     note = "vocabulary rows beyond " + (common / rowElements(info.shape())) + " copied from the base";
                 }
             }
+            if (gathered)
+                note = "rows gathered by token into the output vocabulary (" + vocabulary.size() + " tokens)";
             boolean mergeable = mergeDType.isPresent() && (base != null || merged == info.elementCount());
             if (mergeDType.isEmpty() && info.dtype().isFloat()) requireIdentical(name, info);
             if (mergeable)

@@ -337,7 +337,8 @@ public final class Vocabulary {
 
         void add(AddedToken token) {
             if (token.content().isEmpty()) return;
-            for (AddedToken a : added.values()) if (a.sameSettings(token)) return;
+            Long same = addedIds.get(token.content());
+            if (same != null && added.get(same).sameSettings(token)) return;  // already there as it is
             Long id = idOf(token.content());
             if (id == null) {
                 long modelSize = model.modelVocabSize();

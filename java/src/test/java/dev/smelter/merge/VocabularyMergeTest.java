@@ -245,6 +245,36 @@ class VocabularyMergeTest {
     }
 
     @Test
+    void modelWideTiesTrimsTheAlignedRows() throws Exception {
+        // trim_scope: model ranks every aligned row: a token only one model has has zero deltas everywhere, so the
+        // output is that model's row whatever the threshold; the dry run says which tensors are gathered.
+        Path cfg = dir.resolve("ties-model.yml"), out = dir.resolve("ties-model");
+        Files.writeString(cfg, """
+                merge_method: ties
+                base_model: base-f32
+                models:
+                  - model: chat-f32
+                    parameters: {weight: 0.6, density: 0.5}
+                  - model: other-f32
+                    parameters: {weight: 0.4, density: 0.5}
+                tokenizer_source: union
+                smelter: {trim_scope: model}
+                """);
+        CliRun.Run dry = merge(cfg, out, "--dry-run");
+        assertEquals(0, dry.code(), dry.err());
+        assertTrue(dry.out().contains("rows gathered by token into the output vocabulary (16 tokens)"), dry.out());
+        CliRun.Run r = merge(cfg, out);
+        assertEquals(0, r.code(), r.err());
+        double[][] got = TokenizerFixtures.rows(out, EMBED), chat = TokenizerFixtures.rows(dir.resolve("chat-f32"), EMBED),
+                other = TokenizerFixtures.rows(dir.resolve("other-f32"), EMBED);
+        assertEquals(16, got.length);
+        for (int j = 0; j < HIDDEN; j++) {
+            assertEquals(chat[11][j], got[14][j], 0, "<|im_start|>: the chat model's row");
+            assertEquals(other[7][j], got[12][j], 0, "ce: the other model's row");
+        }
+    }
+
+    @Test
     void sweepsAlignTheEmbeddingsToo() throws Exception {
         Path cfg = dir.resolve("sweep.yml"), out = dir.resolve("sweep-out");
         Files.writeString(cfg, """
@@ -308,7 +338,7 @@ class VocabularyMergeTest {
         cases.put("tokenizer: {tokens: {x: {source: {kind: model_token, model: chat-f32}}}}\n", "exactly one of token and token_id");
         cases.put("tokenizer: {tokens: {x: {source: {kind: random}}}}\n", "kind must be 'model_token' or 'zero'");
         cases.put("chat_template: chatm\n", "chat_template 'chatm' is neither 'auto', a built-in template (chatml");
-        cases.put("tokenizer_source: ./nowhere\n", "tokenizer_source './nowhere' does not exist");
+        cases.put("tokenizer_source: ./nowhere\n", "tokenizer_source (base, union or a model path) './nowhere' does not exist");
         int i = 0;
         for (Map.Entry<String, String> c : cases.entrySet()) {
             Path cfg = dir.resolve("bad" + i++ + ".yml");
@@ -321,7 +351,7 @@ class VocabularyMergeTest {
         Path cfg = dir.resolve("bad-src.yml");
         Files.writeString(cfg, head + "tokenizer: {tokens: {x: {source: other-f32}}}\n");
         CliRun.Run r = merge(cfg, dir.resolve("bad-out"));
-        assertEquals(1, r.code(), r.err());
+        assertEquals(2, r.code(), r.err());
         assertTrue(r.err().contains("names " + dir.resolve("other-f32") + ", which is not one of the models merged"), r.err());
         assertFalse(Files.exists(dir.resolve("bad-out")));
     }
