@@ -155,6 +155,7 @@ public final class CheckpointMerger implements AutoCloseable {
     private final Vocabulary vocabulary;  // the output vocabulary of a config with a tokenizer source, else null
     private final List<Checkpoint> vocabularyInputs = new ArrayList<>();  // by Vocabulary input
     private int[] vocabularyInputOfSlot;  // slot 0 the base, 1 + i models[i]: its Vocabulary input
+    private final TokenizerOutput tokenizerFiles;  // the tokenizer files the config asks for, or null
     private final Set<String> vocabularyTensors = new HashSet<>();  // embeddings gathered into the output vocabulary
 
     public CheckpointMerger(MergeConfig config, Options options) throws IOException {
@@ -185,6 +186,7 @@ public final class CheckpointMerger implements AutoCloseable {
         layerCount = layers;
         try {
             vocabulary = buildVocabulary();
+            tokenizerFiles = tokenizerOutput(options.copyTokenizer());  // read now: a bad file fails before the merge
         } catch (IOException | RuntimeException e) {
             close();
             throw e;
@@ -541,7 +543,7 @@ public final class CheckpointMerger implements AutoCloseable {
                 convertBuffer = null;
             }
             warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer(),
-                    tokenizerOutput(options.copyTokenizer())));
+                    tokenizerFiles));
             if (options.configText() != null) {
                 writer.writeFile("README.md", ModelCard.markdown(ModelCard.name(options.output()), config,
                         options.configText()).getBytes(StandardCharsets.UTF_8));

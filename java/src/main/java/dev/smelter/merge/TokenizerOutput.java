@@ -50,7 +50,7 @@ public final class TokenizerOutput {
         }
         if (vocab != null) {
             Path dir = vocab.tokenizerDir();
-            out.files.put("tokenizer.json", vocab.sourceTokenizer().withAddedTokens(vocab.addedTokens()));
+            out.files.put("tokenizer.json", vocab.tokenizerJson());
             ObjectNode cfg = readObject(dir.resolve("tokenizer_config.json"));
             cfg.set("added_tokens_decoder", decoder(vocab.addedTokens()));
             if (template != null) cfg.put("chat_template", template);

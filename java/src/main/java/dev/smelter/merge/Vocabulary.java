@@ -43,7 +43,7 @@ public final class Vocabulary {
     private enum Fallback { OWN_ROW_OF_SOURCE, TOKEN_ROW, ZERO, MEAN }
 
     private final List<Path> inputs;  // distinct models, as the config names them: the base first
-    private final TokenizerFile outTokenizer;
+    private final byte[] tokenizerJson;  // the output's tokenizer.json (the source's JSON tree is not kept)
     private final TreeMap<Long, AddedToken> outAdded;
     private final LinkedHashMap<String, Long> outVocab;
     private final boolean stripped;
@@ -56,11 +56,11 @@ public final class Vocabulary {
     private final long[] fallbackRow;
     private final List<String> warnings;
 
-    private Vocabulary(List<Path> inputs, TokenizerFile outTokenizer, TreeMap<Long, AddedToken> outAdded,
+    private Vocabulary(List<Path> inputs, byte[] tokenizerJson, TreeMap<Long, AddedToken> outAdded,
             LinkedHashMap<String, Long> outVocab, boolean stripped, Path tokenizerDir, long rows, int[][] perm,
             boolean[] forced, Fallback[] fallback, int[] fallbackInput, long[] fallbackRow, List<String> warnings) {
         this.inputs = inputs;
-        this.outTokenizer = outTokenizer;
+        this.tokenizerJson = tokenizerJson;
         this.outAdded = outAdded;
         this.outVocab = outVocab;
         this.stripped = stripped;
@@ -269,7 +269,7 @@ public final class Vocabulary {
             }
         }
         if (missingEverywhere > 5) warnings.add((missingEverywhere - 5) + " more tokens are in no model (zero embeddings)");
-        return new Vocabulary(inputs, outFile, out.added, vocab, stripped, tokenizerDir, rows, perm, forced, fallback,
+        return new Vocabulary(inputs, outFile.withAddedTokens(out.added), out.added, vocab, stripped, tokenizerDir, rows, perm, forced, fallback,
                 fallbackInput, fallbackRow, List.copyOf(warnings));
     }
 
@@ -381,8 +381,9 @@ public final class Vocabulary {
         return new TreeMap<>(outAdded);
     }
 
-    public TokenizerFile sourceTokenizer() {
-        return outTokenizer;
+    /** The output's tokenizer.json: the source's, with the output's added tokens. */
+    public byte[] tokenizerJson() {
+        return tokenizerJson.clone();
     }
 
     /** Whether the output tokenizer lost tokens the model has no rows for (its slow files no longer match). */
