@@ -275,6 +275,43 @@ class VocabularyMergeTest {
     }
 
     @Test
+    void theDonorIsStrippedOfTokensBeyondItsVocabSize() throws Exception {
+        // mergekit's get_stripped_tokenizer: a base whose tokenizer has a token at id 11 but only 11 rows
+        // (vocab_size 11) loses it, from the added tokens and from the BPE model's vocabulary and merges.
+        List<Added> added = specials();
+        added.add(new Added(12, "<|eot|>", true));
+        // the model's "x" (10) stays, "xa" (11) and the added <|eot|> (12) are beyond the 11 rows
+        ObjectNode tok = TokenizerFixtures.bpe(List.of("<unk>", "<s>", "</s>", "a", "b", "c", "ab", "bc", "abc", "d", "x",
+                "xa"), added);
+        ((com.fasterxml.jackson.databind.node.ArrayNode) tok.get("model").get("merges")).add("xa b");
+        Path strip = dir.resolve("strip-base");
+        TokenizerFixtures.model(strip, DType.F32, 11, 11, HIDDEN, 9, tok, null);
+        Files.writeString(strip.resolve("tokenizer.model"), "slow");
+        Path cfg = dir.resolve("strip.yml"), out = dir.resolve("strip-out");
+        Files.writeString(cfg, """
+                merge_method: task_arithmetic
+                base_model: strip-base
+                models:
+                  - model: chat-f32
+                    parameters: {weight: 0.5}
+                tokenizer_source: base
+                """);
+        CliRun.Run r = merge(cfg, out);
+        assertEquals(0, r.code(), r.err() + r.out());
+        JsonNode written = JSON.readTree(out.resolve("tokenizer.json").toFile());
+        List<String> tokens = new ArrayList<>(BASE_VOCAB);
+        tokens.add("x");
+        assertEquals(ids(tokens), TokenizerFixtures.vocabulary(written));
+        assertFalse(written.get("model").get("vocab").has("xa"));
+        assertEquals(0, written.get("added_tokens").findValuesAsText("content").stream().filter("<|eot|>"::equals).count());
+        List<String> merges = new ArrayList<>();
+        written.get("model").get("merges").forEach(m -> merges.add(m.asText()));
+        assertEquals(List.of("a b", "b c", "x a"), merges, "merges with a part that is gone are gone (mergekit checks the parts)");
+        assertFalse(Files.exists(out.resolve("tokenizer.model")), "the slow tokenizer no longer matches");
+        assertEquals(11, TokenizerFixtures.rows(out, EMBED).length);
+    }
+
+    @Test
     void sweepsAlignTheEmbeddingsToo() throws Exception {
         Path cfg = dir.resolve("sweep.yml"), out = dir.resolve("sweep-out");
         Files.writeString(cfg, """
