@@ -54,6 +54,12 @@ class RealTokenizersTest {
                 java.nio.file.StandardCopyOption.REPLACE_EXISTING);
     }
 
+    /** A model with the package's tokenizer files as they are. */
+    static void model(Path dir, long rows, long vocabSize, int hidden, long seed, Path npm) throws Exception {
+        TokenizerFixtures.model(dir, DType.F32, rows, vocabSize, hidden, seed, null, null);
+        for (String f : List.of("tokenizer.json", "tokenizer_config.json")) Files.copy(npm.resolve(f), dir.resolve(f));
+    }
+
     static CliRun.Run merge(Path config, Path out) {
         return CliRun.cli("merge", "--device", "cpu", "-q", config.toString(), out.toString());
     }
@@ -63,7 +69,7 @@ class RealTokenizersTest {
         Path npm = npm("llama3");
         JsonNode llama3 = JSON.readTree(npm.resolve("tokenizer.json").toFile());
         JsonNode chat = withChatMl(llama3, 128256);
-        model(dir.resolve("l3-base"), 128256, 128256, 3, 11, llama3, npm.resolve("tokenizer_config.json"));
+        model(dir.resolve("l3-base"), 128256, 128256, 3, 11, npm);
         model(dir.resolve("l3-chat"), 128258, 128258, 3, 12, chat, null);
         Path cfg = dir.resolve("l3.yml"), out = dir.resolve("l3-out");
         String text = """
@@ -123,7 +129,7 @@ class RealTokenizersTest {
         Path npm = npm("llama2");
         JsonNode llama2 = JSON.readTree(npm.resolve("tokenizer.json").toFile());
         JsonNode chat = withChatMl(llama2, 32000);
-        model(dir.resolve("l2-base"), 32000, 32000, 2, 21, llama2, npm.resolve("tokenizer_config.json"));
+        model(dir.resolve("l2-base"), 32000, 32000, 2, 21, npm);
         model(dir.resolve("l2-chat"), 32002, 32002, 2, 22, chat, null);
         Path cfg = dir.resolve("l2.yml"), out = dir.resolve("l2-out");
         Files.writeString(cfg, """
@@ -158,9 +164,8 @@ class RealTokenizersTest {
         // Qwen checkpoints have 151936 rows for 151669 tokens; with a tokenizer source the output has the tokenizer's
         // rows (here padded to a multiple of 128), and its vocab_size says so.
         Path npm = npm("qwen3");
-        JsonNode qwen = JSON.readTree(npm.resolve("tokenizer.json").toFile());
-        model(dir.resolve("q-base"), 151936, 151936, 2, 31, qwen, npm.resolve("tokenizer_config.json"));
-        model(dir.resolve("q-ft"), 151936, 151936, 2, 32, qwen, npm.resolve("tokenizer_config.json"));
+        model(dir.resolve("q-base"), 151936, 151936, 2, 31, npm);
+        model(dir.resolve("q-ft"), 151936, 151936, 2, 32, npm);
         Path cfg = dir.resolve("q.yml"), out = dir.resolve("q-out");
         Files.writeString(cfg, """
                 merge_method: task_arithmetic
@@ -191,8 +196,8 @@ class RealTokenizersTest {
     void gemma3UnionOfOneVocabularyIsThatVocabulary() throws Exception {
         Path npm = npm("gemma3");
         JsonNode gemma = JSON.readTree(npm.resolve("tokenizer.json").toFile());
-        model(dir.resolve("g-a"), 262208, 262208, 1, 41, gemma, npm.resolve("tokenizer_config.json"));
-        model(dir.resolve("g-b"), 262208, 262208, 1, 42, gemma, npm.resolve("tokenizer_config.json"));
+        model(dir.resolve("g-a"), 262208, 262208, 1, 41, npm);
+        model(dir.resolve("g-b"), 262208, 262208, 1, 42, npm);
         Path cfg = dir.resolve("g.yml"), out = dir.resolve("g-out");
         Files.writeString(cfg, """
                 merge_method: task_arithmetic
