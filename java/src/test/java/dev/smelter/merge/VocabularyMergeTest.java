@@ -360,6 +360,41 @@ class VocabularyMergeTest {
     }
 
     @Test
+    void aBuiltTokenizerIsWrittenEvenWithNoCopyTokenizer() throws Exception {
+        // mergekit saves the tokenizer it builds whatever --copy-tokenizer says; a chat template alone needs the copy.
+        Path cfg = dir.resolve("nocopy.yml");
+        Files.writeString(cfg, """
+                merge_method: task_arithmetic
+                base_model: base-f32
+                models:
+                  - model: chat-f32
+                    parameters: {weight: 0.5}
+                tokenizer_source: union
+                """);
+        CliRun.Run r = merge(cfg, dir.resolve("nocopy"), "--no-copy-tokenizer");
+        assertEquals(0, r.code(), r.err());
+        assertEquals(13, TokenizerFixtures.vocabulary(dir.resolve("nocopy/tokenizer.json")).size());
+
+        TokenizerFixtures.copyTree(dir.resolve("base-f32"), dir.resolve("base-f32-twin"));
+        Files.writeString(cfg, """
+                merge_method: task_arithmetic
+                base_model: base-f32
+                models:
+                  - model: base-f32-twin
+                    parameters: {weight: 0.5}
+                chat_template: llama3
+                """);
+        r = merge(cfg, dir.resolve("nocopy-tmpl"), "--no-copy-tokenizer");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("chat_template is not written: --no-copy-tokenizer writes no tokenizer files"), r.err());
+        assertFalse(Files.exists(dir.resolve("nocopy-tmpl/tokenizer_config.json")));
+        r = merge(cfg, dir.resolve("copy-tmpl"));
+        assertEquals(0, r.code(), r.err());
+        assertEquals(ChatTemplates.named("llama3"),
+                JSON.readTree(dir.resolve("copy-tmpl/tokenizer_config.json").toFile()).get("chat_template").asText());
+    }
+
+    @Test
     void badTokenizerSettingsAreConfigErrors() throws Exception {
         String head = """
                 merge_method: task_arithmetic
