@@ -619,6 +619,9 @@ class CliSlicesTest {
                     assertClose(d(a, in), List.of(a), List.of(in), one, n);
                 }
         }
+        for (String point : List.of("scale=0.5", "scale=1"))  // each sweep output's config.json counts its layers
+            assertEquals(from.length, JSON.readTree(out.resolve(point).resolve("config.json").toFile())
+                    .get("num_hidden_layers").intValue(), point + "/config.json");
 
         Path slerp = dir.resolve("sweep-slerp.yml");
         Files.writeString(slerp, """

@@ -52,20 +52,21 @@ public record MergeConfig(
         SweepGrid grid,
         DType computeDType,
         List<SliceDefinition> slices,
-        Path baseLora) {
+        Path baseLora,
+        TokenizerSettings tokenizer) {
 
     /** A config without a sweep grid. */
     public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
             Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
             List<String> warnings) {
-        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null, null, null, null);
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, null, null, null, null, null);
     }
 
     /** A config of {@code models:} (no slices). */
     public MergeConfig(MergeMethods.Method method, Path baseModel, List<ModelEntry> models,
             Map<String, ParameterValue> parameters, DType outDType, TrimScope trimScope, long seed,
             List<String> warnings, SweepGrid grid, DType computeDType) {
-        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid, computeDType, null, null);
+        this(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid, computeDType, null, null, null);
     }
 
     /**
@@ -80,7 +81,7 @@ public record MergeConfig(
     public MergeConfig with(List<ModelEntry> models, Map<String, ParameterValue> parameters, TrimScope trimScope,
             long seed, SweepGrid grid) {
         return new MergeConfig(method, baseModel, models, parameters, outDType, trimScope, seed, warnings, grid,
-                computeDType, slices, baseLora);
+                computeDType, slices, baseLora, tokenizer);
     }
 
     /**
@@ -108,7 +109,7 @@ public record MergeConfig(
 
     private static final Set<String> TOP_KEYS = Set.of("merge_method", "base_model", "models", "parameters", "dtype",
             "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name", "smelter", "slices");
-    private static final Set<String> IGNORED_TOP_KEYS = Set.of("tokenizer_source", "tokenizer", "chat_template", "name");
+    private static final Set<String> IGNORED_TOP_KEYS = Set.of("name");
 
     /**
      * Reads a config file. Relative model paths resolve as mergekit resolves them, against the working directory,
@@ -171,7 +172,7 @@ public record MergeConfig(
         List<String> warnings = new ArrayList<>();
         checkKeys(root, TOP_KEYS, "config");
         for (String k : IGNORED_TOP_KEYS)
-            if (root.has(k)) warnings.add("'" + k + "' is ignored: Smelter copies the tokenizer files of the base model");
+            if (root.has(k)) warnings.add("'" + k + "' is ignored");
         String methodName = text(root, "merge_method", "config");
         MergeMethods.Method method;
         try {
@@ -276,7 +277,8 @@ public record MergeConfig(
         }
 
         return finish(root, method, base, models, global, warnings,
-                ranges.isEmpty() ? null : List.of(new SliceDefinition(List.copyOf(ranges), base, Map.of(), true)), baseLora);
+                ranges.isEmpty() ? null : List.of(new SliceDefinition(List.copyOf(ranges), base, Map.of(), true)), baseLora,
+                baseDir, workDir, hubCache);
     }
 
     /** A config of {@code slices:} ({@link SliceDefinition}); the top-level keys are read as for {@code models:}. */
@@ -306,7 +308,8 @@ public record MergeConfig(
                                 : method.globalParameters(), warnings::add);
                     }
                 }, warnings);
-        MergeConfig config = finish(root, method, base, SliceDefinition.models(slices, base), global, warnings, slices, null);
+        MergeConfig config = finish(root, method, base, SliceDefinition.models(slices, base), global, warnings, slices, null,
+                baseDir, workDir, hubCache);
         if (config.trimScope() == TrimScope.MODEL)
             throw new ConfigException("smelter.trim_scope: model ranks one model's task vector over the whole model; "
                     + "with slices a model's layers belong to several merges: use trim_scope: tensor");
@@ -331,8 +334,8 @@ public record MergeConfig(
 
     /** The keys every config has besides its models or slices: dtypes and Smelter's options, the grid last. */
     private static MergeConfig finish(JsonNode root, MergeMethods.Method method, Path base, List<ModelEntry> models,
-            Map<String, ParameterValue> global, List<String> warnings, List<SliceDefinition> slices, Path baseLora)
-            throws ConfigException {
+            Map<String, ParameterValue> global, List<String> warnings, List<SliceDefinition> slices, Path baseLora,
+            Path baseDir, Path workDir, HubCache hubCache) throws ConfigException {
         // mergekit casts every input to `dtype` before the merge (GatherTensors) and writes `out_dtype`, else the
         // result's dtype: `dtype`, else the inputs'.
         DType compute = root.has("dtype") ? dtype(text(root, "dtype", "config")) : null;
@@ -350,8 +353,16 @@ public record MergeConfig(
                 seed = s.get("seed").asLong();
             }
         }
+        TokenizerSettings tokenizer = TokenizerSettings.parse(root,
+                (p, where) -> resolve(baseDir, workDir, hubCache, p, where, warnings));
+        if (tokenizer != null) tokenizer.checkSources(base, models.stream().map(ModelEntry::path).toList());
+        if (tokenizer != null && slices != null && !slices.get(0).underModels() && tokenizer.buildsVocabulary()
+                && !(tokenizer.source() == TokenizerSettings.Source.BASE && tokenizer.tokens().isEmpty()
+                        && tokenizer.padToMultipleOf() <= 1))
+            throw new ConfigException("tokenizer_source/tokenizer with slices: building a vocabulary across sliced "
+                    + "models is not supported yet (the base's tokenizer is copied; every model must share it)");
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
-                List.copyOf(warnings), null, compute, slices, baseLora);
+                List.copyOf(warnings), null, compute, slices, baseLora, tokenizer);
         if (s == null || !s.has("grid")) return config;
         SweepGrid grid = SweepGrid.parse(s.get("grid"), "smelter.grid");
         grid.validate(config);

@@ -330,7 +330,7 @@ public record SweepGrid(List<Axis> axes) {
             slices.add(new SliceDefinition(List.copyOf(sources), s.baseModel(), without(s.parameters(), names), false));
         }
         return new MergeConfig(config.method(), config.baseModel(), config.models(), global, config.outDType(),
-                config.trimScope(), seed, config.warnings(), null, config.computeDType(), List.copyOf(slices), config.baseLora());
+                config.trimScope(), seed, config.warnings(), null, config.computeDType(), List.copyOf(slices), config.baseLora(), config.tokenizer());
     }
 
     private static Map<String, ParameterValue> without(Map<String, ParameterValue> params, Set<String> names) {

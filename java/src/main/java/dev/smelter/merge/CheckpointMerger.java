@@ -160,6 +160,11 @@ public final class CheckpointMerger implements AutoCloseable {
     private final List<Checkpoint> models = new ArrayList<>();
     private final List<Checkpoint> fishers = new ArrayList<>();  // merge_method fisher: one per model
     private final int layerCount;
+    private final Vocabulary vocabulary;  // the output vocabulary of a config with a tokenizer source, else null
+    private final List<Checkpoint> vocabularyInputs = new ArrayList<>();  // by Vocabulary input
+    private int[] vocabularyInputOfSlot;  // slot 0 the base, 1 + i models[i]: its Vocabulary input
+    private final TokenizerOutput tokenizerFiles;  // the tokenizer files the config asks for, or null
+    private final Set<String> vocabularyTensors = new HashSet<>();  // embeddings gathered into the output vocabulary
 
     public CheckpointMerger(MergeConfig config, Options options) throws IOException {
         this.config = config;
@@ -187,6 +192,82 @@ public final class CheckpointMerger implements AutoCloseable {
         int layers = 0;
         for (String name : reference().tensorNames()) layers = Math.max(layers, TensorNames.layerIndex(name) + 1);
         layerCount = layers;
+        try {
+            vocabulary = buildVocabulary();
+            tokenizerFiles = tokenizerOutput(options.copyTokenizer());  // read now: a bad file fails before the merge
+        } catch (IOException | RuntimeException e) {
+            close();
+            throw e;
+        }
+    }
+
+    /** The output vocabulary of a config with tokenizer_source or a tokenizer section, and the checkpoint of each of its inputs. */
+    private Vocabulary buildVocabulary() throws IOException {
+        if (config.tokenizer() == null || !config.tokenizer().buildsVocabulary()) return null;
+        if (!fishers.isEmpty())
+            throw new IllegalArgumentException("merge_method fisher with a tokenizer source is not supported: the "
+                    + "Fishers' embedding rows would need the same alignment to the output vocabulary");
+        List<Path> paths = config.models().stream().map(MergeConfig.ModelEntry::path).toList();
+        Vocabulary v = Vocabulary.build(config.tokenizer(), config.baseModel(), paths);
+        for (Path p : v.inputs())
+            vocabularyInputs.add(p.equals(config.baseModel()) ? base : models.get(paths.indexOf(p)));
+        vocabularyInputOfSlot = new int[1 + paths.size()];
+        vocabularyInputOfSlot[0] = config.baseModel() == null ? -1 : v.inputs().indexOf(config.baseModel());
+        for (int i = 0; i < paths.size(); i++) vocabularyInputOfSlot[1 + i] = v.inputs().indexOf(paths.get(i));
+        return v;
+    }
+
+    /** The output vocabulary, or null where the config keeps the base's. */
+    public Vocabulary vocabulary() {
+        return vocabulary;
+    }
+
+    /** The tokenizer files the config asks for, or null (the base's are copied, see {@link SideFiles}). */
+    TokenizerOutput tokenizerOutput(boolean copyTokenizer) throws IOException {
+        List<Path> referenced = new ArrayList<>();
+        if (config.baseModel() != null) referenced.add(config.baseModel());
+        for (MergeConfig.ModelEntry m : config.models()) if (!referenced.contains(m.path())) referenced.add(m.path());
+        return TokenizerOutput.of(config.tokenizer(), vocabulary, reference().directory(), referenced, copyTokenizer);
+    }
+
+    /**
+     * Input {@code slot} (0 the base, then the models) of tensor {@code t} as the merge reads it, into {@code bank}: its
+     * first {@code t.mergedElements()}, or for an embedding under an output vocabulary its rows in the output order.
+     */
+    Tensor readInput(InputBuffers in, int bank, int slot, Checkpoint from, TensorPlan t, long elements) throws IOException {
+        if (!vocabularyTensors.contains(t.name())) return in.read(bank, slot, from, t.name(), elements);
+        DType dtype = from.info(t.name()).dtype().toMergeDType().orElseThrow();
+        long width = t.info().shape()[1];
+        MemorySegment dst = in.slot(bank, slot, elements * dtype.byteSize());
+        vocabulary.gather(vocabularyInputOfSlot[slot], t.name(), vocabularyInputs, width, dtype, dst);
+        return new Tensor(dst, elements, dtype, Tensor.Memory.HOST);
+    }
+
+    /** {@link #readInput} into bank 0, I/O errors as UncheckedIOException (for callbacks). */
+    Tensor readInputUnchecked(InputBuffers in, int slot, Checkpoint from, TensorPlan t) {
+        try {
+            return readInput(in, 0, slot, from, t, t.mergedElements());
+        } catch (IOException e) {
+            throw new java.io.UncheckedIOException(e);
+        }
+    }
+
+    /** An embedding tensor under the output vocabulary: every input has it, and its shape is the vocabulary's rows. */
+    private TensorInfo vocabularyTensor(String name, TensorInfo info) throws CheckpointFormatException {
+        List<long[]> shapes = new ArrayList<>();
+        List<Path> files = new ArrayList<>();
+        for (Checkpoint c : vocabularyInputs) {
+            if (!c.contains(name))
+                throw new CheckpointFormatException(c.directory() + ": tensor " + name + " is missing (present in "
+                        + reference().directory() + ")");
+            shapes.add(c.info(name).shape());
+            files.add(c.directory());
+        }
+        vocabulary.checkTensor(name, shapes, files);
+        long[] shape = {vocabulary.rows(), info.shape()[1]};
+        vocabularyTensors.add(name);
+        return new TensorInfo(name, info.dtype(), shape, info.dataBegin(),
+                info.dataBegin() + info.dtype().sizeInBytes(shape[0] * shape[1]), info.file());
     }
 
     /** Every checkpoint the config reads, named as the config names it ("base_model", "models[1]", ...). */
@@ -279,8 +360,11 @@ public final class CheckpointMerger implements AutoCloseable {
         Checkpoint ref = reference();
         List<TensorPlan> tensors = new ArrayList<>();
         long read = 0, written = 0, largestOut = 0, largestIn = 0, largestConvert = 0;
+        vocabularyTensors.clear();
         for (String name : ref.tensorNames()) {
             TensorInfo info = ref.info(name);
+            boolean gathered = vocabulary != null && Vocabulary.isEmbedding(name, info.shape());
+            if (gathered) info = vocabularyTensor(name, info);
             var mergeDType = info.dtype().toMergeDType();
             long merged = info.elementCount();
             String note = "";
@@ -298,12 +382,14 @@ public final class CheckpointMerger implements AutoCloseable {
                                 + ref.directory() + " has " + info.dtype());
                     mixed = true;
                 }
-                if (!Arrays.equals(mi.shape(), info.shape())) {
+                if (!gathered && !Arrays.equals(mi.shape(), info.shape())) {
                     long common = vocabCommonElements(name, info.shape(), mi.shape(), m.directory());
                     merged = Math.min(merged, common);
                     note = "vocabulary rows beyond " + (common / rowElements(info.shape())) + " copied from the base";
                 }
             }
+            if (gathered)
+                note = "rows gathered by token into the output vocabulary (" + vocabulary.size() + " tokens)";
             boolean mergeable = mergeDType.isPresent() && (base != null || merged == info.elementCount());
             if (mergeDType.isEmpty() && info.dtype().isFloat()) requireIdentical(name, info);
             if (mergeable)
@@ -357,9 +443,17 @@ public final class CheckpointMerger implements AutoCloseable {
         long slotBytes = 0;  // the largest merged tensor of any input, as stored
         for (TensorPlan t : tensors) {
             if (t.action() != Action.MERGE) continue;
-            if (base != null) slotBytes = Math.max(slotBytes, base.info(t.name()).byteSize());
-            for (Checkpoint m : models) slotBytes = Math.max(slotBytes, m.info(t.name()).byteSize());
+            // An embedding under the output vocabulary is gathered into the vocabulary's rows, in each input's dtype.
+            boolean gathered = vocabularyTensors.contains(t.name());
+            if (base != null) slotBytes = Math.max(slotBytes, inputBytes(base, t, gathered));
+            for (Checkpoint m : models) slotBytes = Math.max(slotBytes, inputBytes(m, t, gathered));
             for (Checkpoint f : fishers) slotBytes = Math.max(slotBytes, f.info(t.name()).byteSize());
+        }
+        if (vocabulary != null) {
+            warnings.addAll(vocabulary.warnings());
+            if (vocabularyTensors.isEmpty())
+                warnings.add("the config builds a vocabulary of " + vocabulary.size() + " tokens, but no tensor is a "
+                        + "token embedding or output head (by its name): only the tokenizer files follow it");
         }
         return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope(),
                 List.copyOf(warnings), largestConvert, 1 + models.size() + fishers.size(), slotBytes);
@@ -384,6 +478,11 @@ public final class CheckpointMerger implements AutoCloseable {
         }
     }
 
+    private static long inputBytes(Checkpoint c, TensorPlan t, boolean gathered) {
+        TensorInfo i = c.info(t.name());
+        return gathered ? i.dtype().sizeInBytes(t.info().elementCount()) : i.byteSize();
+    }
+
     private long vocabCommonElements(String name, long[] ref, long[] other, Path where) throws CheckpointFormatException {
         boolean sameTail = ref.length == other.length && ref.length >= 1
                 && Arrays.equals(Arrays.copyOfRange(ref, 1, ref.length), Arrays.copyOfRange(other, 1, other.length));
@@ -391,7 +490,9 @@ public final class CheckpointMerger implements AutoCloseable {
             throw new CheckpointFormatException(where + ": tensor " + name + " has shape " + Arrays.toString(other)
                     + ", the reference has " + Arrays.toString(ref)
                     + (sameTail && TensorNames.isVocabMatrix(name)
-                            ? " (a vocabulary-size difference: rerun with --allow-vocab-mismatch to merge the shared rows)"
+                            ? " (a vocabulary-size difference: rerun with --allow-vocab-mismatch to merge the shared rows, "
+                                    + "or give the config tokenizer_source: union (or base) to align the rows by token as "
+                                    + "mergekit does)"
                             : ""));
         return Math.min(ref[0], other[0]) * rowElements(ref);
     }
@@ -487,7 +588,7 @@ public final class CheckpointMerger implements AutoCloseable {
                 convertBuffer = null;
             }
             warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer(),
-                    config.sliced() ? LayerPlan.configEdit(config, warnings::add) : null));
+                    tokenizerFiles, config.sliced() ? LayerPlan.configEdit(config, warnings::add) : null));
             if (options.configText() != null) {
                 writer.writeFile("README.md", ModelCard.markdown(ModelCard.name(options.output()), config,
                         options.configText()).getBytes(StandardCharsets.UTF_8));
@@ -527,9 +628,9 @@ public final class CheckpointMerger implements AutoCloseable {
             }
             return new Inputs(b, m, List.of());
         }
-        Tensor b = base == null ? null : in.read(bank, 0, base, name, t.info().elementCount());
+        Tensor b = base == null ? null : readInput(in, bank, 0, base, t, t.info().elementCount());
         List<Tensor> m = new ArrayList<>(), f = new ArrayList<>();
-        for (int i = 0; i < models.size(); i++) m.add(in.read(bank, 1 + i, models.get(i), name, n));
+        for (int i = 0; i < models.size(); i++) m.add(readInput(in, bank, 1 + i, models.get(i), t, n));
         for (int i = 0; i < fishers.size(); i++) f.add(in.read(bank, 1 + models.size() + i, fishers.get(i), name, n));
         return new Inputs(b, m, f);
     }
@@ -713,8 +814,8 @@ public final class CheckpointMerger implements AutoCloseable {
                 thresholds[i] = topK.threshold(k, pass -> {
                     for (TensorPlan t : merged) {
                         long[] at = {0};
-                        pass.add(inputOf(ctx, t, in.readUnchecked(0, base, t.name(), t.mergedElements()), at),
-                                inputOf(ctx, t, in.readUnchecked(slot, model, t.name(), t.mergedElements()), at));
+                        pass.add(inputOf(ctx, t, readInputUnchecked(in, 0, base, t), at),
+                                inputOf(ctx, t, readInputUnchecked(in, slot, model, t), at));
                     }
                 });
             } catch (java.io.UncheckedIOException e) {

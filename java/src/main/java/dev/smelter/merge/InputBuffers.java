@@ -55,6 +55,14 @@ final class InputBuffers implements AutoCloseable {
         return new Tensor(dst, elements, dtype, Tensor.Memory.HOST);
     }
 
+    /** The first {@code bytes} of {@code slot} of {@code bank}, for a caller that fills it itself. */
+    java.lang.foreign.MemorySegment slot(int bank, int slot, long bytes) {
+        if (slot < 0 || slot >= slots || bank < 0 || bank >= banks || bytes > slotBytes)
+            throw new IllegalArgumentException("slot " + slot + " of " + slots + ", bank " + bank + " of " + banks + ", "
+                    + bytes + " bytes of " + slotBytes);
+        return buffer.data().asSlice((bank * (long) slots + slot) * slotBytes, bytes);
+    }
+
     /** {@link #read} for use inside callbacks that cannot throw: I/O errors come out as UncheckedIOException. */
     Tensor readUnchecked(int slot, Checkpoint from, String name, long elements) {
         try {

@@ -41,26 +41,37 @@ public final class SideFiles {
      */
     public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer)
             throws IOException {
-        return write(writer, source, dtype, copyTokenizer, null);
+        return write(writer, source, dtype, copyTokenizer, null, null);
     }
 
-    /** {@link #write(CheckpointWriter, Path, DType, boolean)}, with {@code configEdit} (if not null) applied to config.json. */
+    /**
+     * {@link #write(CheckpointWriter, Path, DType, boolean)}, where a config with tokenizer keys gives the tokenizer
+     * files ({@code tokenizer} not null): those replace the source's, and config.json gets their {@code vocab_size};
+     * and with {@code configEdit} (if not null) applied to config.json (a sliced merge's layer count).
+     */
     public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer,
-            Consumer<ObjectNode> configEdit) throws IOException {
+            TokenizerOutput tokenizer, Consumer<ObjectNode> configEdit) throws IOException {
         List<String> warnings = new ArrayList<>();
+        long vocabSize = tokenizer == null ? -1 : tokenizer.vocabSize();
         for (String f : CheckpointMerger.SIDE_FILES) {
             Path p = source.resolve(f);
-            if (!Files.isRegularFile(p) || (!copyTokenizer && CheckpointMerger.TOKENIZER_FILES.contains(f))) continue;
-            if (f.equals("config.json") && (dtype != null || configEdit != null)) {
+            boolean tokenizerFile = CheckpointMerger.TOKENIZER_FILES.contains(f);
+            if (!Files.isRegularFile(p) || (tokenizerFile && (!copyTokenizer || tokenizer != null))) continue;
+            if (f.equals("config.json") && (dtype != null || vocabSize >= 0 || configEdit != null)) {
                 try {
-                    writer.writeFile(f, withDType(Files.readString(p), dtype, configEdit));
+                    writer.writeFile(f, withDType(Files.readString(p), dtype, vocabSize, configEdit));
                     continue;
                 } catch (IOException | RuntimeException e) {
-                    warnings.add(p + " is copied unchanged (" + (dtype != null ? "its torch_dtype not set to "
-                            + torchName(dtype) : "its layer count not set") + "): it cannot be read as JSON: " + e.getMessage());
+                    warnings.add(p + " is copied unchanged (its " + (dtype != null ? "torch_dtype not set to "
+                            + torchName(dtype) : vocabSize >= 0 ? "vocab_size not set to " + vocabSize
+                            : "layer count not set") + "): it cannot be read as JSON: " + e.getMessage());
                 }
             }
             writer.copyFile(p);
+        }
+        if (tokenizer != null) {
+            tokenizer.write(writer);
+            warnings.addAll(tokenizer.warnings());
         }
         return warnings;
     }
@@ -90,17 +101,25 @@ public final class SideFiles {
      * transformers write it); keys keep their order, numbers their digits.
      */
     static byte[] withDType(String configJson, DType dtype) throws IOException {
-        return withDType(configJson, dtype, null);
+        return withDType(configJson, dtype, -1, null);
     }
 
-    /** {@link #withDType(String, DType)} ({@code dtype} null: unchanged), then {@code edit} if not null. */
-    static byte[] withDType(String configJson, DType dtype, Consumer<ObjectNode> edit) throws IOException {
+    /**
+     * {@link #withDType(String, DType)} (dtype null: unchanged), with {@code vocabSize >= 0} its {@code vocab_size}
+     * (that of its {@code text_config} where only that has one) set to it, then {@code edit} if not null.
+     */
+    static byte[] withDType(String configJson, DType dtype, long vocabSize, Consumer<ObjectNode> edit) throws IOException {
         JsonNode root = JSON.readTree(configJson);
         if (!(root instanceof ObjectNode o)) throw new IOException("not a JSON object");
         if (dtype != null) {
             String name = torchName(dtype);
             o.put("torch_dtype", name);
             if (o.has("dtype")) o.put("dtype", name);
+        }
+        if (vocabSize >= 0) {
+            if (!o.has("vocab_size") && o.get("text_config") instanceof ObjectNode text && text.has("vocab_size"))
+                text.put("vocab_size", vocabSize);
+            else o.put("vocab_size", vocabSize);
         }
         if (edit != null) edit.accept(o);
         DefaultPrettyPrinter pretty = new DefaultPrettyPrinter()

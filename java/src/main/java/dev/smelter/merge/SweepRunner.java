@@ -575,7 +575,9 @@ public final class SweepRunner implements AutoCloseable {
                 if (options.writeCheckpoints()) {
                     long s = System.nanoTime();
                     CheckpointWriter w = writers.get(c);
-                    warnings.get(c).addAll(SideFiles.write(w, sideSource, SideFiles.outputDType(plan.merge()), true));
+                    List<String> notes = warnings.get(c);
+                    notes.addAll(SideFiles.write(w, sideSource, SideFiles.outputDType(plan.merge()), true,
+                            merger.tokenizerOutput(true), config.sliced() ? LayerPlan.configEdit(config, notes::add) : null));
                     w.commit();
                     own[c] += System.nanoTime() - s;
                     out = temp.resolve(configurations.get(c).name());
@@ -690,8 +692,8 @@ public final class SweepRunner implements AutoCloseable {
             try {
                 found = thresholds(ctx, key, ks, pass -> {
                     for (CheckpointMerger.TensorPlan t : merged)
-                        pass.add(in.readUnchecked(0, base, t.name(), t.mergedElements()),
-                                in.readUnchecked(slot, model, t.name(), t.mergedElements()));
+                        pass.add(merger.readInputUnchecked(in, 0, base, t),
+                                merger.readInputUnchecked(in, slot, model, t));
                 });
             } catch (java.io.UncheckedIOException e) {
                 throw e.getCause();
