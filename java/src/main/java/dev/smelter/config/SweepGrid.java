@@ -289,14 +289,12 @@ public record SweepGrid(List<Axis> axes) {
                             + p.name());
                 models.add(a.model());
             }
-            if (p.name().equals("filter_wise"))
-                throw new ConfigException(at + ": model_stock runs only with filter_wise: false");
             boolean isFlag = "true".equals(p.defaultValue()) || "false".equals(p.defaultValue());
             for (Value v : a.values()) {
                 double x = v.value();
                 if (isFlag && x != 0 && x != 1)
                     throw new ConfigException(at + ": " + p.name() + " is true or false (1 or 0), got " + v.text());
-                if (!isFlag) MergeConfig.checkRange(at, p.name(), new ParameterValue.Constant(x));
+                if (!isFlag) MergeConfig.checkRange(at, m, p.name(), new ParameterValue.Constant(x));
             }
         }
     }

@@ -573,6 +573,8 @@ public final class CheckpointMerger implements AutoCloseable {
                     out.slice(0, n));
         } else if (how.sce() != null) {
             counts = how.mergeSce(ctx, baseTensor, inputs, out.slice(0, n));
+        } else if (how.host() != null) {  // computed in Java over the host inputs (see HostMerge)
+            counts = how.host().merge(ctx, baseTensor, inputs, t.info().shape(), out.slice(0, n));
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
             if (spec == null) return NanOutput.fill(ctx, out).nonFinite();  // non-finite inputs: NaN throughout, every row
