@@ -251,7 +251,7 @@ public record MergeConfig(
     static void checkRange(String where, MergeMethods.Method method, String name, ParameterValue value)
             throws ConfigException {
         for (double x : value.written().toArray()) {
-            String must = switch (method.mergekitName() + "." + name) {
+            String must = switch (method.mergekitName() + "." + name) {  // names other methods use differently
                 case "nearswap.t" -> x >= 0 && Double.isFinite(x) ? null
                         : "a finite number >= 0 (the difference below which the model's value is taken)";
                 case "ram.epsilon" -> x >= 0 && Double.isFinite(x) ? null
@@ -261,21 +261,25 @@ public record MergeConfig(
                                 + "of unshared deltas it divides by)";
                 case "ramplus_tl.alpha" -> x >= 0 && Double.isFinite(x) ? null
                         : "a finite number >= 0 (the upper clamp of the shared / unshared ratio)";
-                default -> null;
-            };
-            if (must == null) must = switch (name) {
-                case "density" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of each task vector kept)";
-                case "select_topk" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of positions selected)";
-                case "gamma" -> x >= 0 && x <= 1 ? null : "a fraction in [0, 1] (the share of the largest magnitudes dropped)";
-                case "epsilon" -> x >= 0 && x < 1 ? null : "in [0, 1) (the half-width of DELLA's keep probabilities)";
-                case "max_iter" -> x >= 0 && x == Math.rint(x) && x <= 1e6 ? null : "a whole number from 0 to 1000000";
-                case "tol", "eps", "fisher_floor" -> x >= 0 && Double.isFinite(x) ? null : "a finite number >= 0";
-                default -> Double.isFinite(x) ? null : "a finite number";
+                default -> generic(name, x);
             };
             if (must != null)
                 throw new ConfigException(where + " is " + (x == Math.rint(x) && Math.abs(x) < 1e15 ? Long.toString((long) x)
                         : Double.toString(x)) + "; it must be " + must);
         }
+    }
+
+    /** What a parameter of this name must be (null: it is in range), for the methods without their own rule. */
+    private static String generic(String name, double x) {
+        return switch (name) {
+            case "density" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of each task vector kept)";
+            case "select_topk" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of positions selected)";
+            case "gamma" -> x >= 0 && x <= 1 ? null : "a fraction in [0, 1] (the share of the largest magnitudes dropped)";
+            case "epsilon" -> x >= 0 && x < 1 ? null : "in [0, 1) (the half-width of DELLA's keep probabilities)";
+            case "max_iter" -> x >= 0 && x == Math.rint(x) && x <= 1e6 ? null : "a whole number from 0 to 1000000";
+            case "tol", "eps", "fisher_floor" -> x >= 0 && Double.isFinite(x) ? null : "a finite number >= 0";
+            default -> Double.isFinite(x) ? null : "a finite number";
+        };
     }
 
     /** Methods that merge the base as a weighted point when it is among the sources (mergekit's linear). */
