@@ -248,6 +248,42 @@ class CliMergekitMethodsTest {
                 });
     }
 
+    /** Each method sweeps; every configuration is bit-identical to merging it alone (--compare-sequential checks). */
+    @Test
+    void sweepsEqualMergingEachConfiguration() throws Exception {
+        Path d = dir.resolve("bf16");
+        String[][] cases = {
+                {"nearswap", "merge_method: nearswap\nbase_model: base\nmodels: [{model: expert-de}]\nparameters: {t: 0.001}\n",
+                        "t=0,0.0005,0.002", "3"},
+                {"ram", "merge_method: ram\nbase_model: base\nmodels: [{model: expert-de}, {model: expert-fr}]\n",
+                        "epsilon=0,0.0008", "2"},
+                {"ramplus_tl", "merge_method: ramplus_tl\nbase_model: base\nmodels: [{model: expert-de}, {model: expert-fr}]\n",
+                        "alpha=0,0.2,5", "3"},
+                {"nuslerp", "merge_method: nuslerp\nbase_model: base\nmodels: [{model: expert-de, parameters: {weight: 1}},"
+                        + " {model: expert-fr, parameters: {weight: 1}}]\nparameters: {nuslerp_flatten: false}\n",
+                        "nuslerp_row_wise=false,true", "2"},
+                {"nuslerp-flatten", "merge_method: nuslerp\nmodels: [{model: expert-de, parameters: {weight: 1}},"
+                        + " {model: expert-fr, parameters: {weight: 1}}]\n", "nuslerp_flatten=true,false", "2"},
+                {"model_stock", "merge_method: model_stock\nbase_model: base\nmodels: [{model: expert-de}, {model: expert-fr}]\n",
+                        "filter_wise=false,true", "2"},
+        };
+        for (String[] c : cases) {
+            Path cfg = d.resolve("sweep-" + c[0] + ".yml"), out = d.resolve("sweep-" + c[0] + "-out");
+            Files.writeString(cfg, c[1]);
+            CliRun.Run r = CliRun.cli("sweep", "--device", "cpu", "-q", cfg.toString(), "--grid", c[2], "-o", out.toString(),
+                    "--compare-sequential");
+            assertEquals(0, r.code(), c[0] + ": " + r.out() + r.err());
+            assertTrue((r.out() + r.err()).contains("outputs identical"), r.out() + r.err());
+            assertEquals(Integer.parseInt(c[3]) + 1, Files.readAllLines(out.resolve("configs.csv")).size(), c[0]);
+        }
+        // The configurations differ from each other (a sweep that ignored its axis would pass the comparison).
+        try (Checkpoint a = Checkpoint.open(d.resolve("sweep-model_stock-out/filter_wise=false"));
+                Checkpoint b = Checkpoint.open(d.resolve("sweep-model_stock-out/filter_wise=true"))) {
+            String t = "model.layers.1.mlp.up_proj.weight";
+            assertTrue(a.data(t).mismatch(b.data(t)) >= 0, "filter_wise changes the result");
+        }
+    }
+
     @Test
     void aRequiredParameterAFilterListLeavesWithoutAValueIsAConfigurationError() throws Exception {
         Path d = dir.resolve("bf16"), cfg = d.resolve("missing.yml");
