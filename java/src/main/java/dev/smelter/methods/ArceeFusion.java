@@ -47,7 +47,7 @@ public final class ArceeFusion {
             double q1 = quantile(ctx, importance, 0.25), median = quantile(ctx, importance, 0.5),
                     q3 = quantile(ctx, importance, 0.75);
             double threshold = median + 1.5 * (q3 - q1);
-            return HostArithmetic.counts(HostArithmetic.parallel(n, HostArithmetic.BLOCK, (from, to) -> {
+            return HostArithmetic.counts(HostArithmetic.parallel(List.of(base, b, out, importance), n, HostArithmetic.BLOCK, (from, to) -> {
                 long bad = 0;
                 for (long e = from; e < to; e++)
                     bad += HostArithmetic.store(out, e, importance.getFloat(e) >= threshold ? b.getFloat(e)
@@ -63,7 +63,7 @@ public final class ArceeFusion {
     static void importances(Tensor a, Tensor b, long row, Tensor importance) {
         long rows = importance.count() / row;
         long rowsPerBlock = Math.max(1, HostArithmetic.BLOCK / row);
-        HostArithmetic.parallel(rows, rowsPerBlock, (r0, r1) -> {
+        HostArithmetic.parallel(List.of(a, b, importance), rows, rowsPerBlock, (r0, r1) -> {
             for (long r = r0; r < r1; r++) {
                 long s = r * row;
                 double kl = Math.max(0.0, divergence(a, b, s, row));

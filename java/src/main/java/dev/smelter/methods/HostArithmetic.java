@@ -50,11 +50,27 @@ final class HostArithmetic {
         long run(long from, long to);
     }
 
-    /** Runs {@code body} over [0, n) in parallel blocks of {@code block} units; the sum of what they return. */
-    static long parallel(long n, long block, Range body) {
+    /** A thread that never runs: a segment it may access is one any thread may (not confined to its owner). */
+    private static final Thread ANY_THREAD = new Thread(() -> {});
+
+    /**
+     * Runs {@code body} over [0, n) in blocks of {@code block} units, in parallel where every tensor it touches may be
+     * read by any thread (Smelter's buffers; a confined arena's are read by its owner only); the sum of what they
+     * return. The blocks are the same either way, so the result does not depend on the threads.
+     */
+    static long parallel(List<Tensor> touched, long n, long block, Range body) {
         long blocks = (n + block - 1) / block;
-        return LongStream.range(0, blocks).parallel()
-                .map(b -> body.run(b * block, Math.min(n, (b + 1) * block))).sum();
+        LongStream s = LongStream.range(0, blocks);
+        boolean shared = touched.stream().allMatch(t -> t == null || t.data().isAccessibleBy(ANY_THREAD));
+        return (shared ? s.parallel() : s).map(b -> body.run(b * block, Math.min(n, (b + 1) * block))).sum();
+    }
+
+    /** The tensors of a merge, for {@link #parallel}. */
+    static List<Tensor> all(Tensor base, List<Tensor> models, Tensor... more) {
+        List<Tensor> t = new java.util.ArrayList<>(models);
+        t.add(base);
+        t.addAll(java.util.Arrays.asList(more));
+        return t;
     }
 
     /** The last dimension of {@code shape} (the whole tensor for a 1-D one): mergekit's {@code dim=-1} rows. */

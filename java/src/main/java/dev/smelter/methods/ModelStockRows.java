@@ -31,7 +31,7 @@ public final class ModelStockRows {
         if (count == 0) return HostArithmetic.counts(0);
         long row = HostArithmetic.rowLength(shape, count);
         long perBlock = Math.max(1, HostArithmetic.BLOCK / row);
-        return HostArithmetic.counts(HostArithmetic.parallel(count / row, perBlock, (r0, r1) -> {
+        return HostArithmetic.counts(HostArithmetic.parallel(HostArithmetic.all(base, models, out), count / row, perBlock, (r0, r1) -> {
             double[] d = new double[n];
             double[][] dots = new double[n][n];
             long bad = 0;

@@ -27,7 +27,7 @@ public final class NearSwap {
         HostArithmetic.requireHost(base, models, out);
         if (models.size() != 1) throw new IllegalArgumentException("nearswap merges base_model and exactly one other model");
         Tensor b = models.get(0);
-        return HostArithmetic.counts(HostArithmetic.parallel(out.count(), HostArithmetic.BLOCK, (from, to) -> {
+        return HostArithmetic.counts(HostArithmetic.parallel(List.of(base, b, out), out.count(), HostArithmetic.BLOCK, (from, to) -> {
             long bad = 0;
             for (long e = from; e < to; e++) {
                 double x = base.getFloat(e), y = b.getFloat(e);

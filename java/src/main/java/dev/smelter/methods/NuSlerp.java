@@ -65,7 +65,7 @@ public final class NuSlerp {
         long len = columns ? n / inner : HostArithmetic.rowLength(shape, n);
         long vectors = columns ? inner : n / len;
         long perBlock = Math.max(1, HostArithmetic.BLOCK / len);
-        return HostArithmetic.counts(HostArithmetic.parallel(vectors, perBlock, (v0, v1) -> {
+        return HostArithmetic.counts(HostArithmetic.parallel(HostArithmetic.all(base, models, out), vectors, perBlock, (v0, v1) -> {
             long bad = 0;
             for (long v = v0; v < v1; v++) {
                 long start = columns ? v : v * len, step = columns ? inner : 1;

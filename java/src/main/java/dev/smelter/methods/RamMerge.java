@@ -46,7 +46,7 @@ public final class RamMerge {
         long count = base.count();
         long blocks = (count + HostArithmetic.BLOCK - 1) / HostArithmetic.BLOCK;
         long[][][] partial = new long[(int) blocks][][];
-        HostArithmetic.parallel(count, HostArithmetic.BLOCK, (from, to) -> {
+        HostArithmetic.parallel(HostArithmetic.all(base, models), count, HostArithmetic.BLOCK, (from, to) -> {
             long[][] c = new long[2][n];
             boolean[] nz = new boolean[n];
             for (long e = from; e < to; e++) {
@@ -73,7 +73,7 @@ public final class RamMerge {
     static Context.MergeCounts merge(Tensor base, List<Tensor> models, double epsilon, double[] lambda, Tensor out) {
         HostArithmetic.requireHost(base, models, out);
         int n = models.size();
-        return HostArithmetic.counts(HostArithmetic.parallel(out.count(), HostArithmetic.BLOCK, (from, to) -> {
+        return HostArithmetic.counts(HostArithmetic.parallel(HostArithmetic.all(base, models, out), out.count(), HostArithmetic.BLOCK, (from, to) -> {
             double[] d = new double[n];
             long bad = 0;
             for (long e = from; e < to; e++) {
