@@ -301,5 +301,15 @@ class CliMergekitMethodsTest {
         assertEquals(2, r.code(), r.err());
         assertTrue(r.err().contains("parameters.t has no value for tensor"), r.err());
         assertTrue(!Files.exists(d.resolve("missing-out")));
+        // Values out of range: exit 2, naming the key, before anything is read.
+        Files.writeString(cfg, "merge_method: ramplus_tl\nbase_model: base\nmodels: [{model: expert-de}]\n"
+                + "parameters: {epsilon: 0}\n");
+        r = CliRun.cli("merge", "--device", "cpu", "-q", cfg.toString(), "-o", d.resolve("missing-out").toString());
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().contains("parameters.epsilon is 0; it must be a finite number > 0"), r.err());
+        r = CliRun.cli("sweep", "--device", "cpu", "-q", cfg.toString(), "--grid", "epsilon=1e-5,0", "-o",
+                d.resolve("missing-out").toString());
+        assertEquals(2, r.code(), r.err());
+        assertTrue(!Files.exists(d.resolve("missing-out")));
     }
 }

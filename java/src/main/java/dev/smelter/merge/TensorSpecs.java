@@ -190,7 +190,7 @@ public final class TensorSpecs {
      */
     public static void checkTensor(MergeConfig config, String tensorName, int layer, int layerCount) {
         // Every parameter resolves for this tensor: a required one a filter list leaves without a value fails here.
-        tensorMerge(config, tensorName, layer, layerCount);
+        if (mayMiss(config)) tensorMerge(config, tensorName, layer, layerCount);
         if (config.method().composed() || config.method().sparsify() != MergeSpec.Sparsify.RANKED) return;
         MergeSpec s = spec(config, tensorName, layer, layerCount);
         for (int i = 0; i < s.modelCount(); i++) {
@@ -200,6 +200,14 @@ public final class TensorSpecs {
                         + " and epsilon " + e + " give keep probabilities from " + (d - e) + " to " + (d + e)
                         + "; density +- epsilon must lie in (0, 1] (lower epsilon)");
         }
+    }
+
+    /** Whether some parameter of the config is a filter list that may have no value for a tensor. */
+    private static boolean mayMiss(MergeConfig config) {
+        if (config.parameters().values().stream().anyMatch(ParameterValue::mayMiss)) return true;
+        for (MergeConfig.ModelEntry m : config.models())
+            if (m.parameters().values().stream().anyMatch(ParameterValue::mayMiss)) return true;
+        return false;
     }
 
     /** merge_method fisher: whether this tensor's coefficients are divided by each model's Fisher norm. */
