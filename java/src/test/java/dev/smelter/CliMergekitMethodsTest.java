@@ -128,6 +128,9 @@ class CliMergekitMethodsTest {
                         parameters: {t: %s}
                         """.formatted(t), List.of("base", "expert-de"), true,
                         (n, shape, x, amb) -> MethodsReference.nearswap(t, x.get(0), x.get(1)));
+        // The model card names the method as mergekit's card does (pretty name, linked to its reference).
+        assertTrue(Files.readString(dir.resolve("bf16/nearswap-5.0-out/README.md")).contains(
+                "merged using the [NearSwap](https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001) merge method"));
     }
 
     @Test
