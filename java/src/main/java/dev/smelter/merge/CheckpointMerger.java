@@ -290,7 +290,7 @@ public final class CheckpointMerger implements AutoCloseable {
                     mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName(), compute, convert);
             tensors.add(tp);
             read += tp.action() == Action.MERGE ? info.byteSize() * (models.size() + (base != null ? 1 : 0))
-                    * (config.method().composed() ? 2 : 1) : info.byteSize();  // composed: statistics, then merge
+                    * (TensorSpecs.readsTwice(config, name, layerCount) ? 2 : 1) : info.byteSize();  // statistics, merge
             written += tp.outBytes();
             largestOut = Math.max(largestOut, tp.outBytes());
             largestIn = Math.max(largestIn, tp.convertedInputs() ? merged * compute.byteSize() : info.byteSize());

@@ -202,6 +202,19 @@ public final class TensorSpecs {
         }
     }
 
+    /**
+     * Whether merging the tensor reads its inputs twice: a composed method's statistics pass, then the merge (the
+     * methods computed in Java read the host inputs in memory).
+     */
+    public static boolean readsTwice(MergeConfig config, String tensorName, int layerCount) {
+        if (!config.method().composed()) return false;
+        try {
+            return tensorMerge(config, tensorName, dev.smelter.config.TensorNames.layerIndex(tensorName), layerCount).host() == null;
+        } catch (IllegalArgumentException e) {
+            return true;  // reported by checkTensor
+        }
+    }
+
     /** Whether some parameter of the config is a filter list that may have no value for a tensor. */
     private static boolean mayMiss(MergeConfig config) {
         if (config.parameters().values().stream().anyMatch(ParameterValue::mayMiss)) return true;
