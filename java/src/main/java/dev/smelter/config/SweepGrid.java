@@ -302,7 +302,7 @@ public record SweepGrid(List<Axis> axes) {
     private static String parameterNames(MergeMethods.Method m) {
         List<String> names = new ArrayList<>(m.parameters().stream().map(MergeMethods.Parameter::name).toList());
         if (m == MergeMethods.Method.DARE_LINEAR || m == MergeMethods.Method.DARE_TIES) names.add(SEED);
-        return String.join(", ", names);
+        return names.isEmpty() ? "none: there is nothing to sweep" : String.join(", ", names);
     }
 
     /** {@code config} with this point's values: constants replacing whatever the config had for them. */

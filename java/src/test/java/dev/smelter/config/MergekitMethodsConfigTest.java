@@ -113,6 +113,14 @@ class MergekitMethodsConfigTest {
     }
 
     @Test
+    void arceeFusionHasNothingToSweep() throws Exception {
+        MergeConfig c = parse("merge_method: arcee_fusion\nbase_model: a\nmodels: [{model: b}]\n");
+        String m = org.junit.jupiter.api.Assertions.assertThrows(ConfigException.class,
+                () -> SweepGrid.of(List.of(SweepGrid.parseAxis("t=0.1,0.2"))).validate(c)).getMessage();
+        assertTrue(m.contains("has no parameter 't' (its parameters: none: there is nothing to sweep)"), m);
+    }
+
+    @Test
     void aPerModelEpsilonIsIgnoredWithAWarningAsMergekitIgnoresIt() throws Exception {
         assertTrue(parse("merge_method: ram\nbase_model: a\nmodels: [{model: b, parameters: {epsilon: 0.1}}]\n")
                 .warnings().stream().anyMatch(w -> w.contains("models[0].parameters.epsilon is ignored")));
