@@ -128,6 +128,18 @@ class CliMergekitMethodsTest {
                         parameters: {t: %s}
                         """.formatted(t), List.of("base", "expert-de"), true,
                         (n, shape, x, amb) -> MethodsReference.nearswap(t, x.get(0), x.get(1)));
+        // An f32 output of bf16 inputs shows the f64 arithmetic: within half an f32 ulp of the reference.
+        for (String method : List.of("nearswap", "ram"))
+            mergeAndCheck("bf16", method + "-f32-out", """
+                    merge_method: %s
+                    base_model: base
+                    models:
+                      - model: expert-de
+                    parameters: {%s: 0.0007}
+                    out_dtype: float32
+                    """.formatted(method, method.equals("ram") ? "epsilon" : "t"), List.of("base", "expert-de"), true,
+                    (n, shape, x, amb) -> method.equals("ram") ? MethodsReference.ram(x.get(0), x.subList(1, 2), 0.0007, null, 0)
+                            : MethodsReference.nearswap(0.0007, x.get(0), x.get(1)));
         // The model card names the method as mergekit's card does (pretty name, linked to its reference).
         assertTrue(Files.readString(dir.resolve("bf16/nearswap-5.0-out/README.md")).contains(
                 "merged using the [NearSwap](https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001) merge method"));
