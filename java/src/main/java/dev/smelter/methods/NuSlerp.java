@@ -64,7 +64,8 @@ public final class NuSlerp {
         long inner = columns ? trailing(shape) : 1;
         long len = columns ? n / inner : HostArithmetic.rowLength(shape, n);
         long vectors = columns ? inner : n / len;
-        long perBlock = Math.max(1, HostArithmetic.BLOCK / len);
+        // Columns: at least 64 side by side per block, so that each row's cache line is read once.
+        long perBlock = Math.max(columns ? 64 : 1, HostArithmetic.BLOCK / len);
         return HostArithmetic.counts(HostArithmetic.parallel(HostArithmetic.all(base, models, out), vectors, perBlock, (v0, v1) -> {
             long bad = 0;
             for (long v = v0; v < v1; v++) {
