@@ -104,8 +104,11 @@ class CliComposedMergeTest {
         assertTrue(text.matches("(?s).*max_iter\\s+global\\s+default 10.*"), text);
         assertTrue(text.matches("(?s).*t\\s+global\\s+required.*"), text);
         assertTrue(text.matches("(?s).*weight\\s+per model\\s+required.*"), text);
+        assertTrue(text.matches("(?s).*nuslerp\n.*nuslerp_row_wise\\s+global\\s+default false\n\\s+nuslerp_flatten\\s+global\\s+default true.*"), text);
+        assertTrue(text.matches("(?s).*ramplus_tl  \\(needs base_model\\).*r\\s+global\\s+default 0.1\n\\s+alpha\\s+global\\s+default 0.2\n\\s+epsilon\\s+global\\s+default 1e-5.*"), text);
         for (String rule : List.of("int(density * n)", "tied with the k-th largest", "sum >= 0 elects +",
-                "dtype casts the inputs first", "t = 0 outside the layers", "docs/MERGEKIT.md"))
+                "dtype casts the inputs first", "t = 0 outside the layers", "docs/MERGEKIT.md", "falls back to the top-level",
+                "run in Java over the host inputs"))
             assertTrue(text.contains(rule), rule);
     }
 }

@@ -304,6 +304,44 @@ class CliSlicesTest {
         }
     }
 
+    /** A filter list with no entry for a tensor passes to the next level (source, slice, top level), as in mergekit. */
+    @Test
+    void filterListsWithoutACatchAllFallBackThroughSourceSliceAndTopLevel() throws Exception {
+        CliRun.Run r = merge("ta-filters", """
+                slices:
+                  - sources:
+                      - model: base
+                        layer_range: [0, 4]
+                      - model: expert-de
+                        layer_range: [0, 4]
+                        parameters: {weight: [{filter: self_attn, value: 0.9}]}
+                      - model: expert-fr
+                        layer_range: [0, 4]
+                    parameters: {weight: [{filter: mlp, value: 0.6}], lambda: [{filter: mlp, value: 2.0}]}
+                merge_method: task_arithmetic
+                base_model: base
+                parameters: {weight: 0.3}
+                dtype: float32
+                out_dtype: float32
+                """);
+        assertEquals(0, r.code(), r.err());
+        try (Checkpoint out = open("ta-filters-out"); Checkpoint a = open("base"); Checkpoint de = open("expert-de");
+                Checkpoint fr = open("expert-fr")) {
+            int checked = 0;
+            for (int o = 0; o < 4; o++)
+                for (String n : layer(a, o)) {
+                    boolean attn = n.contains("self_attn"), mlp = n.contains("mlp");
+                    double wd = attn ? 0.9 : mlp ? 0.6 : 0.3, wf = mlp ? 0.6 : 0.3, lambda = mlp ? 2.0 : 1.0;
+                    double[] x0 = d(a, n), xd = d(de, n), xf = d(fr, n), expect = new double[x0.length];
+                    for (int k = 0; k < x0.length; k++)
+                        expect[k] = x0[k] + lambda * (wd * (xd[k] - x0[k]) + wf * (xf[k] - x0[k]));
+                    assertClose(expect, List.of(a, de, fr), List.of(n, n, n), out, n);
+                    checked++;
+                }
+            assertTrue(checked > 8, "layer tensors checked");
+        }
+    }
+
     @Test
     void slicesOfDifferentDtypesAreCastToTheComputeDtypeAndCopiedWhereTheyAlreadyAreIt() throws Exception {
         CliRun.Run r = merge("mixed", """

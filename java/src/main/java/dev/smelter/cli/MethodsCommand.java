@@ -35,6 +35,10 @@ final class MethodsCommand implements Callable<Integer> {
         out.println("    output's (default dtype, else the inputs')");
         out.println("  - gradients: layer i of n at t = i/(n-1), t = 1 for one layer, t = 0 outside the layers");
         out.println("  - linear weighs a base_model listed among the models; the other methods take it once, as the base");
+        out.println("  - a {filter, value} list with no value for a tensor falls back to the top-level parameters, then to");
+        out.println("    the default (a required parameter left without one is an error before anything is read)");
+        out.println("  - nearswap, arcee_fusion, ram, ramplus_tl, nuslerp per row or column and model_stock with filter_wise");
+        out.println("    run in Java over the host inputs, in f64 with one rounding (on the CPU cores, whatever the device)");
         out.println();
         out.println("Every parameter above can be an axis of smelter sweep (--grid NAME=START:STOP:STEP or NAME=V1,V2,...):");
         out.println("a per-model one is set for every model, or for models[I] alone as NAME@I; seed is an axis too for");

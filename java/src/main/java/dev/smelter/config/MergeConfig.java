@@ -222,6 +222,9 @@ public record MergeConfig(
             Map<String, ParameterValue> params = parameters(m.get("parameters"), at + ".parameters",
                     method.tensorParameters(), warnings::add);
             if (base != null && path.equals(base) && java.util.Objects.equals(ref.lora(), baseLora)) {
+                if (method == MergeMethods.Method.NUSLERP)
+                    throw new ConfigException(at + " is base_model: nuslerp interpolates two models other than the "
+                            + "base (mergekit refuses it too); remove it from models or remove base_model");
                 if (weighsTheBase(method)) {
                     baseListed = true;  // mergekit's linear: one more weighted source
                 } else {
@@ -258,18 +261,16 @@ public record MergeConfig(
                     + " in one merge (merge them in groups, then merge the groups)");
         for (int i = 0; i < models.size(); i++)
             for (Map.Entry<String, ParameterValue> p : models.get(i).parameters().entrySet())
-                checkRange(modelPlaces.get(i) + ".parameters." + p.getKey(), p.getKey(), p.getValue());
+                checkRange(modelPlaces.get(i) + ".parameters." + p.getKey(), method, p.getKey(), p.getValue());
         for (Map.Entry<String, ParameterValue> p : global.entrySet())
-            checkRange("parameters." + p.getKey(), p.getKey(), p.getValue());
-        if (method == MergeMethods.Method.MODEL_STOCK && global.containsKey("filter_wise")
-                && !(global.get("filter_wise") instanceof ParameterValue.Constant c && c.value() == 0))
-            throw new ConfigException("model_stock with filter_wise: true (one t per row of each matrix) is not "
-                    + "supported; leave it out or set it to false");
-        // mergekit also accepts per-tensor parameters at the top level as defaults for every model.
+            checkRange("parameters." + p.getKey(), method, p.getKey(), p.getValue());
+        // mergekit also accepts per-tensor parameters at the top level as defaults for every model, and asks them
+        // too where a model's filter list has no value for a tensor.
         for (int i = 0; i < models.size(); i++) {
             Map<String, ParameterValue> p = models.get(i).parameters();
             for (String name : method.tensorParameters())
-                if (!p.containsKey(name) && global.containsKey(name)) p.put(name, global.get(name));
+                if (global.containsKey(name))
+                    p.put(name, p.containsKey(name) ? ParameterValue.orElse(p.get(name), global.get(name)) : global.get(name));
             for (String required : method.requiredTensorParameters())
                 if (!p.containsKey(required))
                     throw new ConfigException(modelPlaces.get(i) + ".parameters." + required + " is required for "
@@ -289,7 +290,7 @@ public record MergeConfig(
         Map<String, ParameterValue> global = parameters(root.get("parameters"), "parameters", method.globalParameters(),
                 warnings::add);
         for (Map.Entry<String, ParameterValue> p : global.entrySet())
-            checkRange("parameters." + p.getKey(), p.getKey(), p.getValue());
+            checkRange("parameters." + p.getKey(), method, p.getKey(), p.getValue());
         List<SliceDefinition> slices = SliceDefinition.parse(root.get("slices"), method, base, global,
                 new SliceDefinition.Reader() {
                     @Override
@@ -376,21 +377,38 @@ public record MergeConfig(
      * The range of a parameter, checked on every value the config writes before anything is read. Combinations
      * (DELLA's density +- epsilon) are checked per tensor by the planner.
      */
-    static void checkRange(String where, String name, ParameterValue value) throws ConfigException {
+    static void checkRange(String where, MergeMethods.Method method, String name, ParameterValue value)
+            throws ConfigException {
         for (double x : value.written().toArray()) {
-            String must = switch (name) {
-                case "density" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of each task vector kept)";
-                case "select_topk" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of positions selected)";
-                case "gamma" -> x >= 0 && x <= 1 ? null : "a fraction in [0, 1] (the share of the largest magnitudes dropped)";
-                case "epsilon" -> x >= 0 && x < 1 ? null : "in [0, 1) (the half-width of DELLA's keep probabilities)";
-                case "max_iter" -> x >= 0 && x == Math.rint(x) && x <= 1e6 ? null : "a whole number from 0 to 1000000";
-                case "tol", "eps", "fisher_floor" -> x >= 0 && Double.isFinite(x) ? null : "a finite number >= 0";
-                default -> Double.isFinite(x) ? null : "a finite number";
+            String must = switch (method.mergekitName() + "." + name) {  // names other methods use differently
+                case "nearswap.t" -> x >= 0 && Double.isFinite(x) ? null
+                        : "a finite number >= 0 (the difference below which the model's value is taken)";
+                case "ram.epsilon" -> x >= 0 && Double.isFinite(x) ? null
+                        : "a finite number >= 0 (the magnitude above which a delta counts)";
+                case "ramplus_tl.epsilon" -> x > 0 && Double.isFinite(x) ? null
+                        : "a finite number > 0 (the magnitude above which a delta counts, and the floor of the count "
+                                + "of unshared deltas it divides by)";
+                case "ramplus_tl.alpha" -> x >= 0 && Double.isFinite(x) ? null
+                        : "a finite number >= 0 (the upper clamp of the shared / unshared ratio)";
+                default -> generic(name, x);
             };
             if (must != null)
                 throw new ConfigException(where + " is " + (x == Math.rint(x) && Math.abs(x) < 1e15 ? Long.toString((long) x)
                         : Double.toString(x)) + "; it must be " + must);
         }
+    }
+
+    /** What a parameter of this name must be (null: it is in range), for the methods without their own rule. */
+    private static String generic(String name, double x) {
+        return switch (name) {
+            case "density" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of each task vector kept)";
+            case "select_topk" -> x > 0 && x <= 1 ? null : "a fraction in (0, 1] (the share of positions selected)";
+            case "gamma" -> x >= 0 && x <= 1 ? null : "a fraction in [0, 1] (the share of the largest magnitudes dropped)";
+            case "epsilon" -> x >= 0 && x < 1 ? null : "in [0, 1) (the half-width of DELLA's keep probabilities)";
+            case "max_iter" -> x >= 0 && x == Math.rint(x) && x <= 1e6 ? null : "a whole number from 0 to 1000000";
+            case "tol", "eps", "fisher_floor" -> x >= 0 && Double.isFinite(x) ? null : "a finite number >= 0";
+            default -> Double.isFinite(x) ? null : "a finite number";
+        };
     }
 
     /** Methods that merge the base as a weighted point when it is among the sources (mergekit's linear). */
@@ -400,6 +418,16 @@ public record MergeConfig(
 
     private static void checkModelCount(MergeMethods.Method method, int others) throws ConfigException {
         switch (method) {
+            case NUSLERP -> {
+                if (others != 2)
+                    throw new ConfigException("nuslerp interpolates exactly two models (plus an optional base_model); "
+                            + "got " + others + " besides the base");
+            }
+            case NEARSWAP, ARCEE_FUSION -> {
+                if (others != 1)
+                    throw new ConfigException(method.mergekitName() + " merges base_model and exactly one other model; "
+                            + "got " + others + " besides the base");
+            }
             case SLERP -> {
                 if (others != 1)
                     throw new ConfigException("slerp interpolates exactly two models: base_model (t=0) and one other "

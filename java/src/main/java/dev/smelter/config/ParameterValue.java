@@ -7,11 +7,49 @@ import java.util.List;
 /**
  * A mergekit parameter value: a number, a gradient (a list of numbers interpolated linearly over
  * the layers), or a list of conditions ({@code {filter: substring, value: V}}, the first whose
- * filter occurs in the tensor name wins; an entry without filter matches every tensor).
+ * filter occurs in the tensor name wins; an entry without filter, or with filter {@code "*"}, matches
+ * every tensor). A list without such a catch-all has no value for a tensor no filter matches: as in
+ * mergekit ({@code ConfigReader.parameter}), the next level is asked then, a model's value falling back to
+ * the top-level {@code parameters} ({@link Fallback}), and those to the method's default.
  */
 public sealed interface ParameterValue {
-    /** The value for a tensor. {@code layer} is its layer index (-1 for non-layer tensors). */
-    double resolve(String tensorName, int layer, int layerCount);
+    /** The value for a tensor, or null where a list of conditions has none for it (mergekit's None). */
+    Double lookup(String tensorName, int layer, int layerCount);
+
+    /**
+     * The value for a tensor; IllegalArgumentException where there is none (a list of conditions without a
+     * catch-all that no filter matches). {@code layer} is its layer index (-1 for non-layer tensors).
+     */
+    default double resolve(String tensorName, int layer, int layerCount) {
+        Double v = lookup(tensorName, layer, layerCount);
+        if (v == null) throw new IllegalArgumentException("no filter matches tensor " + tensorName);
+        return v;
+    }
+
+    /** The value for a tensor, or {@code dflt} where there is none. */
+    default double resolveOr(String tensorName, int layer, int layerCount, double dflt) {
+        Double v = lookup(tensorName, layer, layerCount);
+        return v == null ? dflt : v;
+    }
+
+    /** Whether some tensor may have no value here (a list of conditions without a catch-all). */
+    default boolean mayMiss() {
+        return switch (this) {
+            case Constant c -> false;
+            case Gradient g -> false;
+            case Conditional c -> {
+                for (int i = 0; i < c.filters().size(); i++)
+                    if (Conditional.matchesAll(c.filters().get(i))) yield c.values().get(i).mayMiss();
+                yield true;
+            }
+            case Fallback f -> f.first().mayMiss() && f.then().mayMiss();
+        };
+    }
+
+    /** {@code value}, or where it may have no value for some tensor, that falling back to {@code then}. */
+    static ParameterValue orElse(ParameterValue value, ParameterValue then) {
+        return value.mayMiss() && then != null ? new Fallback(value, then) : value;
+    }
 
     /**
      * Every value written in the config (a gradient's points, each condition's values): a tensor's value lies
@@ -22,13 +60,23 @@ public sealed interface ParameterValue {
             case Constant c -> java.util.stream.DoubleStream.of(c.value());
             case Gradient g -> java.util.Arrays.stream(g.values());
             case Conditional c -> c.values().stream().flatMapToDouble(ParameterValue::written);
+            case Fallback f -> java.util.stream.DoubleStream.concat(f.first().written(), f.then().written());
         };
     }
 
     record Constant(double value) implements ParameterValue {
         @Override
-        public double resolve(String tensorName, int layer, int layerCount) {
+        public Double lookup(String tensorName, int layer, int layerCount) {
             return value;
+        }
+    }
+
+    /** A model's value, and where it has none for a tensor, the top-level one (mergekit's order of lookup). */
+    record Fallback(ParameterValue first, ParameterValue then) implements ParameterValue {
+        @Override
+        public Double lookup(String tensorName, int layer, int layerCount) {
+            Double v = first.lookup(tensorName, layer, layerCount);
+            return v != null ? v : then.lookup(tensorName, layer, layerCount);
         }
     }
 
@@ -41,7 +89,7 @@ public sealed interface ParameterValue {
      */
     record Gradient(double[] values) implements ParameterValue {
         @Override
-        public double resolve(String tensorName, int layer, int layerCount) {
+        public Double lookup(String tensorName, int layer, int layerCount) {
             double t = layer < 0 ? 0.0 : layerCount <= 1 ? 1.0 : (double) layer / (layerCount - 1);
             double scaled = t * (values.length - 1);
             int i0 = (int) scaled, i1 = Math.min(values.length - 1, i0 + 1);
@@ -50,14 +98,22 @@ public sealed interface ParameterValue {
         }
     }
 
+    /**
+     * mergekit's list of conditions: the first entry whose filter is absent, {@code "*"} or a substring of the
+     * tensor name gives the value (which may itself have none); no match: no value.
+     */
     record Conditional(List<String> filters, List<ParameterValue> values) implements ParameterValue {
         @Override
-        public double resolve(String tensorName, int layer, int layerCount) {
+        public Double lookup(String tensorName, int layer, int layerCount) {
             for (int i = 0; i < filters.size(); i++) {
                 String f = filters.get(i);
-                if (f == null || tensorName.contains(f)) return values.get(i).resolve(tensorName, layer, layerCount);
+                if (matchesAll(f) || tensorName.contains(f)) return values.get(i).lookup(tensorName, layer, layerCount);
             }
-            throw new IllegalStateException("no condition matches tensor " + tensorName);
+            return null;
+        }
+
+        static boolean matchesAll(String filter) {
+            return filter == null || filter.equals("*");
         }
     }
 
@@ -76,7 +132,6 @@ public sealed interface ParameterValue {
         if (node.isArray() && node.size() > 0) {
             List<String> filters = new ArrayList<>();
             List<ParameterValue> values = new ArrayList<>();
-            boolean catchAll = false;
             for (int i = 0; i < node.size(); i++) {
                 JsonNode c = node.get(i);
                 String at = where + "[" + i + "]";
@@ -90,13 +145,6 @@ public sealed interface ParameterValue {
                 String filter = c.has("filter") ? c.get("filter").asText() : null;
                 filters.add(filter);
                 values.add(parse(c.get("value"), at + ".value"));
-                if (filter == null) catchAll = true;
-            }
-            if (!catchAll) {
-                // mergekit falls back to the parameter's default when no filter matches; Smelter
-                // asks for an explicit catch-all so that no tensor silently gets a default.
-                throw new ConfigException(where + " has filters but no entry without a filter (the value for every "
-                        + "other tensor)");
             }
             return new Conditional(filters, values);
         }

@@ -72,6 +72,31 @@ public record SliceDefinition(List<Source> sources, Path baseModel, Map<String, 
         return globalParameter(name, global);
     }
 
+    /**
+     * Where a model's parameter is looked up for one tensor, in order: the first source of that model that sets it,
+     * the slice, the config. As in mergekit's ConfigReader, a level whose filter list matches nothing for the tensor
+     * passes to the next ({@link ParameterValue#lookup}).
+     */
+    public List<ParameterValue> modelParameterChain(int i, String name, Map<String, ParameterValue> global) {
+        List<ParameterValue> chain = new java.util.ArrayList<>();
+        Path model = sources.get(i).model();
+        for (Source s : sources)
+            if (s.model().equals(model) && s.parameters().containsKey(name)) {
+                chain.add(s.parameters().get(name));
+                break;
+            }
+        chain.addAll(globalParameterChain(name, global));
+        return chain;
+    }
+
+    /** Where a global parameter is looked up: the slice, then the config. */
+    public List<ParameterValue> globalParameterChain(String name, Map<String, ParameterValue> global) {
+        List<ParameterValue> chain = new java.util.ArrayList<>();
+        if (parameters.containsKey(name)) chain.add(parameters.get(name));
+        if (global.containsKey(name)) chain.add(global.get(name));
+        return chain;
+    }
+
     /** A global parameter: the slice's, else the config's; null where neither sets it. */
     public ParameterValue globalParameter(String name, Map<String, ParameterValue> global) {
         return parameters.containsKey(name) ? parameters.get(name) : global.get(name);
@@ -195,14 +220,14 @@ public record SliceDefinition(List<Source> sources, Path baseModel, Map<String, 
                     throw new ConfigException(at + ".sources[" + j + "].parameters." + req + " is required for "
                             + method.mergekitName() + " (or the slice's or the top-level parameters." + req + ")");
             for (Map.Entry<String, ParameterValue> p : s.sources().get(j).parameters().entrySet())
-                MergeConfig.checkRange(at + ".sources[" + j + "].parameters." + p.getKey(), p.getKey(), p.getValue());
+                MergeConfig.checkRange(at + ".sources[" + j + "].parameters." + p.getKey(), method, p.getKey(), p.getValue());
         }
         for (String req : method.requiredGlobalParameters())
             if (s.globalParameter(req, global) == null)
                 throw new ConfigException("parameters." + req + " is required for " + method.mergekitName()
                         + " (top-level, or in " + at + ".parameters)");
         for (Map.Entry<String, ParameterValue> p : s.parameters().entrySet())
-            MergeConfig.checkRange(at + ".parameters." + p.getKey(), p.getKey(), p.getValue());
+            MergeConfig.checkRange(at + ".parameters." + p.getKey(), method, p.getKey(), p.getValue());
     }
 
     /**

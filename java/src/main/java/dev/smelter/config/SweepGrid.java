@@ -292,14 +292,12 @@ public record SweepGrid(List<Axis> axes) {
                             + p.name());
                 models.add(a.model());
             }
-            if (p.name().equals("filter_wise"))
-                throw new ConfigException(at + ": model_stock runs only with filter_wise: false");
             boolean isFlag = "true".equals(p.defaultValue()) || "false".equals(p.defaultValue());
             for (Value v : a.values()) {
                 double x = v.value();
                 if (isFlag && x != 0 && x != 1)
                     throw new ConfigException(at + ": " + p.name() + " is true or false (1 or 0), got " + v.text());
-                if (!isFlag) MergeConfig.checkRange(at, p.name(), new ParameterValue.Constant(x));
+                if (!isFlag) MergeConfig.checkRange(at, m, p.name(), new ParameterValue.Constant(x));
             }
         }
     }
@@ -342,7 +340,7 @@ public record SweepGrid(List<Axis> axes) {
     private static String parameterNames(MergeMethods.Method m) {
         List<String> names = new ArrayList<>(m.parameters().stream().map(MergeMethods.Parameter::name).toList());
         if (m == MergeMethods.Method.DARE_LINEAR || m == MergeMethods.Method.DARE_TIES) names.add(SEED);
-        return String.join(", ", names);
+        return names.isEmpty() ? "none: there is nothing to sweep" : String.join(", ", names);
     }
 
     /** {@code config} with this point's values: constants replacing whatever the config had for them. */

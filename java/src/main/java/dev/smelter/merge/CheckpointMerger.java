@@ -421,7 +421,7 @@ public final class CheckpointMerger implements AutoCloseable {
                     mergeable ? note : "not a float tensor: copied from " + ref.directory().getFileName(), compute, convert);
             tensors.add(tp);
             read += tp.action() == Action.MERGE ? info.byteSize() * (models.size() + (base != null ? 1 : 0))
-                    * (config.method().composed() ? 2 : 1) : info.byteSize();  // composed: statistics, then merge
+                    * (TensorSpecs.readsTwice(config, name, layerCount) ? 2 : 1) : info.byteSize();  // statistics, merge
             written += tp.outBytes();
             largestOut = Math.max(largestOut, tp.outBytes());
             largestIn = Math.max(largestIn, tp.convertedInputs() ? merged * compute.byteSize() : info.byteSize());
@@ -735,6 +735,8 @@ public final class CheckpointMerger implements AutoCloseable {
                     out.slice(0, n));
         } else if (how.sce() != null) {
             counts = how.mergeSce(ctx, baseTensor, inputs, out.slice(0, n));
+        } else if (how.host() != null) {  // computed in Java over the host inputs (see HostMerge)
+            counts = how.host().merge(ctx, baseTensor, inputs, t.info().shape(), out.slice(0, n));
         } else {
             MergeSpec spec = how.resolve(ctx, baseTensor, inputs);
             if (spec == null) return NanOutput.fill(ctx, out).nonFinite();  // non-finite inputs: NaN throughout, every row

@@ -418,20 +418,29 @@ final class LayerPlan {
         Method m = config.method();
         Map<String, ParameterValue> global = new LinkedHashMap<>();
         for (String p : m.globalParameters()) {
-            ParameterValue v = s.globalParameter(p, config.parameters());
-            if (v != null) global.put(p, new ParameterValue.Constant(v.resolve(outName, position, length)));
+            Double v = lookup(s.globalParameterChain(p, config.parameters()), outName, position, length);
+            if (v != null) global.put(p, new ParameterValue.Constant(v));
         }
         List<MergeConfig.ModelEntry> models = new ArrayList<>();
         for (int k = 0; k < modelSources.size(); k++) {
             int j = modelSources.get(k);
             Map<String, ParameterValue> params = new LinkedHashMap<>();
             for (String p : m.tensorParameters()) {
-                ParameterValue v = s.modelParameter(j, p, config.parameters());
-                if (v != null) params.put(p, new ParameterValue.Constant(v.resolve(modelNames.get(k), position, length)));
+                Double v = lookup(s.modelParameterChain(j, p, config.parameters()), modelNames.get(k), position, length);
+                if (v != null) params.put(p, new ParameterValue.Constant(v));
             }
             models.add(new MergeConfig.ModelEntry(s.sources().get(j).model(), params));
         }
         return new MergeConfig(m, hasBase ? s.baseModel() : null, List.copyOf(models), global, config.outDType(),
                 config.trimScope(), config.seed(), List.of(), null, config.computeDType());
+    }
+
+    /** The first value the chain's levels give for the tensor (null: none, the method's default applies). */
+    private static Double lookup(List<ParameterValue> chain, String tensorName, int position, int length) {
+        for (ParameterValue v : chain) {
+            Double d = v.lookup(tensorName, position, length);
+            if (d != null) return d;
+        }
+        return null;
     }
 }

@@ -37,7 +37,12 @@ public final class ModelCard {
             Map.entry("model_stock", "[Model Stock](https://arxiv.org/abs/2403.19522)"),
             Map.entry("karcher", "[Karcher Mean](https://en.wikipedia.org/wiki/Karcher_mean)"),
             Map.entry("multislerp", "Multi-SLERP"),
-            Map.entry("fisher", "[Fisher-weighted averaging](https://arxiv.org/abs/2111.09832)"));
+            Map.entry("fisher", "[Fisher-weighted averaging](https://arxiv.org/abs/2111.09832)"),
+            Map.entry("nuslerp", "NuSLERP"),
+            Map.entry("nearswap", "[NearSwap](https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001)"),
+            Map.entry("arcee_fusion", "[Arcee Fusion](https://arcee.ai)"),
+            Map.entry("ram", "[Reinforced Agent Merging](https://arxiv.org/abs/2601.13572)"),
+            Map.entry("ramplus_tl", "[Reinforced Agent Merging Plus (Tensor-Local)](https://arxiv.org/abs/2601.13572)"));
 
     private ModelCard() {}
 

@@ -516,6 +516,9 @@ public final class SweepRunner implements AutoCloseable {
                                     : ctx.merge(sp.spec(), inBase, inModels,
                                             st.variant() == SceMerge.Variant.MERGEKIT ? sp.selection() : null, null,
                                             count == full ? out : prefix(out, count));
+                        } else if (how.host() != null) {  // in Java over the host inputs, then staged like a merge's
+                            counts = how.host().merge(ctx, hostBase, hostModels, t.info().shape(), hostView.slice(0, count));
+                            if (cuda) ctx.copy(count == full ? out : view(devOut, 0, count, outType), hostView.slice(0, count));
                         } else if (!fishers.isEmpty()) {
                             counts = ctx.merge(merger.fisherSpec(cf.config(), how.spec(), name, fisherNorms), null, inModels,
                                     null, inFishers, count == full ? out : prefix(out, count));

@@ -8,6 +8,11 @@ import dev.smelter.methods.MergeMethods;
 import dev.smelter.methods.MergeMethods.Method;
 import dev.smelter.methods.MergeMethods.TensorMerge;
 import dev.smelter.methods.SceMerge;
+import dev.smelter.methods.ArceeFusion;
+import dev.smelter.methods.ModelStockRows;
+import dev.smelter.methods.NearSwap;
+import dev.smelter.methods.NuSlerp;
+import dev.smelter.methods.RamMerge;
 import java.util.List;
 import java.util.Map;
 import java.util.function.Function;
@@ -20,9 +25,7 @@ public final class TensorSpecs {
     public static TensorMerge tensorMerge(MergeConfig config, String tensorName, int layer, int layerCount) {
         Method m = config.method();
         if (!m.composed()) return new TensorMerge(spec(config, tensorName, layer, layerCount), null, null);
-        Map<String, ParameterValue> g = config.parameters();
-        java.util.function.ToDoubleFunction<String> global = key -> g.containsKey(key)
-                ? g.get(key).resolve(tensorName, layer, layerCount) : numeric(m.defaultOf(key));
+        java.util.function.ToDoubleFunction<String> global = key -> global(config, key, tensorName, layer, layerCount);
         boolean hasBase = config.baseModel() != null;
         Function<double[], MergeSpec> linear = w -> MergeSpec.linear(toFloats(w)).toBuilder().normalize(false)
                 .tensorName(tensorName).build();
@@ -35,10 +38,24 @@ public final class TensorSpecs {
                 yield new TensorMerge(null, TensorMerge.StatsOf.POINTS,
                         s -> linear.apply(ComposedMethods.slerp(t, s)));
             }
-            case MODEL_STOCK -> {  // filter_wise: true is refused by MergeConfig
+            case MODEL_STOCK -> {
+                if (global.applyAsDouble("filter_wise") != 0) yield TensorMerge.onHost(ModelStockRows.of(tensorName));
                 yield new TensorMerge(null, TensorMerge.StatsOf.TASK_VECTORS,
                         s -> taskVectors.apply(ComposedMethods.modelStock(s, tensorName)));
             }
+            case NUSLERP -> {
+                double t = NuSlerp.t(weight(config, 0, tensorName, layer, layerCount),
+                        weight(config, 1, tensorName, layer, layerCount));
+                if (global.applyAsDouble("nuslerp_flatten") == 0)
+                    yield TensorMerge.onHost(NuSlerp.perVector(t, global.applyAsDouble("nuslerp_row_wise") != 0));
+                yield new TensorMerge(null, hasBase ? TensorMerge.StatsOf.TASK_VECTORS : TensorMerge.StatsOf.POINTS,
+                        s -> (hasBase ? taskVectors : linear).apply(NuSlerp.coefficients(t, s)));
+            }
+            case NEARSWAP -> TensorMerge.onHost(NearSwap.of(global.applyAsDouble("t")));
+            case ARCEE_FUSION -> TensorMerge.onHost(ArceeFusion.of());
+            case RAM -> TensorMerge.onHost(RamMerge.ram(global.applyAsDouble("epsilon")));
+            case RAMPLUS_TL -> TensorMerge.onHost(RamMerge.ramPlus(global.applyAsDouble("r"),
+                    global.applyAsDouble("alpha"), global.applyAsDouble("epsilon")));
             case KARCHER -> {
                 double maxIter = global.applyAsDouble("max_iter");
                 if (maxIter < 0 || maxIter != Math.rint(maxIter))
@@ -55,7 +72,7 @@ public final class TensorSpecs {
                 double floor = global.applyAsDouble("fisher_floor");
                 boolean favorTarget = global.applyAsDouble("favor_target_model") != 0;
                 for (int i = 0; i < w.length; i++) {
-                    w[i] = (float) config.models().get(i).parameters().get("weight").resolve(tensorName, layer, layerCount);
+                    w[i] = (float) weight(config, i, tensorName, layer, layerCount);
                     floors[i] = !favorTarget || i == 0 ? (float) floor : 0f;
                 }
                 yield new TensorMerge(MergeSpec.fisher(w, floors).toBuilder().tensorName(tensorName).build(), null, null);
@@ -67,8 +84,7 @@ public final class TensorSpecs {
             }
             case MULTISLERP -> {
                 double[] w = new double[config.models().size()];
-                for (int i = 0; i < w.length; i++)
-                    w[i] = config.models().get(i).parameters().get("weight").resolve(tensorName, layer, layerCount);
+                for (int i = 0; i < w.length; i++) w[i] = weight(config, i, tensorName, layer, layerCount);
                 boolean normalize = global.applyAsDouble("normalize_weights") != 0;
                 double eps = global.applyAsDouble("eps");
                 yield new TensorMerge(null, hasBase ? TensorMerge.StatsOf.TASK_VECTORS : TensorMerge.StatsOf.POINTS,
@@ -76,6 +92,43 @@ public final class TensorSpecs {
             }
             default -> throw new AssertionError(m);
         };
+    }
+
+    /**
+     * A global parameter's value for a tensor: the top-level {@code parameters}, else (absent, or a filter list that
+     * has no value for this tensor) the method's default, as mergekit's {@code ConfigReader.parameter}; a required
+     * parameter without a value is a configuration error naming it (mergekit fails there too).
+     */
+    static double global(MergeConfig config, String key, String tensorName, int layer, int layerCount) {
+        ParameterValue v = config.parameters().get(key);
+        Double x = v == null ? null : v.lookup(tensorName, layer, layerCount);
+        if (x != null) return x;
+        String dflt = config.method().defaultOf(key);
+        if (dflt == null)
+            throw new IllegalArgumentException("parameters." + key + " has no value for tensor " + tensorName + " (no "
+                    + "filter matches it) and " + config.method().mergekitName() + " requires it; add an entry without "
+                    + "a filter");
+        return numeric(dflt);
+    }
+
+    /**
+     * A per-model parameter's value for a tensor: the model's, else the top-level one (MergeConfig chains them), else
+     * the method's default ({@code dflt}: mergekit's); null {@code dflt}: required, a configuration error naming it.
+     */
+    static double perModel(MergeConfig config, int model, String key, Double dflt, String tensorName, int layer,
+            int layerCount) {
+        ParameterValue v = config.models().get(model).parameters().get(key);
+        Double x = v == null ? null : v.lookup(tensorName, layer, layerCount);
+        if (x != null) return x;
+        if (dflt == null)
+            throw new IllegalArgumentException("models[" + model + "].parameters." + key + " has no value for tensor "
+                    + tensorName + " (no filter matches it, here or in the top-level parameters) and "
+                    + config.method().mergekitName() + " requires it; add an entry without a filter");
+        return dflt;
+    }
+
+    private static double weight(MergeConfig config, int model, String tensorName, int layer, int layerCount) {
+        return perModel(config, model, "weight", null, tensorName, layer, layerCount);
     }
 
     private static double numeric(String dflt) {
@@ -107,18 +160,14 @@ public final class TensorSpecs {
         double[] densities = new double[models.size()], gammas = new double[models.size()];
         float[] epsilons = new float[models.size()];
         for (int i = 0; i < weights.length; i++) {
-            Map<String, ParameterValue> p = models.get(i).parameters();
-            weights[i] = (float) p.get("weight").resolve(tensorName, layer, layerCount);
-            ParameterValue d = p.get("density");
-            densities[i] = d == null ? 1.0 : d.resolve(tensorName, layer, layerCount);
-            ParameterValue g = p.get("gamma"), e = p.get("epsilon");
-            gammas[i] = g == null ? 0.01 : g.resolve(tensorName, layer, layerCount);
-            epsilons[i] = e == null ? 0.15f : (float) e.resolve(tensorName, layer, layerCount);
+            weights[i] = (float) weight(config, i, tensorName, layer, layerCount);
+            densities[i] = perModel(config, i, "density", 1.0, tensorName, layer, layerCount);
+            gammas[i] = perModel(config, i, "gamma", 0.01, tensorName, layer, layerCount);
+            epsilons[i] = (float) perModel(config, i, "epsilon", 0.15, tensorName, layer, layerCount);
         }
-        Map<String, ParameterValue> g = config.parameters();
-        boolean normalize = flag(g, "normalize", m.defaultNormalize(), tensorName, layer, layerCount);
-        boolean rescale = flag(g, "rescale", m.defaultRescale(), tensorName, layer, layerCount);
-        float lambda = g.containsKey("lambda") ? (float) g.get("lambda").resolve(tensorName, layer, layerCount) : 1.0f;
+        boolean normalize = global(config, "normalize", tensorName, layer, layerCount) != 0;
+        boolean rescale = m.defaultOf("rescale") != null && global(config, "rescale", tensorName, layer, layerCount) != 0;
+        float lambda = m.defaultOf("lambda") != null ? (float) global(config, "lambda", tensorName, layer, layerCount) : 1.0f;
         MergeSpec base = m == Method.LINEAR ? MergeSpec.linear(weights) : MergeSpec.taskArithmetic(weights);
         return base.toBuilder()
                 .densities(m.sparsify() == MergeSpec.Sparsify.NONE ? null : densities)
@@ -139,11 +188,14 @@ public final class TensorSpecs {
 
     /**
      * The checks a tensor's resolved values need beyond each parameter's range (done when the config is read):
+     * every parameter has a value for it (mergekit fails at a required one that a filter list leaves without), and
      * DELLA's keep probabilities {@code density +- epsilon} must lie in (0, 1] where density is below 1 (mergekit
      * refuses them too). A failure is a configuration error (IllegalArgumentException, exit 2), found by the planner
      * before anything is read.
      */
     public static void checkTensor(MergeConfig config, String tensorName, int layer, int layerCount) {
+        // Every parameter resolves for this tensor: a required one a filter list leaves without a value fails here.
+        if (mayMiss(config)) tensorMerge(config, tensorName, layer, layerCount);
         if (config.method().composed() || config.method().sparsify() != MergeSpec.Sparsify.RANKED) return;
         MergeSpec s = spec(config, tensorName, layer, layerCount);
         for (int i = 0; i < s.modelCount(); i++) {
@@ -155,14 +207,30 @@ public final class TensorSpecs {
         }
     }
 
-    /** merge_method fisher: whether this tensor's coefficients are divided by each model's Fisher norm. */
-    public static boolean normalizesFishers(MergeConfig config, String tensorName, int layer, int layerCount) {
-        return flag(config.parameters(), "normalize_fishers", "true".equals(Method.FISHER.defaultOf("normalize_fishers")),
-                tensorName, layer, layerCount);
+    /**
+     * Whether merging the tensor reads its inputs twice: a composed method's statistics pass, then the merge (the
+     * methods computed in Java read the host inputs in memory).
+     */
+    public static boolean readsTwice(MergeConfig config, String tensorName, int layerCount) {
+        if (!config.method().composed()) return false;
+        try {
+            return tensorMerge(config, tensorName, dev.smelter.config.TensorNames.layerIndex(tensorName), layerCount).host() == null;
+        } catch (IllegalArgumentException e) {
+            return true;  // reported by checkTensor
+        }
     }
 
-    private static boolean flag(Map<String, ParameterValue> g, String key, boolean dflt, String t, int l, int n) {
-        return g.containsKey(key) ? g.get(key).resolve(t, l, n) != 0 : dflt;
+    /** Whether some parameter of the config is a filter list that may have no value for a tensor. */
+    private static boolean mayMiss(MergeConfig config) {
+        if (config.parameters().values().stream().anyMatch(ParameterValue::mayMiss)) return true;
+        for (MergeConfig.ModelEntry m : config.models())
+            if (m.parameters().values().stream().anyMatch(ParameterValue::mayMiss)) return true;
+        return false;
+    }
+
+    /** merge_method fisher: whether this tensor's coefficients are divided by each model's Fisher norm. */
+    public static boolean normalizesFishers(MergeConfig config, String tensorName, int layer, int layerCount) {
+        return global(config, "normalize_fishers", tensorName, layer, layerCount) != 0;
     }
 
 }

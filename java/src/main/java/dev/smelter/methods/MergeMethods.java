@@ -108,7 +108,8 @@ public final class MergeMethods {
                 Parameter.global("t", null)),
         MODEL_STOCK("model_stock", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
                 "base + t (mean of the models - base), t = N cos / (1 + (N-1) cos) from the mean pairwise cosine "
-                        + "of the task vectors (N >= 2 models besides the base)",
+                        + "of the task vectors (N >= 2 models besides the base); with filter_wise one t per row (the "
+                        + "last dimension)",
                 Parameter.global("filter_wise", "false")),
         KARCHER("karcher", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
                 "Riemannian (Karcher) mean of the directions of the models (and base_model) on the unit sphere, "
@@ -133,7 +134,30 @@ public final class MergeMethods {
         SCE_FUSECHAT("sce_fusechat", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.SUM_UNWEIGHTED,
                 "SCE as in the FuseChat code: the variance mask only feeds the weights; sign election and the "
                         + "weighted mean of the agreeing deltas use the whole task vectors (Smelter's name)",
-                Parameter.global("select_topk", "1.0"));
+                Parameter.global("select_topk", "1.0")),
+        NUSLERP("nuslerp", false, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "spherical interpolation of exactly two models (of their task vectors about base_model if given) "
+                        + "at t = w_1 / (w_0 + w_1) (0.5 when the weights sum to about 0): over the whole tensor "
+                        + "(nuslerp_flatten), else per row (the last dimension) or with nuslerp_row_wise per column "
+                        + "(the first dimension); linear where the vectors are colinear",
+                WEIGHT, Parameter.global("nuslerp_row_wise", "false"), Parameter.global("nuslerp_flatten", "true")),
+        NEARSWAP("nearswap", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "per element, base_model moved towards the one other model by w = clamp(t / max(|base - x|, 1e-6), "
+                        + "0, 1): w x + (1 - w) base (elements that differ by at most t take the model's value)",
+                Parameter.global("t", null)),
+        ARCEE_FUSION("arcee_fusion", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "base_model plus the one other model's delta where it is important: importance |x - base| times "
+                        + "the KL divergence of the row's softmaxes (x's against base's, last dimension); kept where "
+                        + "the importance is at least median + 1.5 IQR of the tensor's importances",
+                new Parameter[0]),
+        RAM("ram", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "Reinforced Agent Merging: per element, the task vectors with |delta| > epsilon; a delta no other "
+                        + "model shares is kept whole, shared ones are averaged over the models that have them",
+                Parameter.global("epsilon", "1e-5")),
+        RAMPLUS_TL("ramplus_tl", true, MergeSpec.Sparsify.NONE, MergeSpec.Consensus.NONE,
+                "RAM, with each model's unshared deltas scaled by 1 + r * clamp(shared / unique, 0, alpha) from "
+                        + "the counts of its shared and unshared deltas in the tensor",
+                Parameter.global("r", "0.1"), Parameter.global("alpha", "0.2"), Parameter.global("epsilon", "1e-5"));
 
         private final String mergekitName, description;
         private final boolean needsBase;
@@ -172,7 +196,10 @@ public final class MergeMethods {
             return needsBase;
         }
 
-        /** Whether the coefficients come from the tensors' pairwise statistics (see {@link TensorMerge}). */
+        /**
+         * Whether the method is not generalized task arithmetic: its merge depends on the tensors themselves (the
+         * coefficients from their pairwise statistics, or Java over the host tensors; see {@link TensorMerge}).
+         */
         public boolean composed() {
             return ordinal() >= SLERP.ordinal();
         }
@@ -230,10 +257,10 @@ public final class MergeMethods {
      * models). A composed method ({@link #composed()}) takes an unnormalized spec from {@code resolver}, computed
      * from the pairwise statistics of {@code statsOf}: for the task vectors {@code models[i] - base} a
      * TASK_ARITHMETIC spec over (base, models); for the points a LINEAR spec over {@code [models..., base]} (base
-     * last, when there is one).
+     * last, when there is one). A method computed in Java has {@code host} ({@link HostMerge}) instead.
      */
     public record TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver,
-            SceMerge.Settings sce) {
+            SceMerge.Settings sce, HostMerge host) {
         public enum StatsOf { TASK_VECTORS, POINTS }
 
         /**
@@ -250,7 +277,17 @@ public final class MergeMethods {
         }
 
         public TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver) {
-            this(spec, statsOf, resolver, null);
+            this(spec, statsOf, resolver, null, null);
+        }
+
+        public TensorMerge(MergeSpec spec, StatsOf statsOf, Function<PairStats, MergeSpec> resolver,
+                SceMerge.Settings sce) {
+            this(spec, statsOf, resolver, sce, null);
+        }
+
+        /** A method computed in Java over the host tensors ({@link HostMerge}). */
+        public static TensorMerge onHost(HostMerge host) {
+            return new TensorMerge(null, null, null, null, host);
         }
 
         public boolean composed() {

@@ -6,6 +6,7 @@ import dev.smelter.merge.TensorSpecs;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.ObjectMapper;
@@ -81,12 +82,6 @@ class ComposedConfigTest {
                 models: [{model: a}, {model: b}]
                 """).contains("at least two models"));
         assertTrue(message("""
-                merge_method: model_stock
-                base_model: a
-                models: [{model: b}, {model: c}]
-                parameters: {filter_wise: true}
-                """).contains("filter_wise"));
-        assertTrue(message("""
                 merge_method: multislerp
                 models: [{model: b}, {model: c, parameters: {weight: 1}}]
                 """).contains("weight is required"));
@@ -101,6 +96,13 @@ class ComposedConfigTest {
                 parameters: {filter_wise: false}
                 """);
         assertTrue(TensorSpecs.tensorMerge(ms, "x", -1, 1).composed());
+        MergeConfig rows = parse("""
+                merge_method: model_stock
+                base_model: a
+                models: [{model: b}, {model: c}]
+                parameters: {filter_wise: true}
+                """);
+        assertNotNull(TensorSpecs.tensorMerge(rows, "x", -1, 1).host(), "filter_wise: one t per row, in Java");
         assertEquals(Set.of("max_iter", "tol"), MergeMethods.Method.KARCHER.globalParameters());
         assertEquals("10", MergeMethods.Method.KARCHER.parameters().get(0).defaultValue());
         assertEquals("1e-5", MergeMethods.Method.KARCHER.parameters().get(1).defaultValue());

@@ -155,8 +155,32 @@ class MergeConfigTest {
                 "unsupported dtype 'int8'");
         assertMessage("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters: {weight: 1}\n"
                 + "smelter: {trim_scope: layer}\n", "trim_scope must be 'tensor' or 'model'");
-        assertMessage("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n      weight:\n"
-                + "        - filter: mlp\n          value: 1\n", "no entry without a filter");
+    }
+
+    /** mergekit's ConfigReader.parameter: a model's filter list without a match asks the top level, then the default. */
+    @Test
+    void filterListsWithoutACatchAllFallBackToTheNextLevel() throws Exception {
+        MergeConfig c = parse("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n"
+                + "      weight:\n        - filter: mlp\n          value: 1\n"
+                + "      density:\n        - filter: self_attn\n          value: 0.3\n"
+                + "parameters:\n  weight:\n    - filter: \"*\"\n      value: 0.5\n"
+                + "  lambda:\n    - filter: lm_head\n      value: 2\n");
+        var mlp = dev.smelter.merge.TensorSpecs.spec(c, "model.layers.0.mlp.up_proj.weight", 0, 2);
+        assertEquals(1.0f, mlp.weights()[0]);
+        assertEquals(1.0, mlp.densities()[0], "no density for mlp anywhere: ties' default 1");
+        assertEquals(1.0f, mlp.lambda(), "lambda's default");
+        var attn = dev.smelter.merge.TensorSpecs.spec(c, "model.layers.0.self_attn.q_proj.weight", 0, 2);
+        assertEquals(0.5f, attn.weights()[0], "the top-level \"*\" entry");
+        assertEquals(0.3, attn.densities()[0]);
+        assertEquals(2.0f, dev.smelter.merge.TensorSpecs.spec(c, "lm_head.weight", -1, 2).lambda());
+        // A required parameter without a value for some tensor fails before anything is read, naming it.
+        MergeConfig missing = parse("merge_method: ties\nbase_model: b\nmodels:\n  - model: a\n    parameters:\n"
+                + "      weight:\n        - filter: mlp\n          value: 1\n");
+        dev.smelter.merge.TensorSpecs.checkTensor(missing, "model.layers.0.mlp.up_proj.weight", 0, 2);
+        IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+                () -> dev.smelter.merge.TensorSpecs.checkTensor(missing, "model.norm.weight", -1, 2));
+        assertTrue(e.getMessage().contains("models[0].parameters.weight has no value for tensor model.norm.weight"),
+                e.getMessage());
     }
 
     private static void assertMessage(String yaml, String expected) {

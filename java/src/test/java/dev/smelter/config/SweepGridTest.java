@@ -147,8 +147,13 @@ class SweepGridTest {
         MergeConfig slerp = parse("merge_method: slerp\nbase_model: base\nmodels:\n  - model: a\nparameters: {t: 0.5}\n");
         SweepGrid.of(List.of(SweepGrid.parseAxis("t=0:1:0.25"))).validate(slerp);
         MergeConfig stock = parse("merge_method: model_stock\nbase_model: base\nmodels:\n  - model: a\n  - model: b\n");
-        assertThrows(ConfigException.class, () -> SweepGrid.of(List.of(SweepGrid.parseAxis("filter_wise=false")))
-                .validate(stock));
+        SweepGrid.of(List.of(SweepGrid.parseAxis("filter_wise=false,true"))).validate(stock);
+        MergeConfig ram = parse("merge_method: ramplus_tl\nbase_model: base\nmodels:\n  - model: a\n  - model: b\n");
+        SweepGrid.of(List.of(SweepGrid.parseAxis("epsilon=1e-5,1e-3"), SweepGrid.parseAxis("alpha=0:1:0.5"))).validate(ram);
+        assertThrows(ConfigException.class, () -> SweepGrid.of(List.of(SweepGrid.parseAxis("epsilon=0,1e-3"))).validate(ram),
+                "ramplus_tl's epsilon is > 0");
+        assertThrows(ConfigException.class, () -> SweepGrid.of(List.of(SweepGrid.parseAxis("epsilon@0=0.1")))
+                .validate(ram), "ram's epsilon is global");
     }
 
     @Test
