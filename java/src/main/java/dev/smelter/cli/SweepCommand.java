@@ -92,6 +92,11 @@ final class SweepCommand implements Callable<Integer> {
         for (String w : cfg.warnings()) err.println("warning: " + w);
         if (!grid.isEmpty() && cfg.grid() != null) err.println("note: --grid replaces the config's smelter.grid");
         Device dev = options.device();
+        if (options.partition != null)
+            throw new IllegalArgumentException("--partition is for merge; a sweep runs in one process (split its grid "
+                    + "into several configs to spread it over nodes)");
+        if (options.devices().size() > 1)
+            throw new IllegalArgumentException("--device " + options.device + ": a sweep runs on one device");
         ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
         OutputGuard.check(output, SmelterCli.withConfig(CheckpointMerger.inputs(cfg), config));
         if (!dryRun) for (String s : WorkDirs.removeStale(output)) err.println("note: " + s);
