@@ -445,7 +445,7 @@ public final class CheckpointMerger implements AutoCloseable {
      */
     String fingerprint(Plan plan, String jobText) throws IOException {
         StringBuilder s = new StringBuilder();
-        s.append("smelter ").append(Smelter.version()).append('\n').append(config).append('\n');
+        s.append("smelter ").append(Smelter.version()).append('\n').append(JobFingerprint.canonical(config)).append('\n');
         s.append(options.maxShardBytes()).append(' ').append(options.allowVocabMismatch()).append(' ')
                 .append(options.nonFinite()).append(' ').append(options.copyTokenizer()).append('\n');
         s.append(options.configText()).append('\n').append(jobText).append('\n');

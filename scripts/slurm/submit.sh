@@ -1,0 +1,23 @@
+#!/bin/bash
+# Submits a partitioned Smelter merge to Slurm: an array of N partitions and the finalize job after it.
+#
+#   scripts/slurm/submit.sh N CONFIG OUT [smelter merge options...]
+#
+# Extra sbatch options (partition, account, GPUs, time) go in $SBATCH_ARGS, e.g.
+#   SBATCH_ARGS="--partition=gpu --gres=gpu:1 --time=2:00:00" scripts/slurm/submit.sh 8 merge.yml /shared/merged --device cuda
+# Prints the two job IDs (array, finalize).
+set -euo pipefail
+if [ $# -lt 3 ]; then
+  echo "usage: $0 N CONFIG OUT [smelter merge options...]" >&2
+  exit 2
+fi
+N=$1 CONFIG=$2 OUT=$3
+shift 3
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck disable=SC2086
+array=$(sbatch --parsable ${SBATCH_ARGS:-} --array=0-$((N - 1)) "$here/merge-array.sbatch" "$N" "$CONFIG" "$OUT" "$@")
+array=${array%%;*}
+# shellcheck disable=SC2086
+final=$(sbatch --parsable ${SBATCH_ARGS:-} --dependency=afterany:"$array" "$here/finalize.sbatch" "$CONFIG" "$OUT" "$@")
+final=${final%%;*}
+echo "$array $final"
