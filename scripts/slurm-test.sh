@@ -117,39 +117,70 @@ $SMELTER demo-checkpoints models >/dev/null || fail "demo-checkpoints failed"
 opts=(--device cpu --max-shard-size 1MB --trim-scope model)
 $SMELTER merge models/ties.yml one "${opts[@]}" -q || fail "the one-process merge failed"
 
+wait_jobs() {  # until none of the jobs is queued or running (10 minutes at most)
+  for _ in $(seq 600); do
+    [ -z "$(squeue -h -j "$1" 2>/dev/null)" ] && return 0
+    sleep 1
+  done
+  logs; fail "jobs $1 did not end in 10 minutes"
+}
+state() { scontrol show job "$1" 2>/dev/null | grep -o 'JobState=[A-Z]*' | head -1 | cut -d= -f2; }
+same_as_one() {  # every file of both outputs, byte for byte (README.md names the output, so its title is mapped)
+  local out=$1 name f
+  [ -d "$out" ] || { logs; fail "no output directory $out"; }
+  ls -a . | grep -q "^\.$out\.part-" && fail "the staging directory of $out is left"
+  diff <(cd one && ls) <(cd "$out" && ls) || fail "$out: different files"
+  for f in one/*; do
+    name=$(basename "$f")
+    if [ "$name" = README.md ]; then
+      cmp <(sed "s/^# one\$/# $out/" "$f") "$out/README.md" || fail "$out/README.md differs"
+    else
+      cmp "$f" "$out/$name" || fail "$out/$name differs"
+    fi
+  done
+}
+args=(--cpus-per-task=1 --chdir="$tmp/work")
+scripts=$repo/scripts/slurm
+
+# 1. The array of N partitions and the finalize job after it, as submit.sh submits them.
 start=$(date +%s.%N)
-ids=$(SBATCH_ARGS="--cpus-per-task=1 --chdir=$tmp/work" "$repo/scripts/slurm/submit.sh" "$N" models/ties.yml "$tmp/work/parts" "${opts[@]}") \
+ids=$(SBATCH_ARGS="${args[*]}" "$scripts/submit.sh" "$N" models/ties.yml "$tmp/work/parts" "${opts[@]}") \
   || { logs; fail "sbatch failed"; }
 read -r array final <<<"$ids"
 echo "submitted array job $array (partitions 0..$((N - 1))) and finalize job $final"
-for _ in $(seq 600); do
-  [ -z "$(squeue -h -j "$array,$final" 2>/dev/null)" ] && break
-  sleep 1
-done
-[ -z "$(squeue -h -j "$array,$final" 2>/dev/null)" ] || { logs; fail "the jobs did not end in 10 minutes"; }
+wait_jobs "$array,$final"
 end=$(date +%s.%N)
 for j in $(seq 0 $((N - 1))); do
-  st=$(scontrol show job "${array}_$j" 2>/dev/null | grep -o 'JobState=[A-Z]*' | head -1)
-  ex=$(scontrol show job "${array}_$j" 2>/dev/null | grep -o ' ExitCode=[0-9:]*' | head -1)
-  echo "array task $j: $st$ex"
-  [ "$st" = JobState=COMPLETED ] || { logs; fail "array task $j: $st"; }
+  st=$(state "${array}_$j")
+  echo "array task $j: $st"
+  [ "$st" = COMPLETED ] || { logs; fail "array task $j: $st"; }
 done
-st=$(scontrol show job "$final" | grep -o 'JobState=[A-Z]*' | head -1)
-echo "finalize job: $st"
-[ "$st" = JobState=COMPLETED ] || { logs; fail "finalize: $st"; }
-cat "$tmp"/work/smelter-finalize-*.out
-
-# Byte for byte: every file of both outputs (README.md names the output directory, so it is compared renamed).
-[ -d parts ] || { logs; fail "no output directory"; }
-ls -a . | grep -q '\.parts\.part-' && fail "the staging directory is left"
-diff <(cd one && ls) <(cd parts && ls) || fail "different files"
-for f in one/*; do
-  name=$(basename "$f")
-  if [ "$name" = README.md ]; then
-    cmp <(sed 's/^# one$/# parts/' "$f") parts/README.md || fail "README.md differs"
-  else
-    cmp "$f" "parts/$name" || fail "$name differs"
-  fi
-done
+st=$(state "$final")
+echo "finalize job: $st: $(cat "$tmp/work/smelter-finalize-$final.out")"
+[ "$st" = COMPLETED ] || { logs; fail "finalize: $st"; }
+same_as_one parts
 echo "OK: $N Slurm array tasks + finalize wrote $(ls parts | wc -l) files byte-identical to the one-process merge" \
   "($(awk -v a="$start" -v b="$end" 'BEGIN {printf "%.1f", b - a}') s from sbatch to the end)"
+
+# 2. A partition missing (its task failed or was never run): the finalize job fails naming it and nothing appears;
+#    the partition rerun on its own, as a one-task array, finishes last and puts the checkpoint in place.
+last=$((N - 1))
+array=$(sbatch --parsable "${args[@]}" --array=0-$((last - 1)) "$scripts/merge-array.sbatch" "$N" models/ties.yml \
+  "$tmp/work/rerun" "${opts[@]}") || { logs; fail "sbatch failed"; }
+final=$(sbatch --parsable "${args[@]}" --dependency=afterany:"$array" "$scripts/finalize.sbatch" models/ties.yml \
+  "$tmp/work/rerun" "${opts[@]}") || { logs; fail "sbatch failed"; }
+wait_jobs "$array,$final"
+st=$(state "$final")
+echo "without partition $last, the finalize job: $st: $(tail -n 1 "$tmp/work/smelter-finalize-$final.out")"
+[ "$st" = FAILED ] || { logs; fail "the finalize job should fail with a partition missing: $st"; }
+grep -q "partitions \[$last\] of $N have not finished" "$tmp/work/smelter-finalize-$final.out" \
+  || fail "the finalize job does not name partition $last"
+[ -e rerun ] && fail "an output appeared before every partition was done"
+again=$(sbatch --parsable "${args[@]}" --array=$last "$scripts/merge-array.sbatch" "$N" models/ties.yml \
+  "$tmp/work/rerun" "${opts[@]}") || { logs; fail "sbatch failed"; }
+wait_jobs "$again"
+st=$(state "${again}_$last")
+echo "partition $last rerun on its own: $st: $(tail -n 2 "$tmp/work/smelter-merge-${again}_$last.out" | head -n 1)"
+[ "$st" = COMPLETED ] || { logs; fail "the rerun: $st"; }
+same_as_one rerun
+echo "OK: a missing partition fails the finalize job; rerun alone, it completes a byte-identical checkpoint"

@@ -20,7 +20,7 @@ import java.util.stream.Stream;
  * name fixed by the job's fingerprint (config, options, inputs), so processes on any node of a shared file system
  * find the same one. It holds
  * <ul>
- *   <li>{@code job.json}: the fingerprint and the number of partitions;</li>
+ *   <li>{@code job.json}: the fingerprint and the number of partitions; {@code job.txt}: what was hashed;</li>
  *   <li>{@code shards/}: finished shards under their final names ({@code .NAME.partial} while written);</li>
  *   <li>{@code done/I}: partition I finished (its fingerprint inside);</li>
  *   <li>{@code finalize.lock}: taken by the partition that finished last, which assembles the checkpoint.</li>
@@ -64,8 +64,9 @@ public final class PartitionStaging {
      * that exists and is not empty (unless {@code overwrite}), and a staging directory of the same job started with
      * another number of partitions.
      */
-    public static PartitionStaging open(Path output, String fingerprint, int partitions, ShardLayout layout,
+    public static PartitionStaging open(Path output, String description, int partitions, ShardLayout layout,
             boolean overwrite) throws IOException {
+        String fingerprint = hash(description);
         Path out = output.toAbsolutePath().normalize();
         if (Files.exists(out) && !overwrite) {
             if (!Files.isDirectory(out)) throw new IOException(out + " exists and is not a directory");
@@ -89,6 +90,9 @@ public final class PartitionStaging {
             byte[] bytes = SafetensorsFile.JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(root);
             AtomicFile.write(job, o -> o.write(bytes));  // partitions starting at once write the same bytes
         }
+        byte[] text = description.getBytes(StandardCharsets.UTF_8);
+        Path described = dir.resolve("job.txt");
+        if (!Files.exists(described)) AtomicFile.write(described, o -> o.write(text));
         return new PartitionStaging(dir, fingerprint, partitions, layout);
     }
 
@@ -97,7 +101,8 @@ public final class PartitionStaging {
      * is in place (finalized before). Refuses the staging directory of another job (a different config, options or
      * inputs) and an output with no staging directory at all.
      */
-    public static PartitionStaging find(Path output, String fingerprint, ShardLayout layout) throws IOException {
+    public static PartitionStaging find(Path output, String description, ShardLayout layout) throws IOException {
+        String fingerprint = hash(description);
         Path out = output.toAbsolutePath().normalize();
         Path dir = dir(out, fingerprint);
         if (Files.isDirectory(dir)) {
@@ -108,10 +113,30 @@ public final class PartitionStaging {
         List<Path> others = others(out);
         if (!others.isEmpty())
             throw new IllegalArgumentException("the staging directory " + others.get(0) + " belongs to another job (a "
-                    + "different config, options or inputs than this finalize was given): finalize with the partitions' "
-                    + "config and options, or delete it and rerun the partitions");
+                    + "different config, options or inputs than this finalize was given" + difference(others.get(0), description)
+                    + "): finalize with the partitions' config and options, or delete it and rerun the partitions");
         if (Files.isDirectory(out)) return null;
         throw new IOException("nothing to finalize for " + out + ": no partition of this job has run (no " + dir + ")");
+    }
+
+    /** Where the job described in {@code staging} first differs from {@code description}, or "". */
+    private static String difference(Path staging, String description) {
+        try {
+            String[] had = Files.readString(staging.resolve("job.txt"), StandardCharsets.UTF_8).split("\n", -1);
+            String[] now = description.split("\n", -1);
+            for (int i = 0; i < Math.max(had.length, now.length); i++) {
+                String a = i < had.length ? had[i] : "(nothing)", b = i < now.length ? now[i] : "(nothing)";
+                if (!a.equals(b))
+                    return "; the partitions had " + abbreviate(a) + " where this has " + abbreviate(b);
+            }
+        } catch (IOException | RuntimeException e) {
+            // no description to compare
+        }
+        return "";
+    }
+
+    private static String abbreviate(String s) {
+        return s.length() <= 300 ? "'" + s + "'" : "'" + s.substring(0, 300) + "...'";
     }
 
     /** Staging directories of any job beside {@code output}. */

@@ -443,7 +443,7 @@ public final class CheckpointMerger implements AutoCloseable {
      * the plan's tensors and every input file's path, size and modification time. Partitions and the finalize step
      * of one job agree on it; a different config, option or input gives another.
      */
-    String fingerprint(Plan plan, String jobText) throws IOException {
+    String jobDescription(Plan plan, String jobText) throws IOException {
         StringBuilder s = new StringBuilder();
         s.append("smelter ").append(Smelter.version()).append('\n').append(JobFingerprint.canonical(config)).append('\n');
         s.append(options.maxShardBytes()).append(' ').append(options.allowVocabMismatch()).append(' ')
@@ -462,13 +462,13 @@ public final class CheckpointMerger implements AutoCloseable {
                     s.append(f.toAbsolutePath()).append(' ').append(Files.size(f)).append(' ')
                             .append(Files.getLastModifiedTime(f).toMillis()).append('\n');
             }
-        return PartitionStaging.hash(s.toString());
+        return s.toString();
     }
 
     private Summary runPartition(Plan plan, ShardLayout layout, Scale scale, Consumer<Long> progress, long t0)
             throws IOException {
         Partition part = scale.partition();
-        PartitionStaging staging = PartitionStaging.open(options.output(), fingerprint(plan, scale.jobText()),
+        PartitionStaging staging = PartitionStaging.open(options.output(), jobDescription(plan, scale.jobText()),
                 part.count(), layout, options.overwrite());
         staging.unmarkDone(part.index());  // a rerun is not done until it has finished again
         List<Integer> mine = part.shards(layout);
@@ -507,7 +507,7 @@ public final class CheckpointMerger implements AutoCloseable {
      */
     public boolean finalizePartitions(Plan plan, String jobText, List<String> warnings) throws IOException {
         ShardLayout layout = layout(plan);
-        PartitionStaging staging = PartitionStaging.find(options.output(), fingerprint(plan, jobText), layout);
+        PartitionStaging staging = PartitionStaging.find(options.output(), jobDescription(plan, jobText), layout);
         if (staging == null) return false;
         staging.checkComplete();
         try (CheckpointWriter writer = new CheckpointWriter(options.output(), layout, options.overwrite())) {
