@@ -94,7 +94,7 @@ final class MergeOptions {
     @Option(names = "--read-to-gpu", negatable = true, description = "accepted; changes nothing (CUDA stages each tensor's inputs)")
     boolean readToGpu;
 
-    @Option(names = "--multi-gpu", negatable = true, description = "accepted; changes nothing (one device: --device cuda:N)")
+    @Option(names = "--multi-gpu", negatable = true, description = "accepted; changes nothing (several GPUs: --device cuda:0,1,... or cuda:all)")
     boolean multiGpu;
 
     @Option(names = "--async-write", negatable = true, description = "accepted; changes nothing (writes always overlap merging)")
@@ -198,7 +198,9 @@ final class MergeOptions {
                     + "safetensors files");
         if (readToGpu)
             notes.add("--read-to-gpu changes nothing: on CUDA each tensor's inputs are copied to the GPU as it merges");
-        if (multiGpu) notes.add("--multi-gpu changes nothing: Smelter merges on one device (choose it with --device cuda:N)");
+        if (multiGpu)
+            notes.add("--multi-gpu changes nothing: merge on several GPUs by naming them, --device cuda:0,1,... or "
+                    + "--device cuda:all");
         if (asyncWrite) notes.add("--async-write changes nothing: writing always overlaps merging (a write-behind thread)");
         if (cloneTensors) notes.add("--clone-tensors changes nothing: every output tensor is written from its own buffer");
         if (safeSerialization != null)
