@@ -184,6 +184,54 @@ class PartitionMergeTest {
     }
 
     @Test
+    void aFailingDeviceLaneStopsTheOthersAndWritesNothing() throws Exception {
+        Path out = dir.resolve("lanefail").resolve("merged");
+        MergeConfig cfg = MergeConfig.load(dir.resolve("m").resolve("ties.yml"));
+        var options = new CheckpointMerger.Options(Device.cpu(), out, 40_000, false, false,
+                CheckpointMerger.NonFinite.WARN, 0, true, null);
+        var threeLanes = new CheckpointMerger.Scale(List.of(Device.cpu(), Device.cpu(), Device.cpu()), null, "");
+        try (CheckpointMerger m = new CheckpointMerger(cfg, options)) {
+            CheckpointMerger.Plan plan = m.plan();
+            java.util.concurrent.atomic.AtomicInteger calls = new java.util.concurrent.atomic.AtomicInteger();
+            IllegalStateException e = assertThrows(IllegalStateException.class, () -> m.run(plan, threeLanes, b -> {
+                if (calls.incrementAndGet() == 7) throw new IllegalStateException("lane stopped");
+            }));
+            assertEquals("lane stopped", e.getMessage());
+            assertTrue(calls.get() < plan.tensors().size(), "the other lanes stopped early: " + calls.get());
+            assertFalse(Files.exists(out));
+            assertEquals(List.of(), hidden(out.getParent()));
+            // The same merger runs again afterwards: nothing was left half-closed.
+            m.run(plan, threeLanes, b -> {});
+        }
+        assertSameBytes(reference40k(), out);
+    }
+
+    /** The one-process output through the API, with 40,000-byte shards and the config's own trimming. */
+    static Path reference40k() throws Exception {
+        Path one = dir.resolve("api-ref").resolve("merged");
+        if (!Files.isDirectory(one))
+            try (CheckpointMerger m = new CheckpointMerger(MergeConfig.load(dir.resolve("m").resolve("ties.yml")),
+                    new CheckpointMerger.Options(Device.cpu(), one, 40_000, false, false, CheckpointMerger.NonFinite.WARN,
+                            0, true, null))) {
+                m.run(m.plan(), b -> {});
+            }
+        return one;
+    }
+
+    @Test
+    void sweepsRefuseWhatTheyDoNotSpread() {
+        CliRun.Run r = CliRun.cli("sweep", dir.resolve("m").resolve("ties.yml").toString(), dir.resolve("sw").toString(),
+                "--grid", "density=0.4,0.6", "--partition", "0/2");
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().contains("--partition is for merge"), r.err());
+        r = CliRun.cli("sweep", dir.resolve("m").resolve("ties.yml").toString(), dir.resolve("sw").toString(),
+                "--grid", "density=0.4,0.6", "--device", "cpu,cpu");
+        assertEquals(2, r.code(), r.err());
+        assertTrue(r.err().contains("a sweep runs on one device"), r.err());
+        assertFalse(Files.exists(dir.resolve("sw")));
+    }
+
+    @Test
     void shardsAreDealtByBytesAndDevicesParse() {
         assertEquals(List.of(Device.cpu(), Device.cpu()), DeviceScheduler.parse("cpu,cpu"));
         assertEquals(List.of(Device.cuda(0), Device.cuda(1), Device.cuda(3)), DeviceScheduler.parse("cuda:0,1,cuda:3"));
