@@ -173,6 +173,7 @@ public final class SmelterCli {
                     s = merger.run(plan, new CheckpointMerger.Scale(devices, partition, JOB_TEXT), progress::update);
                 }
                 for (String w : s.warnings()) err.println("warning: " + w);
+                for (String n : s.notes()) err.println("note: " + n);
                 err.printf(Locale.ROOT, "wrote %s in %.2f s: %.2f GB/s (read %s + written %s); host buffers %s, peak anonymous memory %s%n",
                         partition == null ? output : "partition " + partition + " of " + output, s.seconds(), s.gigabytesPerSecond(), Sizes.format(s.bytesRead()),
                         Sizes.format(s.bytesWritten()), Sizes.format(plan.peakHostBytes()),

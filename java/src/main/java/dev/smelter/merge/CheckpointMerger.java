@@ -142,9 +142,15 @@ public final class CheckpointMerger implements AutoCloseable {
      * @param peakAnonymousBytes the largest anonymous resident memory of the process seen after each tensor
      *     (Linux {@code RssAnon}: the JVM heap and Smelter's buffers, not the memory-mapped inputs); -1 if unknown
      * @param warnings non-finite values found, one line per tensor
+     * @param notes what a partition found or did beyond its shards (shards kept from a killed run, the assembly)
      */
     public record Summary(Plan plan, double seconds, long bytesRead, long bytesWritten, long peakAnonymousBytes,
-            List<String> warnings) {
+            List<String> warnings, List<String> notes) {
+        public Summary(Plan plan, double seconds, long bytesRead, long bytesWritten, long peakAnonymousBytes,
+                List<String> warnings) {
+            this(plan, seconds, bytesRead, bytesWritten, peakAnonymousBytes, warnings, List.of());
+        }
+
         public double gigabytesPerSecond() {
             return (bytesRead + bytesWritten) / seconds / 1e9;
         }
@@ -477,9 +483,9 @@ public final class CheckpointMerger implements AutoCloseable {
         Set<String> names = new HashSet<>();
         for (int s : todo) for (CheckpointWriter.TensorSpec t : layout.tensors(s)) names.add(t.name());
         List<TensorPlan> tensors = plan.tensors().stream().filter(t -> names.contains(t.name())).toList();
-        List<String> warnings = new ArrayList<>();
+        List<String> warnings = new ArrayList<>(), notes = new ArrayList<>();
         if (todo.size() < mine.size())
-            warnings.add("partition " + part + ": " + (mine.size() - todo.size()) + " of its " + mine.size()
+            notes.add("partition " + part + ": " + (mine.size() - todo.size()) + " of its " + mine.size()
                     + " shards were finished by an earlier run, kept");
         long peakAnon;
         try (PartitionWriter writer = staging.writer(part.index(), todo)) {
@@ -492,11 +498,11 @@ public final class CheckpointMerger implements AutoCloseable {
         long written = tensors.stream().mapToLong(TensorPlan::outBytes).sum();
         long read = plan.bytesRead() * written / Math.max(1, plan.bytesWritten());  // pro rata
         if (staging.allDone() && staging.tryLock()) {
-            warnings.add("partition " + part + " finished last: assembled " + options.output());
+            notes.add("partition " + part + " finished last: assembled " + options.output());
             finalizePartitions(plan, scale.jobText(), warnings);
         }
         double seconds = (System.nanoTime() - t0) / 1e9;
-        return new Summary(plan, seconds, read, written, peakAnon, List.copyOf(warnings));
+        return new Summary(plan, seconds, read, written, peakAnon, List.copyOf(warnings), List.copyOf(notes));
     }
 
     /**

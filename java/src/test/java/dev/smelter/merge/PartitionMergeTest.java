@@ -170,8 +170,15 @@ class PartitionMergeTest {
             m.run(plan, parts[2], b -> {});
             assertFalse(Files.exists(partial));
             assertFalse(Files.exists(out), "partition 1 is not done yet");
+            // A shard of partition 0 lost: the rerun of partition 0 writes it again and keeps the others.
+            List<Integer> shards0 = parts[0].partition().shards(m.layout(plan));
+            Files.delete(staging.resolve("shards").resolve(m.layout(plan).shardName(shards0.get(1))));
+            var again = m.run(plan, parts[0], b -> {});
+            assertTrue(again.notes().stream().anyMatch(w -> w.contains((shards0.size() - 1) + " of its " + shards0.size()
+                    + " shards were finished by an earlier run, kept")), again.notes().toString());
+            assertTrue(again.bytesWritten() < m.layout(plan).totalDataBytes() / 3, "one shard written, not all");
             var s = m.run(plan, parts[1], b -> {});
-            assertTrue(s.warnings().stream().anyMatch(w -> w.contains("finished last")), s.warnings().toString());
+            assertTrue(s.notes().stream().anyMatch(w -> w.contains("finished last")), s.notes().toString());
             assertTrue(Files.isDirectory(out));
         }
         // The same bytes as the one-process merge through the same API.
