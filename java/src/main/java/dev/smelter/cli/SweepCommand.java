@@ -10,6 +10,7 @@ import dev.smelter.io.WorkDirs;
 import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
 import dev.smelter.merge.SweepReport;
+import dev.smelter.merge.SweepPartitions;
 import dev.smelter.merge.SweepRunner;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -66,6 +67,11 @@ final class SweepCommand implements Callable<Integer> {
     @Option(names = "--dry-run", description = "print the configurations and the plan; write nothing")
     boolean dryRun;
 
+    @Option(names = "--finalize",
+            description = "after sweeps with --partition I/N: check every partition finished, join their checkpoints "
+                    + "and result files and put the sweep in place (the same config, grid and options)")
+    boolean finalizeSweep;
+
     @Mixin
     MergeOptions options;
 
@@ -92,20 +98,51 @@ final class SweepCommand implements Callable<Integer> {
         for (String w : cfg.warnings()) err.println("warning: " + w);
         if (!grid.isEmpty() && cfg.grid() != null) err.println("note: --grid replaces the config's smelter.grid");
         Device dev = options.device();
-        if (options.partition != null)
-            throw new IllegalArgumentException("--partition is for merge; a sweep runs in one process (split its grid "
-                    + "into several configs to spread it over nodes)");
+        var partition = options.partition();
+        if (finalizeSweep && partition != null)
+            throw new IllegalArgumentException("--finalize joins the partitions' sweeps: give it without --partition");
+        if (finalizeSweep && dryRun) throw new IllegalArgumentException("--finalize and --dry-run: give one");
         if (options.devices().size() > 1)
             throw new IllegalArgumentException("--device " + options.device + ": a sweep runs on one device");
         ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
         OutputGuard.check(output, SmelterCli.withConfig(CheckpointMerger.inputs(cfg), config));
         if (!dryRun) for (String s : WorkDirs.removeStale(output)) err.println("note: " + s);
         String existing = SmelterCli.describeExisting(output, options.overwrite);
-        if (!options.overwrite && !dryRun && existing != null) throw new ConfigException(existing);
+        if (!options.overwrite && !dryRun && existing != null && !finalizeSweep) throw new ConfigException(existing);
         var sweepOptions = new SweepRunner.Options(dev, output, options.maxShardBytes(), options.overwrite,
                 options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential,
                 options.memoryLimit());
+        SweepPartitions partitions = null;
+        Path writeTo = output;
+        if (finalizeSweep || partition != null) {
+            String description;
+            try (SweepRunner whole = new SweepRunner(cfg, sweep, sweepOptions)) {
+                description = SweepPartitions.description(whole, "checkpoints " + !statsOnly + " stats " + !noStats);
+            }
+            partitions = SweepPartitions.of(output, description, partition == null ? 0 : partition.count());
+            if (finalizeSweep) {
+                boolean joined = partitions.finalizeSweep(sweep, options.overwrite);
+                err.println(joined ? "finalized " + output + " from its partitions"
+                        : "nothing to finalize: " + output + " is in place and no partition of this sweep is staged "
+                                + "(finalized before)");
+                return 0;
+            }
+            if (!dryRun) writeTo = partitions.prepare(partition.index(), options.overwrite);
+            sweepOptions = new SweepRunner.Options(dev, writeTo, options.maxShardBytes(), false,
+                    options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential,
+                    options.memoryLimit());
+        }
         try (SweepRunner runner = new SweepRunner(cfg, sweep, sweepOptions)) {
+            if (partition != null) {
+                runner.keepOnly(partition);
+                if (runner.configurations().isEmpty()) {
+                    err.println("partition " + partition + " has no configurations (" + sweep.size() + " in the grid)");
+                    if (dryRun) return 0;
+                    partitions.markEmpty(partition.index());
+                    finishPartition(partitions, partition, sweep, output, err);
+                    return 0;
+                }
+            }
             SweepRunner.SweepPlan plan = runner.plan();
             for (String w : plan.merge().warnings()) err.println("warning: " + w);
             int n = plan.configurations();
@@ -144,10 +181,19 @@ final class SweepCommand implements Callable<Integer> {
                                 : "; OUTPUTS DIFFER: " + String.join(", ", q.differences()));
                 if (Boolean.FALSE.equals(q.identical())) return SmelterCli.EXIT_FAILURE;
             }
-            err.printf(Locale.ROOT, "wrote %s (%s%s, %s)%n", output, statsOnly ? "" : n + " checkpoints, ",
+            err.printf(Locale.ROOT, "wrote %s (%s%s, %s)%n", partition == null ? output : "partition " + partition
+                    + " of " + output, statsOnly ? "" : n + " checkpoints, ",
                     SweepReport.CONFIGS_CSV + (s.statsMethod() != null ? ", " + SweepReport.STATS_CSV : ""), SweepReport.JSON);
+            if (partition != null) finishPartition(partitions, partition, sweep, output, err);
             return 0;
         }
+    }
+
+    /** The last partition to finish joins every partition's sweep into the output. */
+    private void finishPartition(SweepPartitions partitions, dev.smelter.merge.Partition partition, SweepGrid sweep,
+            Path output, PrintStream err) throws IOException {
+        if (partitions.lastToFinish() && partitions.finalizeSweep(sweep, options.overwrite))
+            err.println("note: partition " + partition + " finished last: assembled " + output);
     }
 
     private static String cpu(double seconds) {
