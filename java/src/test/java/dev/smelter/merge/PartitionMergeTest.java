@@ -225,17 +225,57 @@ class PartitionMergeTest {
         return one;
     }
 
+    static CliRun.Run sweep(Path out, String... more) {
+        List<String> a = new ArrayList<>(List.of("sweep", dir.resolve("m").resolve("ties.yml").toString(), out.toString(),
+                "-q", "--device", "cpu", "--max-shard-size", SHARD, "--trim-scope", "model", "--grid", "density=0.4,0.6,0.8",
+                "--grid", "lambda=0.5,1"));
+        a.addAll(List.of(more));
+        return CliRun.cli(a.toArray(String[]::new));
+    }
+
+    /** configs.csv without its timing columns (seconds, sequential_seconds). */
+    static List<String> untimed(Path csv) throws IOException {
+        return Files.readAllLines(csv).stream().map(l -> {
+            String[] f = l.split(",", -1);
+            f[3] = "";
+            f[4] = "";
+            return String.join(",", f);
+        }).toList();
+    }
+
     @Test
-    void sweepsRefuseWhatTheyDoNotSpread() {
-        CliRun.Run r = CliRun.cli("sweep", dir.resolve("m").resolve("ties.yml").toString(), dir.resolve("sw").toString(),
-                "--grid", "density=0.4,0.6", "--partition", "0/2");
-        assertEquals(2, r.code(), r.err());
-        assertTrue(r.err().contains("--partition is for merge"), r.err());
-        r = CliRun.cli("sweep", dir.resolve("m").resolve("ties.yml").toString(), dir.resolve("sw").toString(),
+    void sweepPartitionsWriteTheOneProcessCheckpoints() throws Exception {
+        Path one = dir.resolve("sweep-one").resolve("out");
+        CliRun.Run r = sweep(one);
+        assertEquals(0, r.code(), r.err());
+        for (int n : new int[] {2, 7}) {  // 7: more partitions than the 6 configurations
+            Path out = dir.resolve("sweep-p" + n).resolve("out");
+            for (int i = 0; i < n; i++) {
+                assertFalse(Files.exists(out), "nothing appears before every partition is done");
+                if (i == n - 1) {
+                    CliRun.Run early = sweep(out, "--finalize");
+                    assertEquals(1, early.code(), early.err());
+                    assertTrue(early.err().contains("partitions [" + i + "] of " + n), early.err());
+                }
+                r = sweep(out, "--partition", i + "/" + n);
+                assertEquals(0, r.code(), r.err());
+            }
+            assertTrue(r.err().contains("finished last: assembled"), r.err());
+            assertEquals(list(one), list(out));
+            for (String name : list(one)) {
+                if (Files.isDirectory(one.resolve(name))) assertSameBytes(one.resolve(name), out.resolve(name));
+            }
+            assertArrayEquals(Files.readAllBytes(one.resolve("sweep.csv")), Files.readAllBytes(out.resolve("sweep.csv")));
+            assertEquals(untimed(one.resolve("configs.csv")), untimed(out.resolve("configs.csv")));
+            assertEquals(List.of(), hidden(out.getParent()));
+            CliRun.Run again = sweep(out, "--finalize");
+            assertEquals(0, again.code(), again.err());
+            assertTrue(again.err().contains("nothing to finalize"), again.err());
+        }
+        r = CliRun.cli("sweep", dir.resolve("m").resolve("ties.yml").toString(), dir.resolve("sw-dev").toString(),
                 "--grid", "density=0.4,0.6", "--device", "cpu,cpu");
         assertEquals(2, r.code(), r.err());
         assertTrue(r.err().contains("a sweep runs on one device"), r.err());
-        assertFalse(Files.exists(dir.resolve("sw")));
     }
 
     @Test
