@@ -102,8 +102,12 @@ final class SweepCommand implements Callable<Integer> {
         if (finalizeSweep && partition != null)
             throw new IllegalArgumentException("--finalize joins the partitions' sweeps: give it without --partition");
         if (finalizeSweep && dryRun) throw new IllegalArgumentException("--finalize and --dry-run: give one");
-        if (options.devices().size() > 1)
-            throw new IllegalArgumentException("--device " + options.device + ": a sweep runs on one device");
+        List<Device> devices = options.devices();
+        if (devices.size() > 1 && partition != null)
+            throw new IllegalArgumentException("--device " + options.device + " and --partition: a partition of a sweep "
+                    + "runs on one device (give each partition its own)");
+        if (devices.size() > 1 && compareSequential)
+            throw new IllegalArgumentException("--compare-sequential compares on one device: give one --device");
         ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
         OutputGuard.check(output, SmelterCli.withConfig(CheckpointMerger.inputs(cfg), config));
         if (!dryRun) for (String s : WorkDirs.removeStale(output)) err.println("note: " + s);
@@ -132,6 +136,7 @@ final class SweepCommand implements Callable<Integer> {
                     options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential,
                     options.memoryLimit());
         }
+        if (devices.size() > 1 && !finalizeSweep) return onDevices(cfg, sweep, sweepOptions, devices, output, err);
         try (SweepRunner runner = new SweepRunner(cfg, sweep, sweepOptions)) {
             if (partition != null) {
                 runner.keepOnly(partition);
@@ -187,6 +192,68 @@ final class SweepCommand implements Callable<Integer> {
             if (partition != null) finishPartition(partitions, partition, sweep, output, err);
             return 0;
         }
+    }
+
+    /**
+     * A sweep on several devices: the configurations are dealt to one lane per device (each its own sweep over its
+     * share, with its own context, buffers and pipeline), then joined into the output in grid order.
+     */
+    private int onDevices(MergeConfig cfg, SweepGrid sweep, SweepRunner.Options whole, List<Device> devices, Path output,
+            PrintStream err) throws IOException, ConfigException {
+        SweepRunner.SweepPlan plan;
+        try (SweepRunner runner = new SweepRunner(cfg, sweep, whole)) {
+            plan = runner.plan();
+            for (String w : plan.merge().warnings()) err.println("warning: " + w);
+            if (dryRun) {
+                printPlan(runner, plan, cfg, devices.get(0), System.out);
+                System.out.println("on " + devices.size() + " devices: " + devices);
+                return 0;
+            }
+            runner.checkOutput(plan);
+        }
+        int lanes = devices.size();
+        err.printf(Locale.ROOT, "sweeping %d configurations of %s (%s) over %d tensors on %d devices (%s)%s%n",
+                plan.configurations(), cfg.method().mergekitName(), describe(sweep), plan.merge().tensors().size(), lanes,
+                String.join(", ", devices.stream().map(Device::toString).toList()),
+                statsOnly ? ", statistics only" : ", " + Sizes.format(plan.bytesWritten()) + " of checkpoints");
+        long t0 = System.nanoTime();
+        java.util.concurrent.atomic.AtomicLong done = new java.util.concurrent.atomic.AtomicLong();
+        List<SweepRunner.Summary> summaries;
+        try (Progress progress = Progress.start(plan.workBytes(), options.quiet)) {
+            summaries = SweepPartitions.runOnDevices(output, lanes, options.overwrite, sweep, (lane, dir) -> {
+                var o = new SweepRunner.Options(devices.get(lane), dir, whole.maxShardBytes(), false,
+                        whole.allowVocabMismatch(), whole.nonFinite(), whole.writeCheckpoints(), whole.stats(), false,
+                        whole.memoryLimit());
+                try (SweepRunner r = new SweepRunner(cfg, sweep, o)) {
+                    r.keepOnly(new dev.smelter.merge.Partition(lane, lanes));
+                    if (r.configurations().isEmpty()) return null;
+                    long[] last = {0};
+                    return r.run(r.plan(), bytes -> {
+                        long total = done.addAndGet(bytes - last[0]);
+                        last[0] = bytes;
+                        synchronized (progress) {
+                            progress.update(total);
+                        }
+                    });
+                } catch (ConfigException e) {
+                    throw new IllegalArgumentException(e.getMessage(), e);
+                }
+            });
+        }
+        for (int lane = 0; lane < lanes; lane++) {
+            SweepRunner.Summary s = summaries.get(lane);
+            if (s == null) continue;
+            System.out.println("device " + devices.get(lane) + ":");
+            print(s, System.out);
+            for (SweepRunner.ConfigResult r : s.results())
+                for (String w : r.warnings()) err.println("warning: " + w);
+        }
+        err.printf(Locale.ROOT, "sweep: %d configurations on %d devices in %.3f s%n", plan.configurations(), lanes,
+                (System.nanoTime() - t0) / 1e9);
+        err.printf(Locale.ROOT, "wrote %s (%s%s, %s)%n", output, statsOnly ? "" : plan.configurations() + " checkpoints, ",
+                SweepReport.CONFIGS_CSV + (summaries.stream().anyMatch(s -> s != null && s.statsMethod() != null)
+                        ? ", " + SweepReport.STATS_CSV : ""), SweepReport.JSON);
+        return 0;
     }
 
     /** The last partition to finish joins every partition's sweep into the output. */

@@ -60,6 +60,46 @@ public final class SweepPartitions {
     }
 
     /**
+     * Partitions inside one process (a sweep on several devices, one partition per device), staged in {@code dir}: a
+     * work directory of this process ({@link WorkDirs}), so Ctrl-C removes it and a later run removes it after a kill.
+     */
+    public static SweepPartitions local(Path output, Path dir, int count) {
+        return new SweepPartitions(output.toAbsolutePath().normalize(), dir, "local", count);
+    }
+
+    /**
+     * Runs {@code lanes} partitions of the sweep at once, one per device, each its own {@link SweepRunner} (its own
+     * context, buffers, read-ahead and write-behind) over the configurations dealt to it, and joins them into the
+     * output. {@code runner} makes lane {@code i}'s runner writing into {@code dir}; returns each lane's summary
+     * (null for a lane without configurations).
+     */
+    public static List<SweepRunner.Summary> runOnDevices(Path output, int lanes, boolean overwrite, SweepGrid grid,
+            LaneRunner runner) throws IOException {
+        Files.createDirectories(output.toAbsolutePath().normalize().getParent());
+        Path work = WorkDirs.create(output, "sweep");
+        try {
+            SweepPartitions local = local(output, work, lanes);
+            List<SweepRunner.Summary> summaries = new ArrayList<>(java.util.Collections.nCopies(lanes, null));
+            DeviceScheduler.runAll(lanes, lane -> {
+                Path part = local.part(lane);
+                summaries.set(lane, runner.run(lane, part));
+                if (!Files.isDirectory(part)) local.markEmpty(lane);
+                return 0;
+            });
+            local.finalizeSweep(grid, overwrite);
+            return summaries;
+        } finally {
+            WorkDirs.delete(work);
+        }
+    }
+
+    /** One device's share of a sweep: runs it into {@code dir} (or nothing, without configurations). */
+    @FunctionalInterface
+    public interface LaneRunner {
+        SweepRunner.Summary run(int lane, Path dir) throws IOException;
+    }
+
+    /**
      * Prepares the staging directory for a partition: refuses an output that exists and is not empty (unless
      * {@code overwrite}) and a staging directory of this sweep started with another number of partitions; returns
      * where partition {@code index} writes its sweep (replacing an earlier run's).
@@ -136,7 +176,7 @@ public final class SweepPartitions {
                     + staging + ")");
         }
         Path job = staging.resolve("job.json");
-        int had = Files.exists(job) ? new ObjectMapper().readTree(job.toFile()).path("partitions").asInt(-1) : -1;
+        int had = Files.exists(job) ? new ObjectMapper().readTree(job.toFile()).path("partitions").asInt(-1) : count;
         SweepPartitions all = had == count ? this : new SweepPartitions(output, staging, description, had);
         List<Integer> missing = all.pending();
         if (had < 1 || !missing.isEmpty())

@@ -227,7 +227,7 @@ class PartitionMergeTest {
 
     static CliRun.Run sweep(Path out, String... more) {
         List<String> a = new ArrayList<>(List.of("sweep", dir.resolve("m").resolve("ties.yml").toString(), out.toString(),
-                "-q", "--device", "cpu", "--max-shard-size", SHARD, "--trim-scope", "model", "--grid", "density=0.4,0.6,0.8",
+                "-q", "--max-shard-size", SHARD, "--trim-scope", "model", "--grid", "density=0.4,0.6,0.8",
                 "--grid", "lambda=0.5,1"));
         a.addAll(List.of(more));
         return CliRun.cli(a.toArray(String[]::new));
@@ -272,10 +272,21 @@ class PartitionMergeTest {
             assertEquals(0, again.code(), again.err());
             assertTrue(again.err().contains("nothing to finalize"), again.err());
         }
-        r = CliRun.cli("sweep", dir.resolve("m").resolve("ties.yml").toString(), dir.resolve("sw-dev").toString(),
-                "--grid", "density=0.4,0.6", "--device", "cpu,cpu");
+        // Several devices: the configurations spread over one lane per device, the same checkpoints.
+        Path devices = dir.resolve("sweep-dev").resolve("out");
+        r = CliRun.cli("sweep", dir.resolve("m").resolve("ties.yml").toString(), devices.toString(), "-q",
+                "--device", "cpu,cpu,cpu,cpu", "--max-shard-size", SHARD, "--trim-scope", "model", "--grid",
+                "density=0.4,0.6,0.8", "--grid", "lambda=0.5,1");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("on 4 devices"), r.err());
+        assertEquals(list(one), list(devices));
+        for (String name : list(one))
+            if (Files.isDirectory(one.resolve(name))) assertSameBytes(one.resolve(name), devices.resolve(name));
+        assertArrayEquals(Files.readAllBytes(one.resolve("sweep.csv")), Files.readAllBytes(devices.resolve("sweep.csv")));
+        assertEquals(untimed(one.resolve("configs.csv")), untimed(devices.resolve("configs.csv")));
+        assertEquals(List.of(), hidden(devices.getParent()));
+        r = sweep(dir.resolve("sw-both").resolve("out"), "--partition", "0/2", "--device", "cpu,cpu");
         assertEquals(2, r.code(), r.err());
-        assertTrue(r.err().contains("a sweep runs on one device"), r.err());
     }
 
     @Test
