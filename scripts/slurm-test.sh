@@ -2,7 +2,8 @@
 # End-to-end test of the Slurm scripts on a real single-node cluster: starts munged, slurmctld and slurmd on this
 # machine (configuration, state, spool, logs and the munge key under a temporary directory), generates checkpoints,
 # submits scripts/slurm/merge-array.sbatch as an array of N partitions plus finalize.sbatch after it, waits, and
-# compares the output byte for byte with a one-process merge. Stops the daemons and removes the directory at the end.
+# compares the output byte for byte with a one-process merge; then an array missing a partition, and a sweep as an
+# array (SMELTER_SUBCOMMAND=sweep). Stops the daemons and removes the directory at the end.
 #
 #   scripts/slurm-test.sh            (as root; SMELTER="java ... -jar java/target/smelter-cli.jar" by default)
 #
@@ -184,3 +185,26 @@ echo "partition $last rerun on its own: $st: $(tail -n 2 "$tmp/work/smelter-merg
 [ "$st" = COMPLETED ] || { logs; fail "the rerun: $st"; }
 same_as_one rerun
 echo "OK: a missing partition fails the finalize job; rerun alone, it completes a byte-identical checkpoint"
+
+# 3. A sweep as a job array: six configurations over N partitions, each configuration's checkpoint byte-identical to
+#    the one-process sweep's.
+grid=(--grid density=0.4,0.6,0.8 --grid lambda=0.5,1)
+$SMELTER sweep models/ties.yml sweep-one "${opts[@]}" "${grid[@]}" -q >/dev/null || fail "the one-process sweep failed"
+ids=$(SMELTER_SUBCOMMAND=sweep SBATCH_ARGS="${args[*]}" "$scripts/submit.sh" "$N" models/ties.yml "$tmp/work/sweep-parts" \
+  "${opts[@]}" "${grid[@]}") || { logs; fail "sbatch failed"; }
+read -r array final <<<"$ids"
+wait_jobs "$array,$final"
+for j in $(seq 0 $((N - 1))); do
+  st=$(state "${array}_$j")
+  [ "$st" = COMPLETED ] || { logs; fail "sweep array task $j: $st"; }
+done
+[ "$(state "$final")" = COMPLETED ] || { logs; fail "sweep finalize: $(state "$final")"; }
+[ -d sweep-parts ] || { logs; fail "no sweep output"; }
+diff <(cd sweep-one && ls) <(cd sweep-parts && ls) || fail "the sweeps have different files"
+for d in sweep-one/*/; do
+  name=$(basename "$d")
+  diff -r "sweep-one/$name" "sweep-parts/$name" >/dev/null || fail "configuration $name differs"
+done
+cmp sweep-one/sweep.csv sweep-parts/sweep.csv || fail "sweep.csv differs"
+echo "OK: a sweep of $(ls -d sweep-parts/*/ | wc -l) configurations as $N Slurm array tasks + finalize: every checkpoint" \
+  "byte-identical to the one-process sweep"

@@ -5,7 +5,8 @@
 #
 # Extra sbatch options (partition, account, GPUs, time) go in $SBATCH_ARGS, e.g.
 #   SBATCH_ARGS="--partition=gpu --gres=gpu:1 --time=2:00:00" scripts/slurm/submit.sh 8 merge.yml /shared/merged --device cuda
-# Prints the two job IDs (array, finalize).
+# Prints the two job IDs (array, finalize). SMELTER_SUBCOMMAND=sweep submits a sweep's partitions instead:
+#   SMELTER_SUBCOMMAND=sweep scripts/slurm/submit.sh 6 ties.yml /shared/sweep --grid density=0.2:0.7:0.1 --grid lambda=0.5,1
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 N CONFIG OUT [smelter merge options...]" >&2
