@@ -151,6 +151,16 @@ public final class SmelterCli {
                 if (options.verbose()) printDetails(cfg, plan, output, shardBytes, err);
                 if (dryRun) {
                     PlanPrinter.print(plan, cfg, dev, System.out);
+                    if (devices.size() > 1)
+                        System.out.printf(Locale.ROOT, "on %d devices (%s), each with its own buffers: host memory %s in all%n",
+                                devices.size(), String.join(", ", devices.stream().map(Device::toString).toList()),
+                                Sizes.format(plan.peakHostBytes() * devices.size()));
+                    if (partition != null) {
+                        Map<String, Long> shards = merger.partitionShards(plan, partition);
+                        System.out.printf(Locale.ROOT, "partition %s writes %d shards (%s): %s%n", partition, shards.size(),
+                                Sizes.format(shards.values().stream().mapToLong(Long::longValue).sum()),
+                                shards.isEmpty() ? "none" : String.join(", ", shards.keySet()));
+                    }
                     System.out.println(existing != null ? existing : "output " + output + " (a new directory)");
                     return 0;
                 }

@@ -434,6 +434,14 @@ public final class CheckpointMerger implements AutoCloseable {
         return new ShardLayout(specs, options.maxShardBytes(), outputMetadata());
     }
 
+    /** The shards partition {@code part} writes, by name, with their file sizes (for --dry-run). */
+    public Map<String, Long> partitionShards(Plan plan, Partition part) {
+        ShardLayout layout = layout(plan);
+        Map<String, Long> shards = new java.util.LinkedHashMap<>();
+        for (int s : part.shards(layout)) shards.put(layout.shardName(s), layout.fileBytes(s));
+        return shards;
+    }
+
     /** config.json, the tokenizer and the model card, as the options say. */
     private void writeSideFiles(CheckpointWriter writer, Plan plan, List<String> warnings) throws IOException {
         warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer()));

@@ -290,6 +290,22 @@ class PartitionMergeTest {
     }
 
     @Test
+    void dryRunSaysWhatAPartitionWrites() throws Exception {
+        Path out = dir.resolve("dry").resolve("merged");
+        List<String> all = new ArrayList<>();
+        for (int i = 0; i < 3; i++) {
+            CliRun.Run r = merge("ties.yml", out, "--dry-run", "--partition", i + "/3", "--device", "cpu,cpu");
+            assertEquals(0, r.code(), r.err());
+            assertTrue(r.out().contains("on 2 devices (cpu, cpu)"), r.out());
+            String line = r.out().lines().filter(l -> l.startsWith("partition " + i + "/3 writes")).findFirst().orElseThrow();
+            all.addAll(List.of(line.substring(line.indexOf("): ") + 3).split(", ")));
+        }
+        List<String> shards = list(reference("ties.yml")).stream().filter(n -> n.endsWith(".safetensors")).toList();
+        assertEquals(shards, all.stream().sorted().toList(), "every shard once");
+        assertFalse(Files.exists(out.getParent()) && !hidden(out.getParent()).isEmpty());
+    }
+
+    @Test
     void shardsAreDealtByBytesAndDevicesParse() {
         assertEquals(List.of(Device.cpu(), Device.cpu()), DeviceScheduler.parse("cpu,cpu"));
         assertEquals(List.of(Device.cuda(0), Device.cuda(1), Device.cuda(3)), DeviceScheduler.parse("cuda:0,1,cuda:3"));
