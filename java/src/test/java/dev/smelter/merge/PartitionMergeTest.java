@@ -293,7 +293,8 @@ class PartitionMergeTest {
     void dryRunSaysWhatAPartitionWrites() throws Exception {
         Path out = dir.resolve("dry").resolve("merged");
         List<String> all = new ArrayList<>();
-        for (int i = 0; i < 3; i++) {
+        for (int p = 0; p < 3; p++) {
+            final int i = p;
             CliRun.Run r = merge("ties.yml", out, "--dry-run", "--partition", i + "/3", "--device", "cpu,cpu");
             assertEquals(0, r.code(), r.err());
             assertTrue(r.out().contains("on 2 devices (cpu, cpu)"), r.out());
