@@ -26,7 +26,7 @@ import java.util.stream.Stream;
  * A sweep spread over processes ({@code sweep --partition I/N}): partition I runs the configurations whose grid index
  * is I modulo N ({@link SweepRunner#keepOnly}), as a whole sweep of its own written into {@code part-I} of the staging
  * directory beside the output ({@code .OUT.part-FINGERPRINT}, shared with nothing else; {@code part-I} appears only
- * complete, as every sweep output does). The last partition to finish, or {@code sweep --finalize}, moves every
+ * complete, as every sweep output does). The last partition to finish, or {@code sweep --finalize}, links every
  * configuration's checkpoint into one directory, joins the result files in grid order ({@code configs.csv},
  * {@code sweep.csv} row by row; {@code sweep.json} with the configurations joined and each partition's timing), and
  * renames it into place. Each configuration's checkpoint is the bytes one process writes for it.
@@ -193,7 +193,7 @@ public final class SweepPartitions {
                     for (Path p : s.sorted().toList()) {
                         String name = p.getFileName().toString();
                         if (reports.contains(name) || name.startsWith(".")) continue;
-                        CheckpointWriter.move(p, temp.resolve(name));
+                        link(p, temp.resolve(name));
                     }
                 }
             joinCsv(all, had, SweepReport.CONFIGS_CSV, order, temp);
@@ -212,6 +212,25 @@ public final class SweepPartitions {
         }
         CheckpointWriter.deleteTree(staging);
         return true;
+    }
+
+    /**
+     * Hard-links (copies where links are not possible) a configuration's files into the output being assembled: the
+     * staging directory stays whole until the output is in place, so a finalize that fails can simply be rerun.
+     */
+    private static void link(Path from, Path to) throws IOException {
+        if (!Files.isDirectory(from)) {
+            try {
+                Files.createLink(to, from);
+            } catch (IOException | UnsupportedOperationException e) {
+                Files.copy(from, to);
+            }
+            return;
+        }
+        Files.createDirectory(to);
+        try (Stream<Path> s = Files.list(from)) {
+            for (Path p : s.sorted().toList()) link(p, to.resolve(p.getFileName().toString()));
+        }
     }
 
     /** One CSV of every partition's rows, in grid order (the first column names the configuration). */
