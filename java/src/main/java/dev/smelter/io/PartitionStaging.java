@@ -13,6 +13,7 @@ import java.security.NoSuchAlgorithmException;
 import java.util.ArrayList;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Map;
 import java.util.stream.Stream;
 
 /**
@@ -23,6 +24,8 @@ import java.util.stream.Stream;
  *   <li>{@code job.json}: the fingerprint and the number of partitions; {@code job.txt}: what was hashed;</li>
  *   <li>{@code shards/}: finished shards under their final names ({@code .NAME.partial} while written);</li>
  *   <li>{@code done/I}: partition I finished (its fingerprint inside);</li>
+ *   <li>{@code model-stats.txt}: model-wide TIES thresholds and Fisher norms, left by the first partition to compute
+ *       them;</li>
  *   <li>{@code finalize.lock}: taken by the partition that finished last, which assembles the checkpoint.</li>
  * </ul>
  * Unlike the one-process work directories ({@link WorkDirs}) it belongs to no process: a partition killed midway
@@ -230,6 +233,34 @@ public final class PartitionStaging {
             if (!hasShard(s))
                 throw new IOException("shard " + layout.shardName(s) + " is missing or incomplete in " + dir.resolve("shards")
                         + " although every partition is marked done: rerun the partition that writes it");
+    }
+
+    public Path modelStatsFile() {
+        return dir.resolve("model-stats.txt");
+    }
+
+    /**
+     * Model-wide statistics a partition of this job computed over every tensor (TIES thresholds, Fisher norms), as
+     * {@code name: values} lines; empty when none is there yet. They are the same for every partition (exact keys,
+     * doubles written to round-trip), so the others read them instead of reading every input again.
+     */
+    public Map<String, String> modelStats() throws IOException {
+        Map<String, String> stats = new java.util.LinkedHashMap<>();
+        Path f = modelStatsFile();
+        if (!Files.isRegularFile(f)) return stats;
+        for (String line : Files.readAllLines(f, StandardCharsets.UTF_8)) {
+            int colon = line.indexOf(':');
+            if (colon > 0) stats.put(line.substring(0, colon).strip(), line.substring(colon + 1).strip());
+        }
+        return stats;
+    }
+
+    /** Leaves the model-wide statistics for the other partitions (atomically; partitions racing write the same). */
+    public void writeModelStats(Map<String, String> stats) throws IOException {
+        StringBuilder b = new StringBuilder();
+        stats.forEach((k, v) -> b.append(k).append(": ").append(v).append('\n'));
+        byte[] bytes = b.toString().getBytes(StandardCharsets.UTF_8);
+        AtomicFile.write(modelStatsFile(), o -> o.write(bytes));
     }
 
     /** Removes the staging directory (after the checkpoint is in place). */

@@ -498,7 +498,7 @@ public final class CheckpointMerger implements AutoCloseable {
         long peakAnon;
         try (PartitionWriter writer = staging.writer(part.index(), todo)) {
             peakAnon = tensors.isEmpty() ? anonymousResidentBytes()
-                    : execute(plan, tensors, writer, scale.devices(), progress, warnings);
+                    : execute(plan, tensors, writer, scale.devices(), progress, warnings, staging, notes);
             writer.finish();
         }
         checkInputsUnchanged();
@@ -542,6 +542,17 @@ public final class CheckpointMerger implements AutoCloseable {
      */
     private long execute(Plan plan, List<TensorPlan> tensors, TensorSink sink, List<Device> devices,
             Consumer<Long> progress, List<String> warnings) throws IOException {
+        return execute(plan, tensors, sink, devices, progress, warnings, null, new ArrayList<>());
+    }
+
+    /**
+     * {@link #execute(Plan, List, TensorSink, List, Consumer, List)} for a partition: the model-wide statistics are
+     * read from {@code staging} where another partition of the job (or an earlier run) left them, else computed and
+     * left there ({@link PartitionStaging#modelStats}); {@code notes} says which.
+     */
+    private long execute(Plan plan, List<TensorPlan> tensors, TensorSink sink, List<Device> devices,
+            Consumer<Long> progress, List<String> warnings, PartitionStaging staging, List<String> notes)
+            throws IOException {
         List<Context> contexts = new ArrayList<>();
         try {
             for (Device d : devices) {
@@ -554,17 +565,32 @@ public final class CheckpointMerger implements AutoCloseable {
             boolean norms = normalizesFishers(config, plan);
             int[] thresholds = null;
             fisherNorms = null;
-            if (trim || norms) {
+            Map<String, String> cached = staging == null ? Map.of() : staging.modelStats();
+            if (trim && cached.containsKey("thresholds")) thresholds = parseInts(cached.get("thresholds"));
+            if (norms && cached.containsKey("fisher_norms")) fisherNorms = parseDoubles(cached.get("fisher_norms"));
+            boolean computeTrim = trim && thresholds == null, computeNorms = norms && fisherNorms == null;
+            if (staging != null && (trim || norms))
+                notes.add((computeTrim || computeNorms ? "model-wide statistics computed over every tensor and left in "
+                        : "model-wide statistics read from ") + staging.modelStatsFile());
+            if (computeTrim || computeNorms) {
                 Context first = contexts.get(0);
                 try (InputBuffers in = inputBuffers(first, plan, 1)) {
                     Tensor convert = convertBuffer(first, plan);
                     try {
-                        if (trim) thresholds = modelThresholds(first, in, plan, convert);
+                        if (computeTrim) thresholds = modelThresholds(first, in, plan, convert);
                         // One pass over every Fisher, only when some tensor is normalized by their norms.
-                        if (norms) fisherNorms = fisherNorms(first, in, plan);
+                        if (computeNorms) fisherNorms = fisherNorms(first, in, plan);
                     } finally {
                         if (convert != null) first.free(convert);
                     }
+                }
+                if (staging != null) {
+                    Map<String, String> stats = new java.util.LinkedHashMap<>();
+                    if (thresholds != null)
+                        stats.put("thresholds", String.join(" ", Arrays.stream(thresholds).mapToObj(Integer::toString).toList()));
+                    if (fisherNorms != null)
+                        stats.put("fisher_norms", String.join(" ", Arrays.stream(fisherNorms).mapToObj(Double::toString).toList()));
+                    staging.writeModelStats(stats);
                 }
             }
             final int[] laneThresholds = thresholds;
@@ -585,6 +611,14 @@ public final class CheckpointMerger implements AutoCloseable {
         } finally {
             for (Context c : contexts) c.close();
         }
+    }
+
+    private static int[] parseInts(String text) {
+        return Arrays.stream(text.trim().split(" ")).mapToInt(Integer::parseInt).toArray();
+    }
+
+    private static double[] parseDoubles(String text) {
+        return Arrays.stream(text.trim().split(" ")).mapToDouble(Double::parseDouble).toArray();
     }
 
     /** Copies of inputs in the compute dtype, where the plan has tensors that need them (else null). */

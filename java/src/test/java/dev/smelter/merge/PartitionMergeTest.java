@@ -150,7 +150,8 @@ class PartitionMergeTest {
         for (int i = 0; i < 3; i++) parts[i] = new CheckpointMerger.Scale(List.of(Device.cpu()), new Partition(i, 3), "");
         try (CheckpointMerger m = new CheckpointMerger(cfg, options)) {
             CheckpointMerger.Plan plan = m.plan();
-            m.run(plan, parts[0], b -> {});
+            var first = m.run(plan, parts[0], b -> {});
+            assertTrue(first.notes().stream().anyMatch(n -> n.startsWith("model-wide statistics computed")), first.notes().toString());
             // Partition 1 fails after its first tensors: its unfinished shards are removed, it is not done.
             long[] seen = {0};
             assertThrows(IllegalStateException.class, () -> m.run(plan, parts[1], b -> {
@@ -167,7 +168,8 @@ class PartitionMergeTest {
             Files.write(partial, new byte[1000]);
             assertFalse(Files.exists(out));
             // The reruns, each on its own; the last finished assembles the output.
-            m.run(plan, parts[2], b -> {});
+            var third = m.run(plan, parts[2], b -> {});
+            assertTrue(third.notes().stream().anyMatch(n -> n.startsWith("model-wide statistics read from")), third.notes().toString());
             assertFalse(Files.exists(partial));
             assertFalse(Files.exists(out), "partition 1 is not done yet");
             // A shard of partition 0 lost: the rerun of partition 0 writes it again and keeps the others.
@@ -287,6 +289,25 @@ class PartitionMergeTest {
         assertEquals(List.of(), hidden(devices.getParent()));
         r = sweep(dir.resolve("sw-both").resolve("out"), "--partition", "0/2", "--device", "cpu,cpu");
         assertEquals(2, r.code(), r.err());
+    }
+
+    @Test
+    void laterPartitionsTakeTheModelWideThresholdsTheFirstLeft() throws Exception {
+        // Thresholds of 0 keep every delta: if partition 1 uses the file, its shards differ from the one-process merge.
+        Path out = dir.resolve("stats").resolve("merged");
+        assertEquals(0, merge("ties.yml", out, "--device", "cpu", "--partition", "0/2").code());
+        Path stats = PartitionStaging.others(out).get(0).resolve("model-stats.txt");
+        String line = Files.readAllLines(stats).get(0);
+        assertTrue(line.matches("thresholds: \\d+ \\d+ \\d+"), line);
+        Files.writeString(stats, "thresholds: 0 0 0\n");
+        CliRun.Run r = merge("ties.yml", out, "--device", "cpu", "--partition", "1/2");
+        assertEquals(0, r.code(), r.err());
+        assertTrue(r.err().contains("model-wide statistics read from"), r.err());
+        Path expected = reference("ties.yml");
+        boolean differs = false;
+        for (String n : list(expected))
+            differs |= !java.util.Arrays.equals(Files.readAllBytes(expected.resolve(n)), Files.readAllBytes(out.resolve(n)));
+        assertTrue(differs, "partition 1 merged with the thresholds it read");
     }
 
     @Test
