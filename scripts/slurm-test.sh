@@ -3,7 +3,7 @@
 # machine (configuration, state, spool, logs and the munge key under a temporary directory), generates checkpoints,
 # submits scripts/slurm/merge-array.sbatch as an array of N partitions plus finalize.sbatch after it, waits, and
 # compares the output byte for byte with a one-process merge; then an array missing a partition, and a sweep as an
-# array (SMELTER_SUBCOMMAND=sweep). Stops the daemons and removes the directory at the end.
+# array (SMELTER_SUBCOMMAND=sweep), and partition 0 first (SMELTER_STATS_FIRST=1). Stops the daemons and removes the directory at the end.
 #
 #   scripts/slurm-test.sh            (as root; SMELTER="java ... -jar java/target/smelter-cli.jar" by default)
 #
@@ -208,3 +208,14 @@ done
 cmp sweep-one/sweep.csv sweep-parts/sweep.csv || fail "sweep.csv differs"
 echo "OK: a sweep of $(ls -d sweep-parts/*/ | wc -l) configurations as $N Slurm array tasks + finalize: every checkpoint" \
   "byte-identical to the one-process sweep"
+
+# 4. SMELTER_STATS_FIRST=1: partition 0 computes the model-wide thresholds alone, the others read them.
+ids=$(SMELTER_STATS_FIRST=1 SBATCH_ARGS="${args[*]}" "$scripts/submit.sh" "$N" models/ties.yml "$tmp/work/statsfirst" \
+  "${opts[@]}") || { logs; fail "sbatch failed"; }
+read -r array final <<<"$ids"
+wait_jobs "$final"
+[ "$(state "$final")" = COMPLETED ] || { logs; fail "finalize after the statistics-first array: $(state "$final")"; }
+same_as_one statsfirst
+read_by=$(grep -l "model-wide statistics read from" smelter-merge-"${array}"_*.out | wc -l)
+[ "$read_by" = $((N - 1)) ] || { logs; fail "$read_by of the $((N - 1)) later partitions read the thresholds partition 0 left"; }
+echo "OK: with SMELTER_STATS_FIRST=1 partition 0 computed the thresholds and the other $read_by read them; byte-identical"

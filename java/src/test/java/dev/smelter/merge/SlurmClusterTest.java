@@ -15,7 +15,8 @@ import org.junit.jupiter.api.Test;
 /**
  * The Slurm scripts on a real single-node cluster: {@code scripts/slurm-test.sh} starts munged, slurmctld and slurmd
  * on this machine, submits {@code scripts/slurm/merge-array.sbatch} as a job array with {@code finalize.sbatch} after
- * it, and compares the checkpoint byte for byte with a one-process merge; then a missing partition, rerun alone.
+ * it, and compares the checkpoint byte for byte with a one-process merge; then a missing partition, rerun alone; a
+ * sweep as an array; partition 0 first, leaving the model-wide thresholds to the others.
  * Skipped with the reason where Slurm is not installed (Debian: {@code apt-get install slurm-wlm munge}), the test
  * does not run as root, or the daemons do not start; {@code -Dsmelter.slurmTest=false} skips it too.
  */
@@ -47,6 +48,8 @@ class SlurmClusterTest {
         assertEquals(0, p.exitValue(), text);
         assertTrue(text.contains("byte-identical to the one-process merge"), text);
         assertTrue(text.contains("rerun alone, it completes a byte-identical checkpoint"), text);
+        assertTrue(text.contains("every checkpoint byte-identical to the one-process sweep"), text);
+        assertTrue(text.contains("partition 0 computed the thresholds and the other"), text);
     }
 
     static boolean onPath(String command) {
