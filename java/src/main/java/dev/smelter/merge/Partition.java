@@ -20,8 +20,15 @@ public record Partition(int index, int count) {
     /** Parses {@code I/N} (0-based, as Slurm's SLURM_ARRAY_TASK_ID with --array=0-(N-1)). */
     public static Partition parse(String text) {
         String[] f = text.strip().split("/");
+        int index, count;
         try {
-            if (f.length == 2) return new Partition(Integer.parseInt(f[0].strip()), Integer.parseInt(f[1].strip()));
+            if (f.length == 2) {
+                index = Integer.parseInt(f[0].strip());
+                count = Integer.parseInt(f[1].strip());
+                if (count >= 1 && index >= 0 && index < count) return new Partition(index, count);
+                throw new IllegalArgumentException("--partition " + text + ": I is 0-based and below N"
+                        + (count >= 1 ? " (0 to " + (count - 1) + ")" : ", and N at least 1"));
+            }
         } catch (NumberFormatException e) {
             // below
         }
