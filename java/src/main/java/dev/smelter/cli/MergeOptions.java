@@ -18,8 +18,16 @@ final class MergeOptions {
     /** The shard size limit without --max-shard-size or --out-shard-size (mergekit's default, 5B bytes). */
     static final long DEFAULT_SHARD_BYTES = 5_000_000_000L;
 
-    @Option(names = "--device", paramLabel = "DEV", description = "cpu, cuda, cuda:N or auto (default)")
+    @Option(names = "--device", paramLabel = "DEV",
+            description = "cpu, cuda, cuda:N or auto (default); merge: several at once, cuda:0,1,2,3 or cuda:all (the "
+                    + "tensors spread over them by bytes, the same output)")
     String device;
+
+    @Option(names = "--partition", paramLabel = "I/N",
+            description = "merge: write partition I (0-based) of N of the output's shards into a staging directory "
+                    + "beside it; the last partition to finish (or merge --finalize) puts the checkpoint in place "
+                    + "(a Slurm job array: --partition $SLURM_ARRAY_TASK_ID/N)")
+    String partition;
 
     @Option(names = "--cuda", negatable = true, description = "merge on the GPU: --device cuda (mergekit's --cuda)")
     boolean cuda;
@@ -93,7 +101,7 @@ final class MergeOptions {
     @Option(names = "--read-to-gpu", negatable = true, description = "accepted; changes nothing (CUDA stages each tensor's inputs)")
     boolean readToGpu;
 
-    @Option(names = "--multi-gpu", negatable = true, description = "accepted; changes nothing (one device: --device cuda:N)")
+    @Option(names = "--multi-gpu", negatable = true, description = "accepted; changes nothing (several GPUs: --device cuda:0,1,... or cuda:all)")
     boolean multiGpu;
 
     @Option(names = "--async-write", negatable = true, description = "accepted; changes nothing (writes always overlap merging)")
@@ -126,8 +134,27 @@ final class MergeOptions {
         return seed != null ? seed : randomSeed;
     }
 
+    /** The devices of --device (a list, or cuda:all), or the one of {@link #device()}. */
+    List<Device> devices() {
+        if (device != null && (device.contains(",") || device.strip().toLowerCase(Locale.ROOT).endsWith(":all"))) {
+            List<Device> list = dev.smelter.merge.DeviceScheduler.parse(device);
+            if ((cuda || gpuRich) && list.stream().anyMatch(d -> d.kind() != Device.Kind.CUDA))
+                throw new IllegalArgumentException((cuda ? "--cuda" : "--gpu-rich") + " (merge on the GPU) conflicts with "
+                        + "--device " + device + ": give one");
+            return list;
+        }
+        return List.of(device());
+    }
+
+    /** --partition I/N, or null. */
+    dev.smelter.merge.Partition partition() {
+        return partition == null ? null : dev.smelter.merge.Partition.parse(partition);
+    }
+
     /** --device, or --cuda (and --gpu-rich) as mergekit means them: CUDA device 0 unless --device names another. */
     Device device() {
+        if (device != null && (device.contains(",") || device.strip().toLowerCase(Locale.ROOT).endsWith(":all")))
+            return devices().get(0);
         boolean wantCuda = cuda || gpuRich;
         String flag = cuda ? "--cuda" : "--gpu-rich";
         if (device == null) return wantCuda ? Device.cuda(0) : Device.parse("auto");
@@ -182,7 +209,9 @@ final class MergeOptions {
                     + "safetensors files");
         if (readToGpu)
             notes.add("--read-to-gpu changes nothing: on CUDA each tensor's inputs are copied to the GPU as it merges");
-        if (multiGpu) notes.add("--multi-gpu changes nothing: Smelter merges on one device (choose it with --device cuda:N)");
+        if (multiGpu)
+            notes.add("--multi-gpu changes nothing: merge on several GPUs by naming them, --device cuda:0,1,... or "
+                    + "--device cuda:all");
         if (asyncWrite) notes.add("--async-write changes nothing: writing always overlaps merging (a write-behind thread)");
         if (cloneTensors) notes.add("--clone-tensors changes nothing: every output tensor is written from its own buffer");
         if (safeSerialization != null)

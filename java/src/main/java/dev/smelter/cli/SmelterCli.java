@@ -98,6 +98,12 @@ public final class SmelterCli {
         @Option(names = "--dry-run", description = "print the plan (tensors, bytes, peak memory) and write nothing")
         boolean dryRun;
 
+        @Option(names = "--finalize",
+                description = "after merges with --partition I/N: check every partition finished, write the index and "
+                        + "side files and put the checkpoint in place (run it once all partitions have ended; the same "
+                        + "config and options)")
+        boolean finalizeMerge;
+
         @Option(names = "--copy-tokenizer", negatable = true, defaultValue = "true", fallbackValue = "true",
                 description = "copy the tokenizer files of the base (or first) model (default; --no-copy-tokenizer: none)")
         boolean copyTokenizer;
@@ -135,13 +141,18 @@ public final class SmelterCli {
             for (String n : options.notes()) err.println("note: " + n);
             for (String w : cfg.warnings()) err.println("warning: " + w);
             Device dev = options.device();
+            java.util.List<Device> devices = options.devices();
+            var partition = options.partition();
+            if (finalizeMerge && partition != null)
+                throw new IllegalArgumentException("--finalize assembles the partitions' output: give it without --partition");
+            if (finalizeMerge && dryRun) throw new IllegalArgumentException("--finalize and --dry-run: give one");
             long shardBytes = options.maxShardBytes();
             long memoryLimit = options.memoryLimit();
             ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
             OutputGuard.check(output, withConfig(CheckpointMerger.inputs(cfg), config));
             if (!dryRun) for (String s : WorkDirs.removeStale(output)) err.println("note: " + s);
             String existing = describeExisting(output, options.overwrite);
-            if (existing != null && !dryRun && !options.overwrite) throw new ConfigException(existing);
+            if (existing != null && !dryRun && !options.overwrite && !finalizeMerge) throw new ConfigException(existing);
             var mergeOptions = new CheckpointMerger.Options(dev, output, shardBytes, options.overwrite,
                     options.allowVocabMismatch, options.nonFinite(), memoryLimit, copyTokenizer,
                     card);
@@ -151,18 +162,41 @@ public final class SmelterCli {
                 if (options.verbose()) printDetails(cfg, plan, output, shardBytes, err);
                 if (dryRun) {
                     PlanPrinter.print(plan, cfg, dev, System.out);
+                    if (devices.size() > 1)
+                        System.out.printf(Locale.ROOT, "on %d devices (%s), each with its own buffers: host memory %s in all%n",
+                                devices.size(), String.join(", ", devices.stream().map(Device::toString).toList()),
+                                Sizes.format(plan.peakHostBytes() * devices.size()));
+                    if (partition != null) {
+                        Map<String, Long> shards = merger.partitionShards(plan, partition);
+                        System.out.printf(Locale.ROOT, "partition %s writes %d shards (%s): %s%n", partition, shards.size(),
+                                Sizes.format(shards.values().stream().mapToLong(Long::longValue).sum()),
+                                shards.isEmpty() ? "none" : String.join(", ", shards.keySet()));
+                    }
                     System.out.println(existing != null ? existing : "output " + output + " (a new directory)");
                     return 0;
                 }
-                err.printf(Locale.ROOT, "merging %d tensors (%s) with %s on %s (%s)%n", plan.tensors().size(),
-                        Sizes.format(plan.bytesWritten()), cfg.method().mergekitName(), dev, Smelter.deviceName(dev));
+                if (finalizeMerge) {
+                    java.util.List<String> warnings = new java.util.ArrayList<>();
+                    boolean assembled = merger.finalizePartitions(plan, JOB_TEXT, warnings);
+                    for (String w : warnings) err.println("warning: " + w);
+                    err.println(assembled ? "finalized " + output + " from its partitions"
+                            : "nothing to finalize: " + output + " is in place and no partition of this job is staged "
+                                    + "(finalized before)");
+                    return 0;
+                }
+                String on = devices.size() == 1 ? dev + " (" + Smelter.deviceName(dev) + ")"
+                        : devices.size() + " devices (" + String.join(", ", devices.stream().map(Device::toString).toList()) + ")";
+                err.printf(Locale.ROOT, "merging %d tensors (%s) with %s on %s%s%n", plan.tensors().size(),
+                        Sizes.format(plan.bytesWritten()), cfg.method().mergekitName(), on,
+                        partition == null ? "" : ", partition " + partition);
                 CheckpointMerger.Summary s;
                 try (Progress progress = Progress.start(plan.bytesWritten(), options.quiet)) {
-                    s = merger.run(plan, progress::update);
+                    s = merger.run(plan, new CheckpointMerger.Scale(devices, partition, JOB_TEXT), progress::update);
                 }
                 for (String w : s.warnings()) err.println("warning: " + w);
+                for (String n : s.notes()) err.println("note: " + n);
                 err.printf(Locale.ROOT, "wrote %s in %.2f s: %.2f GB/s (read %s + written %s); host buffers %s, peak anonymous memory %s%n",
-                        output, s.seconds(), s.gigabytesPerSecond(), Sizes.format(s.bytesRead()),
+                        partition == null ? output : "partition " + partition + " of " + output, s.seconds(), s.gigabytesPerSecond(), Sizes.format(s.bytesRead()),
                         Sizes.format(s.bytesWritten()), Sizes.format(plan.peakHostBytes()),
                         s.peakAnonymousBytes() < 0 ? "unknown" : Sizes.format(s.peakAnonymousBytes()));
                 return 0;
@@ -182,6 +216,9 @@ public final class SmelterCli {
                 if (!t.note().isEmpty()) err.println("note: tensor " + t.name() + ": " + t.note());
         }
     }
+
+    /** What the partitions' fingerprint holds beyond the config and the merger's options (nothing yet). */
+    static final String JOB_TEXT = "";
 
     /** OUT (positional) or -o OUT: one of them, the same if both. */
     static Path output(CommandSpec spec, Path argument, Path option) {

@@ -10,6 +10,7 @@ import dev.smelter.io.WorkDirs;
 import dev.smelter.merge.ArchitectureCheck;
 import dev.smelter.merge.CheckpointMerger;
 import dev.smelter.merge.SweepReport;
+import dev.smelter.merge.SweepPartitions;
 import dev.smelter.merge.SweepRunner;
 import java.io.IOException;
 import java.io.PrintStream;
@@ -66,6 +67,11 @@ final class SweepCommand implements Callable<Integer> {
     @Option(names = "--dry-run", description = "print the configurations and the plan; write nothing")
     boolean dryRun;
 
+    @Option(names = "--finalize",
+            description = "after sweeps with --partition I/N: check every partition finished, join their checkpoints "
+                    + "and result files and put the sweep in place (the same config, grid and options)")
+    boolean finalizeSweep;
+
     @Mixin
     MergeOptions options;
 
@@ -92,15 +98,56 @@ final class SweepCommand implements Callable<Integer> {
         for (String w : cfg.warnings()) err.println("warning: " + w);
         if (!grid.isEmpty() && cfg.grid() != null) err.println("note: --grid replaces the config's smelter.grid");
         Device dev = options.device();
+        var partition = options.partition();
+        if (finalizeSweep && partition != null)
+            throw new IllegalArgumentException("--finalize joins the partitions' sweeps: give it without --partition");
+        if (finalizeSweep && dryRun) throw new IllegalArgumentException("--finalize and --dry-run: give one");
+        List<Device> devices = options.devices();
+        if (devices.size() > 1 && partition != null)
+            throw new IllegalArgumentException("--device " + options.device + " and --partition: a partition of a sweep "
+                    + "runs on one device (give each partition its own)");
+        if (devices.size() > 1 && compareSequential)
+            throw new IllegalArgumentException("--compare-sequential compares on one device: give one --device");
         ArchitectureCheck.check(cfg, options.allowCrimes, w -> err.println("warning: " + w));
         OutputGuard.check(output, SmelterCli.withConfig(CheckpointMerger.inputs(cfg), config));
         if (!dryRun) for (String s : WorkDirs.removeStale(output)) err.println("note: " + s);
         String existing = SmelterCli.describeExisting(output, options.overwrite);
-        if (!options.overwrite && !dryRun && existing != null) throw new ConfigException(existing);
+        if (!options.overwrite && !dryRun && existing != null && !finalizeSweep) throw new ConfigException(existing);
         var sweepOptions = new SweepRunner.Options(dev, output, options.maxShardBytes(), options.overwrite,
                 options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential,
                 options.memoryLimit());
+        SweepPartitions partitions = null;
+        Path writeTo = output;
+        if (finalizeSweep || partition != null) {
+            String description;
+            try (SweepRunner whole = new SweepRunner(cfg, sweep, sweepOptions)) {
+                description = SweepPartitions.description(whole, "checkpoints " + !statsOnly + " stats " + !noStats);
+            }
+            partitions = SweepPartitions.of(output, description, partition == null ? 0 : partition.count());
+            if (finalizeSweep) {
+                boolean joined = partitions.finalizeSweep(sweep, options.overwrite);
+                err.println(joined ? "finalized " + output + " from its partitions"
+                        : "nothing to finalize: " + output + " is in place and no partition of this sweep is staged "
+                                + "(finalized before)");
+                return 0;
+            }
+            if (!dryRun) writeTo = partitions.prepare(partition.index(), options.overwrite);
+            sweepOptions = new SweepRunner.Options(dev, writeTo, options.maxShardBytes(), false,
+                    options.allowVocabMismatch, options.nonFinite(), !statsOnly, !noStats, compareSequential,
+                    options.memoryLimit());
+        }
+        if (devices.size() > 1 && !finalizeSweep) return onDevices(cfg, sweep, sweepOptions, devices, output, err);
         try (SweepRunner runner = new SweepRunner(cfg, sweep, sweepOptions)) {
+            if (partition != null) {
+                runner.keepOnly(partition);
+                if (runner.configurations().isEmpty()) {
+                    err.println("partition " + partition + " has no configurations (" + sweep.size() + " in the grid)");
+                    if (dryRun) return 0;
+                    partitions.markEmpty(partition.index());
+                    finishPartition(partitions, partition, sweep, output, err);
+                    return 0;
+                }
+            }
             SweepRunner.SweepPlan plan = runner.plan();
             for (String w : plan.merge().warnings()) err.println("warning: " + w);
             int n = plan.configurations();
@@ -139,10 +186,81 @@ final class SweepCommand implements Callable<Integer> {
                                 : "; OUTPUTS DIFFER: " + String.join(", ", q.differences()));
                 if (Boolean.FALSE.equals(q.identical())) return SmelterCli.EXIT_FAILURE;
             }
-            err.printf(Locale.ROOT, "wrote %s (%s%s, %s)%n", output, statsOnly ? "" : n + " checkpoints, ",
+            err.printf(Locale.ROOT, "wrote %s (%s%s, %s)%n", partition == null ? output : "partition " + partition
+                    + " of " + output, statsOnly ? "" : n + " checkpoints, ",
                     SweepReport.CONFIGS_CSV + (s.statsMethod() != null ? ", " + SweepReport.STATS_CSV : ""), SweepReport.JSON);
+            if (partition != null) finishPartition(partitions, partition, sweep, output, err);
             return 0;
         }
+    }
+
+    /**
+     * A sweep on several devices: the configurations are dealt to one lane per device (each its own sweep over its
+     * share, with its own context, buffers and pipeline), then joined into the output in grid order.
+     */
+    private int onDevices(MergeConfig cfg, SweepGrid sweep, SweepRunner.Options whole, List<Device> devices, Path output,
+            PrintStream err) throws IOException, ConfigException {
+        SweepRunner.SweepPlan plan;
+        try (SweepRunner runner = new SweepRunner(cfg, sweep, whole)) {
+            plan = runner.plan();
+            for (String w : plan.merge().warnings()) err.println("warning: " + w);
+            if (dryRun) {
+                printPlan(runner, plan, cfg, devices.get(0), System.out);
+                System.out.println("on " + devices.size() + " devices: " + devices);
+                return 0;
+            }
+            runner.checkOutput(plan);
+        }
+        int lanes = devices.size();
+        err.printf(Locale.ROOT, "sweeping %d configurations of %s (%s) over %d tensors on %d devices (%s)%s%n",
+                plan.configurations(), cfg.method().mergekitName(), describe(sweep), plan.merge().tensors().size(), lanes,
+                String.join(", ", devices.stream().map(Device::toString).toList()),
+                statsOnly ? ", statistics only" : ", " + Sizes.format(plan.bytesWritten()) + " of checkpoints");
+        long t0 = System.nanoTime();
+        java.util.concurrent.atomic.AtomicLong done = new java.util.concurrent.atomic.AtomicLong();
+        List<SweepRunner.Summary> summaries;
+        try (Progress progress = Progress.start(plan.workBytes(), options.quiet)) {
+            summaries = SweepPartitions.runOnDevices(output, lanes, options.overwrite, sweep, (lane, dir) -> {
+                var o = new SweepRunner.Options(devices.get(lane), dir, whole.maxShardBytes(), false,
+                        whole.allowVocabMismatch(), whole.nonFinite(), whole.writeCheckpoints(), whole.stats(), false,
+                        whole.memoryLimit());
+                try (SweepRunner r = new SweepRunner(cfg, sweep, o)) {
+                    r.keepOnly(new dev.smelter.merge.Partition(lane, lanes));
+                    if (r.configurations().isEmpty()) return null;
+                    long[] last = {0};
+                    return r.run(r.plan(), bytes -> {
+                        long total = done.addAndGet(bytes - last[0]);
+                        last[0] = bytes;
+                        synchronized (progress) {
+                            progress.update(total);
+                        }
+                    });
+                } catch (ConfigException e) {
+                    throw new IllegalArgumentException(e.getMessage(), e);
+                }
+            });
+        }
+        for (int lane = 0; lane < lanes; lane++) {
+            SweepRunner.Summary s = summaries.get(lane);
+            if (s == null) continue;
+            System.out.println("device " + devices.get(lane) + ":");
+            print(s, System.out);
+            for (SweepRunner.ConfigResult r : s.results())
+                for (String w : r.warnings()) err.println("warning: " + w);
+        }
+        err.printf(Locale.ROOT, "sweep: %d configurations on %d devices in %.3f s%n", plan.configurations(), lanes,
+                (System.nanoTime() - t0) / 1e9);
+        err.printf(Locale.ROOT, "wrote %s (%s%s, %s)%n", output, statsOnly ? "" : plan.configurations() + " checkpoints, ",
+                SweepReport.CONFIGS_CSV + (summaries.stream().anyMatch(s -> s != null && s.statsMethod() != null)
+                        ? ", " + SweepReport.STATS_CSV : ""), SweepReport.JSON);
+        return 0;
+    }
+
+    /** The last partition to finish joins every partition's sweep into the output. */
+    private void finishPartition(SweepPartitions partitions, dev.smelter.merge.Partition partition, SweepGrid sweep,
+            Path output, PrintStream err) throws IOException {
+        if (partitions.lastToFinish() && partitions.finalizeSweep(sweep, options.overwrite))
+            err.println("note: partition " + partition + " finished last: assembled " + output);
     }
 
     private static String cpu(double seconds) {

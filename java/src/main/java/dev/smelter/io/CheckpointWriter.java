@@ -4,9 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.AtomicMoveNotSupportedException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -15,7 +13,6 @@ import java.nio.file.StandardOpenOption;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HashSet;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
@@ -30,7 +27,7 @@ import java.util.stream.Stream;
  * <p>Data is written with positional channel writes, never through a writable memory map, so a
  * full disk is an {@link IOException} naming the file, not a crash.
  */
-public final class CheckpointWriter implements AutoCloseable {
+public final class CheckpointWriter implements AutoCloseable, TensorSink {
     /** One output tensor: name, dtype, shape. */
     public record TensorSpec(String name, SafetensorsDType dtype, long[] shape) {
         long byteSize() {
@@ -43,18 +40,14 @@ public final class CheckpointWriter implements AutoCloseable {
         }
     }
 
-    private record Placement(int shard, long position, long bytes) {}
-
     private final Path output;
     private final Path temp;
     private final boolean overwrite;
-    private final List<String> shardNames = new ArrayList<>();
+    private final ShardLayout layout;
+    private final List<String> shardNames;
     private final List<FileChannel> channels = new ArrayList<>();
-    private final Map<String, Placement> placements = new LinkedHashMap<>();
-    private final Map<String, Integer> shardOf = new LinkedHashMap<>();
     private final Set<String> written = new HashSet<>();
     private final List<Long> unsynced = new ArrayList<>();  // bytes written per shard since its last sync
-    private long totalBytes;
     private boolean committed;
 
     /**
@@ -65,20 +58,26 @@ public final class CheckpointWriter implements AutoCloseable {
 
     public CheckpointWriter(Path output, List<TensorSpec> tensors, long maxShardBytes, Map<String, String> metadata,
             boolean overwrite) throws IOException {
-        if (maxShardBytes <= 0) throw new IllegalArgumentException("maxShardBytes must be positive");
+        this(output, new ShardLayout(tensors, maxShardBytes, metadata), overwrite);
+    }
+
+    /** A writer of the checkpoint {@code layout} describes. */
+    public CheckpointWriter(Path output, ShardLayout layout, boolean overwrite) throws IOException {
         this.output = output.toAbsolutePath().normalize();
         this.overwrite = overwrite;
+        this.layout = layout;
+        this.shardNames = layout.shardNames();
         checkOutput();
         Path parent = this.output.getParent();
         Files.createDirectories(parent);
         this.temp = WorkDirs.create(this.output, "tmp");
         try {
-            List<List<TensorSpec>> shards = planShards(tensors, maxShardBytes);
-            for (int s = 0; s < shards.size(); s++) {
-                String name = shards.size() == 1 ? Checkpoint.SINGLE
-                        : String.format("model-%05d-of-%05d.safetensors", s + 1, shards.size());
-                shardNames.add(name);
-                writeHeader(s, name, shards.get(s), metadata);
+            for (int s = 0; s < layout.shardCount(); s++) {
+                Path file = temp.resolve(shardNames.get(s));
+                FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
+                channels.add(ch);
+                unsynced.add(0L);
+                writeFully(ch, ByteBuffer.wrap(layout.header(s)), 0, file);
             }
         } catch (IOException | RuntimeException e) {
             close();
@@ -96,87 +95,57 @@ public final class CheckpointWriter implements AutoCloseable {
         }
     }
 
-    /** Greedy in the given order; a tensor larger than the limit gets a shard of its own. */
-    private static List<List<TensorSpec>> planShards(List<TensorSpec> tensors, long max) {
-        List<List<TensorSpec>> shards = new ArrayList<>();
-        List<TensorSpec> current = new ArrayList<>();
-        long bytes = 0;
-        Set<String> seen = new HashSet<>();
-        for (TensorSpec t : tensors) {
-            if (!seen.add(t.name())) throw new IllegalArgumentException("tensor " + t.name() + " is listed twice");
-            long b = t.byteSize();
-            if (!current.isEmpty() && bytes + b > max) {
-                shards.add(current);
-                current = new ArrayList<>();
-                bytes = 0;
-            }
-            current.add(t);
-            bytes += b;
+    /**
+     * Takes a finished shard file written elsewhere (by a partition of the merge) in the place of shard
+     * {@code shard}: it is hard-linked (copied where links are not possible) into the checkpoint, so {@code file}
+     * stays until the checkpoint is committed. Its size must be the layout's; its tensors count as written.
+     */
+    public void adopt(int shard, Path file) throws IOException {
+        long size = Files.size(file);
+        if (size != layout.fileBytes(shard))
+            throw new IOException(file + " has " + size + " bytes, shard " + shardNames.get(shard) + " needs "
+                    + layout.fileBytes(shard));
+        for (TensorSpec t : layout.tensors(shard))
+            if (!written.add(t.name())) throw new IllegalStateException("tensor " + t.name() + " written twice");
+        channels.get(shard).close();
+        Path target = temp.resolve(shardNames.get(shard));
+        Files.delete(target);
+        try {
+            Files.createLink(target, file);
+        } catch (IOException | UnsupportedOperationException e) {
+            Files.copy(file, target);
         }
-        if (!current.isEmpty() || shards.isEmpty()) shards.add(current);
-        return shards;
     }
 
-    private void writeHeader(int shard, String fileName, List<TensorSpec> tensors, Map<String, String> metadata)
-            throws IOException {
-        ObjectNode root = SafetensorsFile.JSON.createObjectNode();
-        ObjectNode meta = root.putObject("__metadata__");
-        new java.util.TreeMap<>(metadata).forEach(meta::put);  // sorted: the same bytes whatever the map's order
-        long offset = 0;
-        for (TensorSpec t : tensors) {
-            ObjectNode e = root.putObject(t.name());
-            e.put("dtype", t.dtype().name());
-            var shape = e.putArray("shape");
-            for (long d : t.shape()) shape.add(d);
-            long end = offset + t.byteSize();
-            e.putArray("data_offsets").add(offset).add(end);
-            placements.put(t.name(), new Placement(shard, offset, t.byteSize()));
-            shardOf.put(t.name(), shard);
-            offset = end;
-        }
-        byte[] json = SafetensorsFile.JSON.writeValueAsBytes(root);
-        int padded = (json.length + 7) / 8 * 8;  // spaces to a multiple of 8, as the reference writer does
-        ByteBuffer head = ByteBuffer.allocate(8 + padded).order(ByteOrder.LITTLE_ENDIAN);
-        head.putLong(padded).put(json);
-        while (head.hasRemaining()) head.put((byte) ' ');
-        head.flip();
-        Path file = temp.resolve(fileName);
-        FileChannel ch = FileChannel.open(file, StandardOpenOption.CREATE_NEW, StandardOpenOption.WRITE);
-        channels.add(ch);
-        unsynced.add(0L);
-        writeFully(ch, head, 0, file);
-        // Shift this shard's placements past its header.
-        long dataStart = 8L + padded;
-        for (TensorSpec t : tensors) {
-            Placement p = placements.get(t.name());
-            placements.put(t.name(), new Placement(p.shard(), dataStart + p.position(), p.bytes()));
-        }
-        totalBytes += offset;
-    }
-
-    /** Writes one tensor's bytes (any order; each tensor exactly once; one thread at a time). */
+    /** Writes one tensor's bytes (any order; each tensor exactly once; from any thread, e.g. one per device). */
+    @Override
     public void write(String name, MemorySegment data) throws IOException {
-        Placement p = placements.get(name);
+        ShardLayout.Placement p = layout.placement(name);
         if (p == null) throw new IllegalArgumentException("tensor " + name + " is not in this checkpoint's plan");
         if (data.byteSize() != p.bytes())
             throw new IllegalArgumentException("tensor " + name + ": " + data.byteSize() + " bytes given, " + p.bytes() + " planned");
-        if (!written.add(name)) throw new IllegalStateException("tensor " + name + " written twice");
+        synchronized (written) {
+            if (!written.add(name)) throw new IllegalStateException("tensor " + name + " written twice");
+        }
         Path file = temp.resolve(shardNames.get(p.shard()));
         long chunk = 1L << 30;
         for (long off = 0; off < p.bytes(); off += chunk) {
             long len = Math.min(chunk, p.bytes() - off);
             writeFully(channels.get(p.shard()), data.asSlice(off, len).asByteBuffer(), p.position() + off, file);
         }
-        long since = unsynced.get(p.shard()) + p.bytes();
-        if (since >= SYNC_BYTES) {
+        boolean sync;
+        synchronized (unsynced) {
+            long since = unsynced.get(p.shard()) + p.bytes();
+            sync = since >= SYNC_BYTES;
+            unsynced.set(p.shard(), sync ? 0 : since);
+        }
+        if (sync) {
             try {
                 channels.get(p.shard()).force(false);
             } catch (IOException e) {
                 throw new IOException("cannot write " + file + ": " + e.getMessage() + " (disk full?)", e);
             }
-            since = 0;
         }
-        unsynced.set(p.shard(), since);
     }
 
     private static void writeFully(FileChannel ch, ByteBuffer buf, long position, Path file) throws IOException {
@@ -205,19 +174,20 @@ public final class CheckpointWriter implements AutoCloseable {
     /** Checks completeness, syncs, writes the index, and moves the checkpoint into place. */
     public void commit() throws IOException {
         if (committed) return;
-        List<String> missing = placements.keySet().stream().filter(n -> !written.contains(n)).toList();
+        List<String> missing = layout.shardOfTensors().keySet().stream().filter(n -> !written.contains(n)).toList();
         if (!missing.isEmpty())
             throw new IllegalStateException("not every tensor was written: missing " + missing.size() + " ("
                     + String.join(", ", missing.subList(0, Math.min(5, missing.size()))) + ")");
         for (FileChannel ch : channels) {
+            if (!ch.isOpen()) continue;  // an adopted shard: synced by whoever wrote it
             ch.force(true);
             ch.close();
         }
         if (shardNames.size() > 1) {
             ObjectNode root = SafetensorsFile.JSON.createObjectNode();
-            root.putObject("metadata").put("total_size", totalBytes);
+            root.putObject("metadata").put("total_size", layout.totalDataBytes());
             ObjectNode map = root.putObject("weight_map");
-            shardOf.entrySet().stream().sorted(Map.Entry.comparingByKey())
+            layout.shardOfTensors().entrySet().stream().sorted(Map.Entry.comparingByKey())
                     .forEach(e -> map.put(e.getKey(), shardNames.get(e.getValue())));
             Files.write(temp.resolve(Checkpoint.INDEX), SafetensorsFile.JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(root));
         }

@@ -11,7 +11,7 @@ import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 
 /**
- * Writes tensors into {@link CheckpointWriter}s on a background thread, in the order given, so the next
+ * Writes tensors into {@link CheckpointWriter}s (or any {@link TensorSink}) on a background thread, in the order given, so the next
  * tensor is merged while the previous one goes to disk. The caller owns the buffers: it may reuse a
  * buffer only after {@link #await(Future)} on the write that reads it (double buffering).
  *
@@ -31,7 +31,7 @@ public final class WriteBehind implements AutoCloseable {
      * Queues one tensor's bytes; {@code data} must be readable from another thread (a shared or global arena, or
      * native memory) and stay unchanged until the returned write is done.
      */
-    public Future<?> write(CheckpointWriter writer, String name, MemorySegment data) throws IOException {
+    public Future<?> write(TensorSink writer, String name, MemorySegment data) throws IOException {
         reap();
         Future<?> f = thread.submit(() -> {
             writer.write(name, data);

@@ -17,8 +17,12 @@ import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
 import dev.smelter.io.OutputGuard;
+import dev.smelter.io.PartitionStaging;
+import dev.smelter.io.PartitionWriter;
 import dev.smelter.io.SafetensorsDType;
 import dev.smelter.io.ReadAhead;
+import dev.smelter.io.ShardLayout;
+import dev.smelter.io.TensorSink;
 import dev.smelter.io.TensorInfo;
 import dev.smelter.io.WriteBehind;
 import java.io.IOException;
@@ -146,9 +150,15 @@ public final class CheckpointMerger implements AutoCloseable {
      * @param peakAnonymousBytes the largest anonymous resident memory of the process seen after each tensor
      *     (Linux {@code RssAnon}: the JVM heap and Smelter's buffers, not the memory-mapped inputs); -1 if unknown
      * @param warnings non-finite values found, one line per tensor
+     * @param notes what a partition found or did beyond its shards (shards kept from a killed run, the assembly)
      */
     public record Summary(Plan plan, double seconds, long bytesRead, long bytesWritten, long peakAnonymousBytes,
-            List<String> warnings) {
+            List<String> warnings, List<String> notes) {
+        public Summary(Plan plan, double seconds, long bytesRead, long bytesWritten, long peakAnonymousBytes,
+                List<String> warnings) {
+            this(plan, seconds, bytesRead, bytesWritten, peakAnonymousBytes, warnings, List.of());
+        }
+
         public double gigabytesPerSecond() {
             return (bytesRead + bytesWritten) / seconds / 1e9;
         }
@@ -518,46 +528,276 @@ public final class CheckpointMerger implements AutoCloseable {
         return key == null ? DType.F32 : key;
     }
 
-    /** Runs the plan; {@code progress} receives the bytes done after each tensor. */
+    /** Runs the plan on {@link Options#device()} in this process; {@code progress} receives the bytes done after each tensor. */
     public Summary run(Plan plan, Consumer<Long> progress) throws IOException {
+        return run(plan, Scale.of(options.device()), progress);
+    }
+
+    /**
+     * How a merge is spread: over one context per device in this process ({@link DeviceScheduler}), and over
+     * processes that each write whole shards ({@link Partition}, null: this process writes every shard).
+     * {@code jobText} describes the job beyond the config (the CLI's options) for the partitions' fingerprint.
+     */
+    public record Scale(List<Device> devices, Partition partition, String jobText) {
+        public Scale {
+            if (devices.isEmpty()) throw new IllegalArgumentException("no device");
+            devices = List.copyOf(devices);
+        }
+
+        public static Scale of(Device device) {
+            return new Scale(List.of(device), null, "");
+        }
+    }
+
+    /**
+     * Runs the plan as {@code scale} says. With several devices the tensors are spread over them by bytes, each device
+     * with its own buffers, read-ahead and write-behind; the checkpoint is the same bytes as on one. With a partition
+     * this process writes its shards into the output's staging directory ({@link PartitionStaging}), and the last
+     * partition to finish assembles the checkpoint ({@link #finalizePartitions}).
+     */
+    public Summary run(Plan plan, Scale scale, Consumer<Long> progress) throws IOException {
         long t0 = System.nanoTime();
+        ShardLayout layout = layout(plan);
+        List<String> warnings = new ArrayList<>();
+        if (scale.partition() != null) return runPartition(plan, layout, scale, progress, t0);
+        long peakAnon;
+        try (CheckpointWriter writer = new CheckpointWriter(options.output(), layout, options.overwrite())) {
+            peakAnon = execute(plan, plan.tensors(), writer, scale.devices(), progress, warnings);
+            writeSideFiles(writer, plan, warnings);
+            checkInputsUnchanged();  // a file rewritten in place meanwhile would give a silent mix
+            writer.commit();
+        }
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        return new Summary(plan, seconds, plan.bytesRead(), plan.bytesWritten(), peakAnon, List.copyOf(warnings));
+    }
+
+    /** The output's shards: the same for any number of devices or partitions. */
+    ShardLayout layout(Plan plan) {
         List<CheckpointWriter.TensorSpec> specs = new ArrayList<>();
         for (TensorPlan t : plan.tensors())
             specs.add(new CheckpointWriter.TensorSpec(t.name(),
                     t.action() == Action.COPY ? t.info().dtype() : SafetensorsDType.of(t.outDType()), t.info().shape()));
-        Map<String, String> metadata = outputMetadata();
-        long done = 0, peakAnon = anonymousResidentBytes();
-        List<String> warnings = new ArrayList<>();
-        try (Context ctx = Smelter.open(options.device());
-                CheckpointWriter writer = new CheckpointWriter(options.output(), specs, options.maxShardBytes(),
-                        metadata, options.overwrite());
-                WriteBehind behind = new WriteBehind()) {
-            ctx.setMemoryLimit(options.memoryLimit());
-            // Two output buffers (page-locked on CUDA): tensor i is merged into one while tensor i-1 is written
-            // from the other; the inputs of the next tensors are read ahead meanwhile.
-            Tensor[] buffers = new Tensor[2];
-            Future<?>[] writes = new Future<?>[2];
-            try (ReadAhead ahead = new ReadAhead(inputSegments(plan), readAheadBytes(plan));
+        return new ShardLayout(specs, options.maxShardBytes(), outputMetadata());
+    }
+
+    /** The shards partition {@code part} writes, by name, with their file sizes (for --dry-run). */
+    public Map<String, Long> partitionShards(Plan plan, Partition part) {
+        ShardLayout layout = layout(plan);
+        Map<String, Long> shards = new java.util.LinkedHashMap<>();
+        for (int s : part.shards(layout)) shards.put(layout.shardName(s), layout.fileBytes(s));
+        return shards;
+    }
+
+    /** config.json, the tokenizer and the model card, as the options say. */
+    private void writeSideFiles(CheckpointWriter writer, Plan plan, List<String> warnings) throws IOException {
+        warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer(),
+                tokenizerFiles, config.sliced() ? LayerPlan.configEdit(config, warnings::add) : null));
+        if (options.configText() != null) {
+            writer.writeFile("README.md", ModelCard.markdown(ModelCard.name(options.output()), config,
+                    options.configText()).getBytes(StandardCharsets.UTF_8));
+            writer.writeFile("mergekit_config.yml", options.configText().getBytes(StandardCharsets.UTF_8));
+        }
+    }
+
+    /**
+     * What identifies a partitioned job: the config as resolved, the options that shape the output, the job text,
+     * the plan's tensors and every input file's path, size and modification time. Partitions and the finalize step
+     * of one job agree on it; a different config, option or input gives another.
+     */
+    String jobDescription(Plan plan, String jobText) throws IOException {
+        StringBuilder s = new StringBuilder();
+        s.append("smelter ").append(Smelter.version()).append('\n').append(JobFingerprint.canonical(config)).append('\n');
+        s.append(options.maxShardBytes()).append(' ').append(options.allowVocabMismatch()).append(' ')
+                .append(options.nonFinite()).append(' ').append(options.copyTokenizer()).append('\n');
+        s.append(options.configText()).append('\n').append(jobText).append('\n');
+        for (TensorPlan t : plan.tensors())
+            s.append(t.name()).append(' ').append(t.action()).append(' ').append(t.outDType()).append(' ')
+                    .append(Arrays.toString(t.info().shape())).append('\n');
+        List<Checkpoint> all = new ArrayList<>();
+        if (base != null) all.add(base);
+        all.addAll(models);
+        all.addAll(fishers);
+        for (Checkpoint c : all)
+            try (var files = Files.list(c.directory())) {
+                for (Path f : files.filter(f -> f.getFileName().toString().endsWith(".safetensors")).sorted().toList())
+                    s.append(f.toAbsolutePath()).append(' ').append(Files.size(f)).append(' ')
+                            .append(Files.getLastModifiedTime(f).toMillis()).append('\n');
+            }
+        return s.toString();
+    }
+
+    private Summary runPartition(Plan plan, ShardLayout layout, Scale scale, Consumer<Long> progress, long t0)
+            throws IOException {
+        Partition part = scale.partition();
+        PartitionStaging staging = PartitionStaging.open(options.output(), jobDescription(plan, scale.jobText()),
+                part.count(), layout, options.overwrite());
+        staging.unmarkDone(part.index());  // a rerun is not done until it has finished again
+        List<Integer> mine = part.shards(layout);
+        List<Integer> todo = new ArrayList<>();
+        for (int s : mine) if (!staging.hasShard(s)) todo.add(s);
+        Set<String> names = new HashSet<>();
+        for (int s : todo) for (CheckpointWriter.TensorSpec t : layout.tensors(s)) names.add(t.name());
+        List<TensorPlan> tensors = plan.tensors().stream().filter(t -> names.contains(t.name())).toList();
+        List<String> warnings = new ArrayList<>(), notes = new ArrayList<>();
+        if (todo.size() < mine.size())
+            notes.add("partition " + part + ": " + (mine.size() - todo.size()) + " of its " + mine.size()
+                    + " shards were finished by an earlier run, kept");
+        long peakAnon;
+        try (PartitionWriter writer = staging.writer(part.index(), todo)) {
+            peakAnon = tensors.isEmpty() ? anonymousResidentBytes()
+                    : execute(plan, tensors, writer, scale.devices(), progress, warnings, staging, notes);
+            writer.finish();
+        }
+        checkInputsUnchanged();
+        staging.markDone(part.index());
+        long written = tensors.stream().mapToLong(TensorPlan::outBytes).sum();
+        long read = plan.bytesRead() * written / Math.max(1, plan.bytesWritten());  // pro rata
+        if (staging.allDone() && staging.tryLock()) {
+            notes.add("partition " + part + " finished last: assembled " + options.output());
+            finalizePartitions(plan, scale.jobText(), warnings);
+        }
+        double seconds = (System.nanoTime() - t0) / 1e9;
+        return new Summary(plan, seconds, read, written, peakAnon, List.copyOf(warnings), List.copyOf(notes));
+    }
+
+    /**
+     * The finalize step of a partitioned merge: checks that every partition of the job ({@code jobText} as the
+     * partitions had it) is done and every shard is there, writes the index, config and model card, and renames the
+     * checkpoint into place; then removes the staging directory. Returns false, having done nothing, when the output
+     * is already in place and no staging directory of this job is left (an earlier finalize did it).
+     */
+    public boolean finalizePartitions(Plan plan, String jobText, List<String> warnings) throws IOException {
+        ShardLayout layout = layout(plan);
+        PartitionStaging staging = PartitionStaging.find(options.output(), jobDescription(plan, jobText), layout);
+        if (staging == null) return false;
+        staging.checkComplete();
+        try (CheckpointWriter writer = new CheckpointWriter(options.output(), layout, options.overwrite())) {
+            for (int s = 0; s < layout.shardCount(); s++) writer.adopt(s, staging.shard(s));
+            writeSideFiles(writer, plan, warnings);
+            checkInputsUnchanged();
+            writer.commit();
+        }
+        staging.delete();
+        return true;
+    }
+
+    /**
+     * Merges (or copies) {@code tensors} of the plan into {@code sink} on {@code devices}: one lane per device, each
+     * with its own context, input buffers, read-ahead and write-behind, the tensors spread by bytes
+     * ({@link DeviceScheduler}). Model-wide statistics (TIES thresholds, Fisher norms) are over the whole plan.
+     * Returns the peak anonymous memory seen.
+     */
+    private long execute(Plan plan, List<TensorPlan> tensors, TensorSink sink, List<Device> devices,
+            Consumer<Long> progress, List<String> warnings) throws IOException {
+        return execute(plan, tensors, sink, devices, progress, warnings, null, new ArrayList<>());
+    }
+
+    /**
+     * {@link #execute(Plan, List, TensorSink, List, Consumer, List)} for a partition: the model-wide statistics are
+     * read from {@code staging} where another partition of the job (or an earlier run) left them, else computed and
+     * left there ({@link PartitionStaging#modelStats}); {@code notes} says which.
+     */
+    private long execute(Plan plan, List<TensorPlan> tensors, TensorSink sink, List<Device> devices,
+            Consumer<Long> progress, List<String> warnings, PartitionStaging staging, List<String> notes)
+            throws IOException {
+        List<Context> contexts = new ArrayList<>();
+        try {
+            for (Device d : devices) {
+                Context ctx = Smelter.open(d);
+                contexts.add(ctx);
+                ctx.setMemoryLimit(options.memoryLimit());
+            }
+            // Model-wide statistics first, on the first device, into buffers of their own (freed before the lanes start).
+            boolean trim = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude();
+            boolean norms = normalizesFishers(config, plan);
+            int[] thresholds = null;
+            fisherNorms = null;
+            Map<String, String> cached = staging == null ? Map.of() : staging.modelStats();
+            if (trim && cached.containsKey("thresholds")) thresholds = parseInts(cached.get("thresholds"));
+            if (norms && cached.containsKey("fisher_norms")) fisherNorms = parseDoubles(cached.get("fisher_norms"));
+            boolean computeTrim = trim && thresholds == null, computeNorms = norms && fisherNorms == null;
+            if (staging != null && (trim || norms))
+                notes.add((computeTrim || computeNorms ? "model-wide statistics computed over every tensor and left in "
+                        : "model-wide statistics read from ") + staging.modelStatsFile());
+            if (computeTrim || computeNorms) {
+                Context first = contexts.get(0);
+                try (InputBuffers in = inputBuffers(first, plan, 1)) {
+                    Tensor convert = convertBuffer(first, plan);
+                    try {
+                        if (computeTrim) thresholds = modelThresholds(first, in, plan, convert);
+                        // One pass over every Fisher, only when some tensor is normalized by their norms.
+                        if (computeNorms) fisherNorms = fisherNorms(first, in, plan);
+                    } finally {
+                        if (convert != null) first.free(convert);
+                    }
+                }
+                if (staging != null) {
+                    Map<String, String> stats = new java.util.LinkedHashMap<>();
+                    if (thresholds != null)
+                        stats.put("thresholds", String.join(" ", Arrays.stream(thresholds).mapToObj(Integer::toString).toList()));
+                    if (fisherNorms != null)
+                        stats.put("fisher_norms", String.join(" ", Arrays.stream(fisherNorms).mapToObj(Double::toString).toList()));
+                    staging.writeModelStats(stats);
+                }
+            }
+            final int[] laneThresholds = thresholds;
+            DType key = thresholds != null ? keyDType(plan.tensors()) : null;
+            List<List<TensorPlan>> lanes = DeviceScheduler.spread(tensors, contexts.size());
+            java.util.concurrent.atomic.AtomicLong done = new java.util.concurrent.atomic.AtomicLong();
+            Consumer<Long> laneProgress = bytes -> {
+                long d = done.addAndGet(bytes);
+                synchronized (progress) {
+                    progress.accept(d);
+                }
+            };
+            Map<String, List<String>> byTensor = new java.util.concurrent.ConcurrentHashMap<>();
+            long peak = DeviceScheduler.runAll(lanes.size(), lane -> runLane(contexts.get(lane), plan, lanes.get(lane),
+                    sink, laneThresholds, key, laneProgress, byTensor));
+            for (TensorPlan t : tensors) warnings.addAll(byTensor.getOrDefault(t.name(), List.of()));
+            return peak;
+        } finally {
+            for (Context c : contexts) c.close();
+        }
+    }
+
+    private static int[] parseInts(String text) {
+        return Arrays.stream(text.trim().split(" ")).mapToInt(Integer::parseInt).toArray();
+    }
+
+    private static double[] parseDoubles(String text) {
+        return Arrays.stream(text.trim().split(" ")).mapToDouble(Double::parseDouble).toArray();
+    }
+
+    /** Copies of inputs in the compute dtype, where the plan has tensors that need them (else null). */
+    private static Tensor convertBuffer(Context ctx, Plan plan) {
+        return plan.largestConvertBytes() > 0
+                ? ctx.allocate(DType.F32, (plan.largestConvertBytes() + 3) / 4, Tensor.Memory.HOST) : null;
+    }
+
+    /** One device's share: read ahead, merge into two output buffers in turn, write behind. Returns the peak memory. */
+    private long runLane(Context ctx, Plan plan, List<TensorPlan> tensors, TensorSink sink, int[] thresholds, DType key,
+            Consumer<Long> progress, Map<String, List<String>> warnings) throws IOException {
+        long peakAnon = anonymousResidentBytes();
+        // Two output buffers (page-locked on CUDA): tensor i is merged into one while tensor i-1 is written
+        // from the other; the inputs of the next tensors are read ahead meanwhile.
+        Tensor[] buffers = new Tensor[2];
+        Future<?>[] writes = new Future<?>[2];
+        Tensor convert = null;
+        try (WriteBehind behind = new WriteBehind()) {
+            try (ReadAhead ahead = new ReadAhead(inputSegments(tensors), readAheadBytes(plan));
                     InputBuffers in = inputBuffers(ctx, plan, plan.inputBanks())) {
-                if (plan.largestConvertBytes() > 0)  // copies of inputs in the compute dtype
-                    convertBuffer = ctx.allocate(DType.F32, (plan.largestConvertBytes() + 3) / 4, Tensor.Memory.HOST);
-                int[] thresholds = config.trimScope() == MergeConfig.TrimScope.MODEL && usesMagnitude()
-                        ? modelThresholds(ctx, in, plan) : null;
-                // One pass over every Fisher, only when some tensor is normalized by their norms.
-                fisherNorms = normalizesFishers(config, plan) ? fisherNorms(ctx, in, plan) : null;
-                DType key = thresholds != null ? keyDType(plan.tensors()) : null;
+                convert = convertBuffer(ctx, plan);
                 for (int b = 0; b < 2; b++)
                     buffers[b] = ctx.allocate(DType.BF16, (Math.max(plan.largestOutputBytes(), 2) + 1) / 2, Tensor.Memory.HOST);
-                // Started after the passes above, which read into bank 0 themselves.
-                List<TensorPlan> steps = merged(plan);
+                List<TensorPlan> steps = tensors.stream().filter(t -> t.action() == Action.MERGE).toList();
                 InputPrefetch<Inputs> prefetch = new InputPrefetch<>((bank, k) -> read(in, bank, steps.get(k)),
                         steps.size(), in.banks());
                 int step = 0;  // merged tensors so far: the prefetch's steps
                 try (prefetch) {
-                    for (int i = 0; i < plan.tensors().size(); i++) {
-                        TensorPlan t = plan.tensors().get(i);
+                    for (int i = 0; i < tensors.size(); i++) {
+                        TensorPlan t = tensors.get(i);
                         if (t.action() == Action.COPY) {
-                            behind.write(writer, t.name(), copySource(t));
+                            behind.write(sink, t.name(), copySource(t));
                         } else {
                             int b = i & 1;
                             behind.await(writes[b]);  // the write that last read this buffer
@@ -565,40 +805,30 @@ public final class CheckpointMerger implements AutoCloseable {
                             long nonFinite;
                             Inputs inputs = prefetch.await(step);
                             try {
-                                nonFinite = mergeTensor(ctx, inputs, t, thresholds, key, outBuffer);
+                                nonFinite = mergeTensor(ctx, inputs, t, thresholds, key, outBuffer, convert);
                             } catch (SmelterException e) {  // e.g. device out of memory: say which tensor
                                 throw e.within(String.format(Locale.ROOT, "tensor %s (%.1f MiB per input)", t.name(),
                                         t.info().byteSize() / 1048576.0));
                             }
-                            checkFinite(ctx, inputs.base(), inputs.models(), t, nonFinite, "", options.nonFinite(), warnings);
+                            List<String> said = new ArrayList<>();
+                            checkFinite(ctx, inputs.base(), inputs.models(), t, nonFinite, "", options.nonFinite(), said);
+                            if (!said.isEmpty()) warnings.put(t.name(), said);
                             prefetch.release(step++);
-                            writes[b] = behind.write(writer, t.name(), outBuffer.asSlice(0, t.outBytes()));
+                            writes[b] = behind.write(sink, t.name(), outBuffer.asSlice(0, t.outBytes()));
                         }
                         ahead.consumed(i);
                         peakAnon = Math.max(peakAnon, anonymousResidentBytes());
-                        done += t.outBytes();
-                        progress.accept(done);
+                        progress.accept(t.outBytes());
                     }
                 }
                 behind.finish();
             } finally {
                 behind.close();  // no write may still read a buffer when it is freed
                 for (Tensor b : buffers) if (b != null) ctx.free(b);
-                if (convertBuffer != null) ctx.free(convertBuffer);
-                convertBuffer = null;
+                if (convert != null) ctx.free(convert);
             }
-            warnings.addAll(SideFiles.write(writer, reference().directory(), SideFiles.outputDType(plan), options.copyTokenizer(),
-                    tokenizerFiles, config.sliced() ? LayerPlan.configEdit(config, warnings::add) : null));
-            if (options.configText() != null) {
-                writer.writeFile("README.md", ModelCard.markdown(ModelCard.name(options.output()), config,
-                        options.configText()).getBytes(StandardCharsets.UTF_8));
-                writer.writeFile("mergekit_config.yml", options.configText().getBytes(StandardCharsets.UTF_8));
-            }
-            checkInputsUnchanged();  // a file rewritten in place meanwhile would give a silent mix
-            writer.commit();
         }
-        double seconds = (System.nanoTime() - t0) / 1e9;
-        return new Summary(plan, seconds, plan.bytesRead(), plan.bytesWritten(), peakAnon, List.copyOf(warnings));
+        return peakAnon;
     }
 
     /** The {@code __metadata__} of every merged shard: the same for the same version, whatever the build. */
@@ -649,8 +879,13 @@ public final class CheckpointMerger implements AutoCloseable {
 
     /** What each tensor of the plan reads, in order, for the read-ahead: base, models and Fishers, or the copied tensor. */
     List<List<MemorySegment>> inputSegments(Plan plan) {
+        return inputSegments(plan.tensors());
+    }
+
+    /** {@link #inputSegments(Plan)} of some of the plan's tensors, in the order given. */
+    List<List<MemorySegment>> inputSegments(List<TensorPlan> tensors) {
         List<List<MemorySegment>> steps = new ArrayList<>();
-        for (TensorPlan t : plan.tensors()) {
+        for (TensorPlan t : tensors) {
             List<MemorySegment> step = new ArrayList<>();
             if (t.action() == Action.COPY) {
                 step.add(copySource(t));
@@ -716,15 +951,15 @@ public final class CheckpointMerger implements AutoCloseable {
 
     /** Merges one tensor into {@code outBuffer}; returns how many of its values are NaN or infinite. */
     private long mergeTensor(Context ctx, Inputs in, TensorPlan t, int[] thresholds, DType key,
-            MemorySegment outBuffer) throws IOException {
+            MemorySegment outBuffer, Tensor convertBuffer) throws IOException {
         String name = t.name();
         long n = t.mergedElements();
         long[] at = {0};  // where the next copy goes in convertBuffer, in bytes (converted inputs only)
         // Every input is read into Smelter's buffers first: native code never reads a mapping (see InputBuffers).
         Tensor baseWhole = in.base();
-        Tensor baseTensor = baseWhole == null ? null : inputOf(ctx, t, slice(baseWhole, n), at);
+        Tensor baseTensor = baseWhole == null ? null : inputOf(ctx, t, slice(baseWhole, n), at, convertBuffer);
         List<Tensor> inputs = new ArrayList<>();
-        for (Tensor m : in.models()) inputs.add(inputOf(ctx, t, m, at));
+        for (Tensor m : in.models()) inputs.add(inputOf(ctx, t, m, at, convertBuffer));
         // Composed methods (slerp, model_stock, ...) take their coefficients from the tensors' statistics first.
         MergeMethods.TensorMerge how = tensorMerge(config, t);
         Tensor out = new Tensor(outBuffer.asSlice(0, t.info().elementCount() * t.outDType().byteSize()),
@@ -756,14 +991,12 @@ public final class CheckpointMerger implements AutoCloseable {
         return nonFinite;
     }
 
-    private Tensor convertBuffer;  // during run(): copies of one tensor's inputs in its compute dtype
-
     /**
      * An input of tensor {@code t} as the merge reads it: itself, or where the plan converts inputs a copy in the
      * compute dtype (a LINEAR merge with weight 1: exact, or rounded to nearest even as torch's cast) at byte
-     * {@code at[0]} of the conversion buffer.
+     * {@code at[0]} of {@code convertBuffer} (one per device).
      */
-    private Tensor inputOf(Context ctx, TensorPlan t, Tensor input, long[] at) {
+    private Tensor inputOf(Context ctx, TensorPlan t, Tensor input, long[] at, Tensor convertBuffer) {
         DType to = t.computeDType();
         if (!t.convertedInputs() || input.dtype() == to) return input;
         long bytes = input.count() * to.byteSize();
@@ -783,7 +1016,7 @@ public final class CheckpointMerger implements AutoCloseable {
         return n == t.count() ? t : t.slice(0, n);
     }
 
-    private double[] fisherNorms;
+    private volatile double[] fisherNorms;  // during run(): set before the devices' lanes start
 
     /** The L2 norm of each model's whole Fisher (its merged tensors), Matena and Raffel's normalization. */
     double[] fisherNorms(Context ctx, InputBuffers in, Plan plan) throws IOException {
@@ -803,7 +1036,7 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** Model-wide TIES thresholds: one exact k-th largest |delta| per model over all merged tensors. */
-    private int[] modelThresholds(Context ctx, InputBuffers in, Plan plan) throws IOException {
+    private int[] modelThresholds(Context ctx, InputBuffers in, Plan plan, Tensor convertBuffer) throws IOException {
         List<TensorPlan> merged = merged(plan);
         DType key = keyDType(plan.tensors());
         int[] thresholds = new int[models.size()];
@@ -816,8 +1049,8 @@ public final class CheckpointMerger implements AutoCloseable {
                 thresholds[i] = topK.threshold(k, pass -> {
                     for (TensorPlan t : merged) {
                         long[] at = {0};
-                        pass.add(inputOf(ctx, t, readInputUnchecked(in, 0, base, t), at),
-                                inputOf(ctx, t, readInputUnchecked(in, slot, model, t), at));
+                        pass.add(inputOf(ctx, t, readInputUnchecked(in, 0, base, t), at, convertBuffer),
+                                inputOf(ctx, t, readInputUnchecked(in, slot, model, t), at, convertBuffer));
                     }
                 });
             } catch (java.io.UncheckedIOException e) {

@@ -201,6 +201,20 @@ public final class SweepRunner implements AutoCloseable {
         return List.copyOf(configurations);
     }
 
+    /**
+     * Keeps the configurations of one partition of a sweep spread over processes ({@link SweepPartitions}): those
+     * whose grid index is {@code index} modulo {@code count}. Every configuration writes the same bytes, so dealing
+     * them in turn balances the partitions by bytes.
+     */
+    public void keepOnly(Partition partition) {
+        configurations.removeIf(c -> c.index() % partition.count() != partition.index());
+    }
+
+    /** The merger whose plan and inputs the sweep shares. */
+    CheckpointMerger merger() {
+        return merger;
+    }
+
     public SweepGrid grid() {
         return grid;
     }
