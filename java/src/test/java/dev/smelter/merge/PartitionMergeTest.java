@@ -14,7 +14,9 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.stream.Stream;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
@@ -107,6 +109,62 @@ class PartitionMergeTest {
                 assertEquals(0, merge(config, both, "--device", "cpu,cpu", "--partition", i + "/2").code());
             assertSameBytes(reference(config), both);
         }
+    }
+
+    /**
+     * The other mergekit features go through the same lanes and partitions: a frankenmerge of slices (tensors read
+     * from other layers, renumbered, config.json's layer count set), a method computed in Java (nearswap) and a
+     * composed one (slerp) write the one-process bytes on several devices and in partitions.
+     */
+    @Test
+    void slicesAndJavaComputedMethodsSpreadToo() throws Exception {
+        Map<String, String> configs = new LinkedHashMap<>();
+        configs.put("slices.yml", """
+                merge_method: passthrough
+                slices:
+                  - sources: [{model: base, layer_range: [0, 2]}]
+                  - sources:
+                      - model: expert-de
+                        layer_range: [1, 3]
+                        parameters: {scale: [{filter: o_proj, value: 0.5}, {value: 1.0}]}
+                """);
+        configs.put("nearswap.yml", """
+                merge_method: nearswap
+                base_model: base
+                models: [{model: expert-de}]
+                parameters: {t: 0.001}
+                """);
+        configs.put("slerp.yml", """
+                merge_method: slerp
+                base_model: base
+                models: [{model: base}, {model: expert-fr}]
+                parameters: {t: [0.2, 0.7]}
+                """);
+        for (Map.Entry<String, String> c : configs.entrySet()) {
+            Path cfg = dir.resolve("m").resolve(c.getKey());
+            Files.writeString(cfg, c.getValue());
+            java.util.function.BiFunction<Path, String[], CliRun.Run> run = (out, more) -> {
+                List<String> a = new ArrayList<>(List.of("merge", cfg.toString(), out.toString(), "-q",
+                        "--max-shard-size", SHARD));
+                a.addAll(List.of(more));
+                return CliRun.cli(a.toArray(String[]::new));
+            };
+            Path ref = dir.resolve("ref-" + c.getKey()).resolve("merged");
+            CliRun.Run r = run.apply(ref, new String[] {"--device", "cpu"});
+            assertEquals(0, r.code(), c.getKey() + ": " + r.err());
+            Path devices = dir.resolve("dev-" + c.getKey()).resolve("merged");
+            r = run.apply(devices, new String[] {"--device", "cpu,cpu"});
+            assertEquals(0, r.code(), c.getKey() + ": " + r.err());
+            assertSameBytes(ref, devices);
+            Path parts = dir.resolve("part-" + c.getKey()).resolve("merged");
+            for (int i = 0; i < 3; i++) {
+                r = run.apply(parts, new String[] {"--device", "cpu", "--partition", i + "/3"});
+                assertEquals(0, r.code(), c.getKey() + " partition " + i + ": " + r.err());
+            }
+            assertSameBytes(ref, parts);
+        }
+        assertTrue(Files.readString(dir.resolve("part-slices.yml/merged/config.json")).contains("\"num_hidden_layers\": 4"),
+                "the finalize step writes the sliced layer count");
     }
 
     @Test
