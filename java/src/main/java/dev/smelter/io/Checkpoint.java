@@ -34,6 +34,7 @@ public final class Checkpoint implements AutoCloseable {
     private final List<String> names;
     private final Map<String, String> metadata;
     private LoraAdapter lora;  // applied as tensors are read, or null
+    private final Map<String, String> aliases = new java.util.LinkedHashMap<>();  // tied weights: name -> stored name
 
     private Checkpoint(Path directory, List<SafetensorsFile> files, Map<String, SafetensorsFile> fileOf,
             Map<String, String> metadata) {
@@ -75,6 +76,21 @@ public final class Checkpoint implements AutoCloseable {
             throw e;
         }
         return c;
+    }
+
+    /**
+     * Serves {@code name}, which this checkpoint does not store, as the stored tensor {@code stored}: a model with tied
+     * word embeddings keeps its output head in its input embedding (mergekit's {@code tied_names}).
+     */
+    public void alias(String name, String stored) {
+        if (fileOf.containsKey(name)) throw new IllegalArgumentException(directory + " stores " + name + " itself");
+        file(stored);  // fails naming the tensor where it is absent
+        aliases.put(name, stored);
+    }
+
+    /** The stored tensor a name is read from: itself, or what {@link #alias} made it. */
+    private String stored(String name) {
+        return aliases.getOrDefault(name, name);
     }
 
     /** The LoRA adapter applied to this checkpoint's tensors, or null. */
@@ -182,15 +198,19 @@ public final class Checkpoint implements AutoCloseable {
 
     /** Every tensor, in on-disk order. */
     public List<String> tensorNames() {
-        return names;
+        if (aliases.isEmpty()) return names;
+        List<String> all = new ArrayList<>(names);
+        all.addAll(aliases.keySet());
+        return Collections.unmodifiableList(all);
     }
 
     public boolean contains(String name) {
-        return fileOf.containsKey(name);
+        return fileOf.containsKey(name) || aliases.containsKey(name);
     }
 
     /** Positional read of tensor {@code name}'s bytes from {@code byteOffset} into {@code dst} (see {@link SafetensorsFile#read}). */
     public void read(String name, long byteOffset, MemorySegment dst) throws IOException {
+        name = stored(name);
         String replaced = lora == null ? null : lora.replacement(name);
         if (replaced != null) {
             lora.file().read(replaced, byteOffset, dst);
@@ -207,6 +227,10 @@ public final class Checkpoint implements AutoCloseable {
     }
 
     public TensorInfo info(String name) {
+        if (aliases.containsKey(name)) {
+            TensorInfo t = info(aliases.get(name));
+            return new TensorInfo(name, t.dtype(), t.shape(), t.dataBegin(), t.dataEnd(), t.file());
+        }
         String replaced = lora == null ? null : lora.replacement(name);
         if (replaced != null) {
             TensorInfo t = lora.file().tensors().get(replaced);
@@ -221,6 +245,7 @@ public final class Checkpoint implements AutoCloseable {
      * {@link #adapted} says which tensors differ.
      */
     public MemorySegment data(String name) {
+        name = stored(name);
         String replaced = lora == null ? null : lora.replacement(name);
         if (replaced != null) return lora.file().data(replaced);
         return file(name).data(name);
@@ -228,7 +253,7 @@ public final class Checkpoint implements AutoCloseable {
 
     /** Whether {@link #read} gives other values than {@link #data} for {@code name} (a LoRA product is added). */
     public boolean adapted(String name) {
-        return lora != null && lora.adapts(name);
+        return lora != null && lora.adapts(stored(name));
     }
 
     /** A host tensor view of an F32/F16/BF16 tensor. */

@@ -199,6 +199,7 @@ public final class CheckpointMerger implements AutoCloseable {
             for (Checkpoint c : opened) c.close();
             throw e;
         }
+        tieOutputEmbeddings();
         int layers = 0;
         for (String name : reference().tensorNames()) layers = Math.max(layers, TensorNames.layerIndex(name) + 1);
         layerCount = layers;
@@ -208,6 +209,50 @@ public final class CheckpointMerger implements AutoCloseable {
         } catch (IOException | RuntimeException e) {
             close();
             throw e;
+        }
+    }
+
+    /** Output heads and the input embeddings a model with tied word embeddings keeps them in (mergekit's tied_names). */
+    private static final List<String[]> TIED_HEADS = List.of(
+            new String[] {"lm_head.weight", "model.embed_tokens.weight"},
+            new String[] {"lm_head.weight", "transformer.wte.weight"},
+            new String[] {"lm_head.weight", "model.decoder.embed_tokens.weight"},
+            new String[] {"embed_out.weight", "gpt_neox.embed_in.weight"});
+
+    private final List<String> tiedNotes = new ArrayList<>();
+
+    /**
+     * A model with tied word embeddings stores no output head: where the reference has one, such a model's head is
+     * read from its input embedding, as mergekit's tied names do (a Llama 3.2 1B fine-tune merged into an untied
+     * base). A model whose config.json says {@code tie_word_embeddings: false} is not tied, and keeps the missing
+     * tensor an error.
+     */
+    private void tieOutputEmbeddings() throws IOException {
+        Checkpoint ref = reference();
+        List<Checkpoint> inputs = new ArrayList<>(models);
+        if (base != null) inputs.add(base);
+        for (String[] pair : TIED_HEADS) {
+            if (!ref.contains(pair[0])) continue;
+            for (Checkpoint c : inputs) {
+                if (c == ref || c.contains(pair[0]) || !c.contains(pair[1]) || !tied(c)) continue;
+                c.alias(pair[0], pair[1]);
+                tiedNotes.add(c.directory() + " ties its output head to its input embedding: " + pair[0] + " is read from "
+                        + pair[1]);
+            }
+        }
+    }
+
+    /** Whether a model's config.json leaves {@code tie_word_embeddings} true (transformers' default). */
+    private static boolean tied(Checkpoint c) throws IOException {
+        Path config = c.directory().resolve("config.json");
+        if (!Files.isRegularFile(config)) return true;
+        try {
+            com.fasterxml.jackson.databind.JsonNode root = new com.fasterxml.jackson.databind.ObjectMapper().readTree(config.toFile());
+            com.fasterxml.jackson.databind.JsonNode tie = root.get("tie_word_embeddings");
+            if (tie == null && root.get("text_config") != null) tie = root.get("text_config").get("tie_word_embeddings");
+            return tie == null || tie.asBoolean(true);
+        } catch (IOException e) {
+            return true;  // an unreadable config.json: ArchitectureCheck reports it
         }
     }
 
@@ -465,6 +510,7 @@ public final class CheckpointMerger implements AutoCloseable {
                 warnings.add("the config builds a vocabulary of " + vocabulary.size() + " tokens, but no tensor is a "
                         + "token embedding or output head (by its name): only the tokenizer files follow it");
         }
+        warnings.addAll(tiedNotes);
         return new Plan(List.copyOf(tensors), read, written, largestOut, largestIn, models.size(), config.trimScope(),
                 List.copyOf(warnings), largestConvert, 1 + models.size() + fishers.size(), slotBytes);
     }
