@@ -103,6 +103,12 @@ class PartitionMergeTest {
             assertEquals(0, r.code(), r.err());
             assertTrue(r.err().contains("3 devices"), r.err());
             assertSameBytes(reference(config), out);
+            if (dev.smelter.Smelter.cudaDeviceCount() > 0) {  // two lanes, each with its own context and stream, on GPU 0
+                Path gpu = dir.resolve("cuda-" + config).resolve("merged");
+                CliRun.Run g = merge(config, gpu, "--device", "cuda:0,cuda:0");
+                assertEquals(0, g.code(), g.err());
+                assertSameBytes(reference(config), gpu);
+            }
             // Devices and partitions together.
             Path both = dir.resolve("devpart-" + config).resolve("merged");
             for (int i = 0; i < 2; i++)
