@@ -79,6 +79,7 @@ public final class WeightSimilarity {
         List<String> order = new ArrayList<>(groups.keySet());
         order.sort((a, b) -> Integer.compare(rank(a), rank(b)));
         List<Group> out = new ArrayList<>();
+        try (TensorBuffers buffers = new TensorBuffers(n + 1)) {
         for (String g : order) {
             PairStats params = new PairStats(n), tasks = base == null ? null : new PairStats(n);
             double[] sr = new double[n], tsr = new double[n];
@@ -95,8 +96,8 @@ public final class WeightSimilarity {
                     continue;
                 }
                 List<Tensor> ts = new ArrayList<>();
-                for (Checkpoint m : models) ts.add(m.tensor(name));
-                Tensor b = base == null ? null : base.tensor(name);
+                for (int i = 0; i < n; i++) ts.add(buffers.read(i, models.get(i), name));
+                Tensor b = base == null ? null : buffers.read(n, base, name);
                 ctx.pairStats(ts, null, null, null, params);
                 if (tasks != null) {
                     int[] thresholds = options.density() > 0 ? thresholds(ctx, ts, b, options.density()) : null;
@@ -123,7 +124,47 @@ public final class WeightSimilarity {
             int count = groups.get(g).size();
             out.add(new Group(g, count, elements, params, tasks, sr, base == null ? null : tsr));
         }
+        }
         return out;
+    }
+
+    /**
+     * One off-heap buffer per checkpoint that a tensor is read into with positional reads before native code sees it:
+     * a checkpoint truncated by another process meanwhile fails the read with the file named, where native code
+     * reading the file mapping would kill the JVM with SIGBUS. Each buffer grows to the largest tensor read into it.
+     */
+    private static final class TensorBuffers implements AutoCloseable {
+        private final Arena[] arenas;
+        private final MemorySegment[] buffers;
+
+        TensorBuffers(int slots) {
+            arenas = new Arena[slots];
+            buffers = new MemorySegment[slots];
+        }
+
+        Tensor read(int slot, Checkpoint from, String name) {
+            TensorInfo info = from.info(name);
+            DType dtype = info.dtype().toMergeDType().orElseThrow(
+                    () -> new IllegalArgumentException(from.directory() + ": tensor " + name + " is not a float tensor"));
+            long bytes = info.byteSize();
+            if (buffers[slot] == null || buffers[slot].byteSize() < bytes) {
+                if (arenas[slot] != null) arenas[slot].close();
+                arenas[slot] = Arena.ofShared();
+                buffers[slot] = arenas[slot].allocate(Math.max(bytes, 64), 64);
+            }
+            MemorySegment dst = buffers[slot].asSlice(0, bytes);
+            try {
+                from.read(name, 0, dst);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+            return new Tensor(dst, info.elementCount(), dtype, Tensor.Memory.HOST);
+        }
+
+        @Override
+        public void close() {
+            for (Arena a : arenas) if (a != null) a.close();
+        }
     }
 
     // The value where it converged; NaN, with a warning, where it did not.
