@@ -51,12 +51,13 @@ class AnalysisInputChangeTest {
 
     record Outcome(int code, String output) {}
 
-    static Outcome changing(String action, Path victim, String trigger, String... command) throws Exception {
+    Outcome changing(String action, Path victim, String trigger, String... command) throws Exception {
         String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
         List<String> cmd = new ArrayList<>(List.of(java, "--enable-native-access=ALL-UNNAMED", "-cp",
                 System.getProperty("java.class.path"), ChangingInputRun.class.getName(), action, victim.toString(), trigger));
         cmd.addAll(List.of(command));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        // in the temporary folder: a JVM killed by SIGBUS leaves its hs_err file there
+        Process p = new ProcessBuilder(cmd).directory(dir.toFile()).redirectErrorStream(true).start();
         String text = new String(p.getInputStream().readAllBytes());
         assertTrue(p.waitFor(120, TimeUnit.SECONDS));
         return new Outcome(p.exitValue(), text);
