@@ -100,7 +100,12 @@ final class CkaCommand implements Callable<Integer> {
             if (lb.isEmpty()) throw new IllegalArgumentException(b + ": no hidden.N tensors");
             if (pairs.equals("same") && !la.equals(lb))
                 throw new IllegalArgumentException("the files have different layers (" + la + " and " + lb + "); use --pairs all");
-            if (output != null) OutputGuard.checkFiles(output, List.of("cka.csv", "cka.json", "cka.png"), Map.of("A", a, "B", b));
+            if (output != null) {
+                Map<String, Path> inputs = new LinkedHashMap<>();
+                inputs.put("A", a);
+                inputs.put("B", b);
+                OutputGuard.checkFiles(output, List.of("cka.csv", "cka.json", "cka.png"), inputs);
+            }
             List<RowSource> xs = new ArrayList<>(), ys = new ArrayList<>();
             Rows ra = prepare(fa, la, xs, arena), rb = prepare(fb, lb, ys, arena);
             boolean pooled = pool.equals("mean");
