@@ -38,6 +38,11 @@ public final class Cka {
 
     /** Feature-space CKA of x and y (same rows), optionally row-weighted (0 leaves a row out). */
     public static double feature(Context ctx, Matrix x, Matrix y, float[] rowWeights) {
+        return feature(ctx, RowSource.of(x), RowSource.of(y), rowWeights);
+    }
+
+    /** {@link #feature(Context, Matrix, Matrix, float[])} of rows read a chunk at a time. */
+    public static double feature(Context ctx, RowSource x, RowSource y, float[] rowWeights) {
         CrossMoments m = new CrossMoments((int) x.cols(), (int) y.cols(), true, CrossMoments.DEFAULT_CHUNK_ROWS);
         m.add(ctx, x, y, rowWeights);
         return ratio(m.cxySquaredNorm(), Math.sqrt(m.cxxSquaredNorm()) * Math.sqrt(m.cyySquaredNorm()));
@@ -48,13 +53,18 @@ public final class Cka {
      * same rows, in feature form: one co-moment pass per representation and one per pair.
      */
     public static double[][] featureMatrix(Context ctx, List<Matrix> xs, List<Matrix> ys, float[] rowWeights) {
+        return featureMatrixOf(ctx, sources(xs), sources(ys), rowWeights);
+    }
+
+    /** {@link #featureMatrix} of rows read a chunk at a time. */
+    public static double[][] featureMatrixOf(Context ctx, List<RowSource> xs, List<RowSource> ys, float[] rowWeights) {
         double[] nx = new double[xs.size()], ny = new double[ys.size()];
         for (int i = 0; i < xs.size(); i++) nx[i] = Math.sqrt(selfMoments(ctx, xs.get(i), rowWeights).cxxSquaredNorm());
         for (int j = 0; j < ys.size(); j++) ny[j] = Math.sqrt(selfMoments(ctx, ys.get(j), rowWeights).cxxSquaredNorm());
         double[][] out = new double[xs.size()][ys.size()];
         for (int i = 0; i < xs.size(); i++)
             for (int j = 0; j < ys.size(); j++) {
-                Matrix x = xs.get(i), y = ys.get(j);
+                RowSource x = xs.get(i), y = ys.get(j);
                 CrossMoments m = new CrossMoments((int) x.cols(), (int) y.cols(), false, CrossMoments.DEFAULT_CHUNK_ROWS);
                 m.add(ctx, x, y, rowWeights);
                 out[i][j] = ratio(m.cxySquaredNorm(), nx[i] * ny[j]);
@@ -62,7 +72,11 @@ public final class Cka {
         return out;
     }
 
-    private static CrossMoments selfMoments(Context ctx, Matrix x, float[] rowWeights) {
+    private static List<RowSource> sources(List<Matrix> ms) {
+        return ms.stream().map(RowSource::of).toList();
+    }
+
+    private static CrossMoments selfMoments(Context ctx, RowSource x, float[] rowWeights) {
         CrossMoments m = new CrossMoments((int) x.cols(), 0, true, CrossMoments.DEFAULT_CHUNK_ROWS);
         m.add(ctx, x, null, rowWeights);
         return m;
@@ -70,6 +84,11 @@ public final class Cka {
 
     /** Gram-form CKA of x and y (same rows). */
     public static double gram(Context ctx, Matrix x, Matrix y, Estimator estimator) {
+        return gram(ctx, RowSource.of(x), RowSource.of(y), estimator);
+    }
+
+    /** {@link #gram(Context, Matrix, Matrix, Estimator)}; each matrix is read whole, one at a time. */
+    public static double gram(Context ctx, RowSource x, RowSource y, Estimator estimator) {
         if (x.rows() != y.rows()) throw new IllegalArgumentException("x has " + x.rows() + " rows, y has " + y.rows());
         int n = (int) x.rows();
         // Fresh matrices: prepared in place rather than through fromGrams' defensive copies.
@@ -79,9 +98,14 @@ public final class Cka {
 
     /** Gram-form CKA of every pair (xs rows, ys columns); keeps the Gram matrices of ys in memory. */
     public static double[][] gramMatrixCka(Context ctx, List<Matrix> xs, List<Matrix> ys, Estimator estimator) {
+        return gramMatrixCkaOf(ctx, sources(xs), sources(ys), estimator);
+    }
+
+    /** {@link #gramMatrixCka} of matrices read whole, one at a time. */
+    public static double[][] gramMatrixCkaOf(Context ctx, List<RowSource> xs, List<RowSource> ys, Estimator estimator) {
         int n = (int) xs.getFirst().rows();
-        for (Matrix m : xs) if (m.rows() != n) throw new IllegalArgumentException("representations differ in rows");
-        for (Matrix m : ys) if (m.rows() != n) throw new IllegalArgumentException("representations differ in rows");
+        for (RowSource m : xs) if (m.rows() != n) throw new IllegalArgumentException("representations differ in rows");
+        for (RowSource m : ys) if (m.rows() != n) throw new IllegalArgumentException("representations differ in rows");
         double[][] ly = new double[ys.size()][];
         double[] selfY = new double[ys.size()];
         for (int j = 0; j < ys.size(); j++) {
@@ -103,6 +127,11 @@ public final class Cka {
      * values are computed from its own Gram matrices, and CKA is formed from their means.
      */
     public static double minibatch(Context ctx, Matrix x, Matrix y, int batchRows) {
+        return minibatch(ctx, RowSource.of(x), RowSource.of(y), batchRows);
+    }
+
+    /** {@link #minibatch(Context, Matrix, Matrix, int)} of rows read a batch at a time. */
+    public static double minibatch(Context ctx, RowSource x, RowSource y, int batchRows) {
         if (batchRows < 4) throw new IllegalArgumentException("batches need at least 4 rows, got " + batchRows);
         if (x.rows() != y.rows()) throw new IllegalArgumentException("x has " + x.rows() + " rows, y has " + y.rows());
         double xy = 0, xx = 0, yy = 0;
@@ -116,6 +145,8 @@ public final class Cka {
             yy += hsic(l, l, n, Estimator.UNBIASED);
             batches++;
         }
+        x.releaseBuffer();
+        y.releaseBuffer();
         if (batches == 0) return Double.NaN;
         return ratioOfProducts(xy / batches, xx / batches, yy / batches);
     }
@@ -133,6 +164,15 @@ public final class Cka {
      * The Gram matrix {@code (x - m)(x - m)^T} of a matrix about its f32-rounded column means, formed in
      * f64 ({@link Context#rowProductF64}). The residual mean left by rounding is removed by {@link #prepare}.
      */
+    public static double[] gramMatrix(Context ctx, RowSource x) {
+        try {
+            return gramMatrix(ctx, x.rows(0, x.rows()));
+        } finally {
+            x.releaseBuffer();
+        }
+    }
+
+    /** {@link #gramMatrix(Context, RowSource)} of a matrix in memory. */
     public static double[] gramMatrix(Context ctx, Matrix x) {
         int n = (int) x.rows();
         if ((long) n * n > Integer.MAX_VALUE - 8) throw new IllegalArgumentException(n + " rows are too many for a Gram matrix");

@@ -73,6 +73,14 @@ public final class CrossMoments {
 
     /** Adds rows of x (and of y, same rows) with optional row weights (0 leaves a row out). */
     public void add(Context ctx, Matrix x, Matrix y, float[] rowWeights) {
+        add(ctx, RowSource.of(x), y == null ? null : RowSource.of(y), rowWeights);
+    }
+
+    /**
+     * {@link #add(Context, Matrix, Matrix, float[])} of rows read a chunk at a time (host sources: {@link #chunkRows} rows
+     * per chunk, the sources' buffers are released at the end).
+     */
+    public void add(Context ctx, RowSource x, RowSource y, float[] rowWeights) {
         if (x.cols() != dx) throw new IllegalArgumentException("x has " + x.cols() + " columns, expected " + dx);
         if (withY) {
             if (y == null) throw new IllegalArgumentException("y is missing");
@@ -84,14 +92,19 @@ public final class CrossMoments {
         }
         if (rowWeights != null && rowWeights.length != x.rows())
             throw new IllegalArgumentException(rowWeights.length + " row weights for " + x.rows() + " rows");
-        boolean device = x.tensor().memory() == Tensor.Memory.DEVICE || (withY && y.tensor().memory() == Tensor.Memory.DEVICE);
+        boolean device = x.onDevice() || (withY && y.onDevice());
         long step = device ? Math.max(1, x.rows()) : chunkRows;
-        for (long r = 0; r < x.rows(); r += step) {
-            long n = Math.min(step, x.rows() - r);
-            Matrix xc = device ? x : x.rows(r, n);
-            Matrix yc = !withY ? null : device ? y : y.rows(r, n);
-            float[] wc = rowWeights == null ? null : java.util.Arrays.copyOfRange(rowWeights, (int) r, (int) (r + n));
-            addChunk(ctx, xc, yc, wc, n);
+        try {
+            for (long r = 0; r < x.rows(); r += step) {
+                long n = Math.min(step, x.rows() - r);
+                Matrix xc = x.rows(r, n);
+                Matrix yc = !withY ? null : y.rows(r, n);
+                float[] wc = rowWeights == null ? null : java.util.Arrays.copyOfRange(rowWeights, (int) r, (int) (r + n));
+                addChunk(ctx, xc, yc, wc, n);
+            }
+        } finally {
+            x.releaseBuffer();
+            if (y != null) y.releaseBuffer();
         }
     }
 

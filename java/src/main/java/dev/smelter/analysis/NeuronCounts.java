@@ -1,7 +1,6 @@
 package dev.smelter.analysis;
 
 import dev.smelter.Context;
-import dev.smelter.Matrix;
 import dev.smelter.io.CheckpointFormatException;
 import java.io.IOException;
 import java.nio.file.Path;
@@ -17,7 +16,8 @@ import java.util.Objects;
  *
  * <p>{@link #inspect} checks a file's shapes without reading activations, so that every input of a run can be
  * validated before any counting starts; {@link #count} then streams each layer through the native {@code
- * smelter_column_stats} kernel a chunk of rows at a time (on a GPU, only one chunk is staged at once).
+ * smelter_column_stats} kernel a chunk of rows at a time, each chunk read with positional reads into one reusable
+ * buffer (never a view of the file mapping; on a GPU, only one chunk is staged at once).
  */
 public final class NeuronCounts {
     /** Staging bound per kernel call when no chunk size is given: 64 MiB of activations, at most 4096 rows. */
@@ -37,7 +37,7 @@ public final class NeuronCounts {
      * @param weights the span mask as row weights 0/1, or null for all rows
      * @param tokens rows counted: {@code rows}, or the rows the mask sets
      */
-    public record Input(Path path, List<Integer> layers, List<Matrix> matrices, long rows, int width,
+    public record Input(Path path, List<Integer> layers, List<RowSource> matrices, long rows, int width,
             float[] weights, long tokens) {}
 
     /**
@@ -51,13 +51,13 @@ public final class NeuronCounts {
         List<Integer> layers = file.layers(Activations.MLP);
         if (layers.isEmpty())
             throw new IllegalArgumentException(path + ": no " + Activations.MLP + ".N tensors (dump_activations.py writes them with --mlp)");
-        List<Matrix> matrices = new ArrayList<>(layers.size());
+        List<RowSource> matrices = new ArrayList<>(layers.size());
         String first = Activations.MLP + "." + layers.getFirst();
         for (int layer : layers) {
-            Matrix m = file.layer(Activations.MLP, layer);
+            RowSource m = file.rows(Activations.MLP, layer);
             String name = Activations.MLP + "." + layer;
             if (!matrices.isEmpty()) {
-                Matrix f = matrices.getFirst();
+                RowSource f = matrices.getFirst();
                 if (m.rows() != f.rows())
                     throw new CheckpointFormatException(path, name, "has " + m.rows() + " rows, " + first + " has " + f.rows());
                 if (m.cols() != f.cols())
@@ -65,7 +65,7 @@ public final class NeuronCounts {
             }
             matrices.add(m);
         }
-        Matrix f = matrices.getFirst();
+        RowSource f = matrices.getFirst();
         if (f.rows() == 0) throw new IllegalArgumentException(path + ": " + first + " has no rows (no tokens)");
         if (f.cols() == 0 || f.cols() > Integer.MAX_VALUE - 8)
             throw new CheckpointFormatException(path, first, "has " + f.cols() + " neurons");
@@ -92,7 +92,7 @@ public final class NeuronCounts {
         if (chunkRows < 0) throw new IllegalArgumentException("chunk rows must be >= 0, got " + chunkRows);
         long[][] active = new long[input.layers().size()][];
         for (int i = 0; i < active.length; i++) {
-            Matrix m = input.matrices().get(i);
+            RowSource m = input.matrices().get(i);
             long step = chunkRows > 0 ? chunkRows : chunkRows(m);
             long[] positive = new long[input.width()];
             for (long r = 0; r < input.rows(); r += step) {
@@ -104,14 +104,15 @@ public final class NeuronCounts {
                 }
                 ctx.columnStats(m.rows(r, n), null, w, null, positive);
             }
+            m.releaseBuffer();
             active[i] = positive;
         }
         return active;
     }
 
     /** Rows of {@code m} that fit {@link #CHUNK_BYTES}, between 1 and {@link #MAX_CHUNK_ROWS}. */
-    static long chunkRows(Matrix m) {
-        long rowBytes = Math.max(1, m.cols() * m.tensor().dtype().byteSize());
+    static long chunkRows(RowSource m) {
+        long rowBytes = Math.max(1, m.cols() * m.dtype().byteSize());
         return Math.max(1, Math.min(MAX_CHUNK_ROWS, CHUNK_BYTES / rowBytes));
     }
 

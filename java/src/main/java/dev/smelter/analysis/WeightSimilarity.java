@@ -34,6 +34,8 @@ import org.ejml.interfaces.decomposition.QRDecomposition;
  *
  * <p>Dot products, distances and counts come from {@code smelter_pair_stats} (f64, one fixed summation order),
  * stable ranks from block subspace iteration on {@code W^T W} with f64 {@code smelter_product}s, to a stated 1e-6.
+ * Each tensor is read with positional reads into a buffer of its checkpoint's ({@code TensorBuffers}), never handed to
+ * native code as a view of the file mapping.
  */
 public final class WeightSimilarity {
     private WeightSimilarity() {}
@@ -79,51 +81,92 @@ public final class WeightSimilarity {
         List<String> order = new ArrayList<>(groups.keySet());
         order.sort((a, b) -> Integer.compare(rank(a), rank(b)));
         List<Group> out = new ArrayList<>();
-        for (String g : order) {
-            PairStats params = new PairStats(n), tasks = base == null ? null : new PairStats(n);
-            double[] sr = new double[n], tsr = new double[n];
-            int matrices = 0;
-            long elements = 0;
-            for (String name : groups.get(g)) {
-                TensorInfo info = first.info(name);
-                boolean skipped = false;
-                for (Checkpoint m : models)
-                    if (!Arrays.equals(m.info(name).shape(), info.shape())) skipped = true;
-                if (base != null && !Arrays.equals(base.info(name).shape(), info.shape())) skipped = true;
-                if (skipped) {
-                    warn.accept("skipping " + name + ": shapes differ between checkpoints (vocabulary size?)");
-                    continue;
-                }
-                List<Tensor> ts = new ArrayList<>();
-                for (Checkpoint m : models) ts.add(m.tensor(name));
-                Tensor b = base == null ? null : base.tensor(name);
-                ctx.pairStats(ts, null, null, null, params);
-                if (tasks != null) {
-                    int[] thresholds = options.density() > 0 ? thresholds(ctx, ts, b, options.density()) : null;
-                    ctx.pairStats(ts, b, thresholds, null, tasks);
-                }
-                elements += info.elementCount();
-                if (options.stableRankIterations() > 0 && info.rank() == 2) {
-                    matrices++;
-                    long rows = info.shape()[0], cols = info.shape()[1];
-                    for (int i = 0; i < n; i++) {
-                        sr[i] += checked(estimateStableRank(ctx, new Matrix(ts.get(i), rows, cols), options.stableRankIterations()),
-                                name + " of " + models.get(i).directory(), warn);
-                        if (b != null)
-                            tsr[i] += checked(taskStableRank(ctx, ts.get(i), b, rows, cols, options.stableRankIterations()),
-                                    "the task vector of " + name + " of " + models.get(i).directory(), warn);
+        try (TensorBuffers buffers = new TensorBuffers(n + 1)) {
+            for (String g : order) {
+                PairStats params = new PairStats(n), tasks = base == null ? null : new PairStats(n);
+                double[] sr = new double[n], tsr = new double[n];
+                int matrices = 0;
+                long elements = 0;
+                for (String name : groups.get(g)) {
+                    TensorInfo info = first.info(name);
+                    boolean skipped = false;
+                    for (Checkpoint m : models)
+                        if (!Arrays.equals(m.info(name).shape(), info.shape())) skipped = true;
+                    if (base != null && !Arrays.equals(base.info(name).shape(), info.shape())) skipped = true;
+                    if (skipped) {
+                        warn.accept("skipping " + name + ": shapes differ between checkpoints (vocabulary size?)");
+                        continue;
+                    }
+                    List<Tensor> ts = new ArrayList<>();
+                    for (int i = 0; i < n; i++) ts.add(buffers.read(i, models.get(i), name));
+                    Tensor b = base == null ? null : buffers.read(n, base, name);
+                    ctx.pairStats(ts, null, null, null, params);
+                    if (tasks != null) {
+                        int[] thresholds = options.density() > 0 ? thresholds(ctx, ts, b, options.density()) : null;
+                        ctx.pairStats(ts, b, thresholds, null, tasks);
+                    }
+                    elements += info.elementCount();
+                    if (options.stableRankIterations() > 0 && info.rank() == 2) {
+                        matrices++;
+                        long rows = info.shape()[0], cols = info.shape()[1];
+                        for (int i = 0; i < n; i++) {
+                            sr[i] += checked(estimateStableRank(ctx, new Matrix(ts.get(i), rows, cols), options.stableRankIterations()),
+                                    name + " of " + models.get(i).directory(), warn);
+                            if (b != null)
+                                tsr[i] += checked(taskStableRank(ctx, ts.get(i), b, rows, cols, options.stableRankIterations()),
+                                        "the task vector of " + name + " of " + models.get(i).directory(), warn);
+                        }
                     }
                 }
+                if (elements == 0) continue;
+                for (int i = 0; i < n; i++) {
+                    sr[i] = matrices > 0 ? sr[i] / matrices : Double.NaN;
+                    tsr[i] = matrices > 0 && base != null ? tsr[i] / matrices : Double.NaN;
+                }
+                int count = groups.get(g).size();
+                out.add(new Group(g, count, elements, params, tasks, sr, base == null ? null : tsr));
             }
-            if (elements == 0) continue;
-            for (int i = 0; i < n; i++) {
-                sr[i] = matrices > 0 ? sr[i] / matrices : Double.NaN;
-                tsr[i] = matrices > 0 && base != null ? tsr[i] / matrices : Double.NaN;
-            }
-            int count = groups.get(g).size();
-            out.add(new Group(g, count, elements, params, tasks, sr, base == null ? null : tsr));
         }
         return out;
+    }
+
+    /**
+     * One off-heap buffer per checkpoint that a tensor is read into with positional reads before native code sees it:
+     * a checkpoint truncated by another process meanwhile fails the read with the file named, where native code
+     * reading the file mapping would kill the JVM with SIGBUS. Each buffer grows to the largest tensor read into it.
+     */
+    private static final class TensorBuffers implements AutoCloseable {
+        private final Arena[] arenas;
+        private final MemorySegment[] buffers;
+
+        TensorBuffers(int slots) {
+            arenas = new Arena[slots];
+            buffers = new MemorySegment[slots];
+        }
+
+        Tensor read(int slot, Checkpoint from, String name) {
+            TensorInfo info = from.info(name);
+            DType dtype = info.dtype().toMergeDType().orElseThrow(
+                    () -> new IllegalArgumentException(from.directory() + ": tensor " + name + " is not a float tensor"));
+            long bytes = info.byteSize();
+            if (buffers[slot] == null || buffers[slot].byteSize() < bytes) {
+                if (arenas[slot] != null) arenas[slot].close();
+                arenas[slot] = Arena.ofShared();
+                buffers[slot] = arenas[slot].allocate(Math.max(bytes, 64), 64);
+            }
+            MemorySegment dst = buffers[slot].asSlice(0, bytes);
+            try {
+                from.read(name, 0, dst);
+            } catch (java.io.IOException e) {
+                throw new java.io.UncheckedIOException(e);
+            }
+            return new Tensor(dst, info.elementCount(), dtype, Tensor.Memory.HOST);
+        }
+
+        @Override
+        public void close() {
+            for (Arena a : arenas) if (a != null) a.close();
+        }
     }
 
     // The value where it converged; NaN, with a warning, where it did not.

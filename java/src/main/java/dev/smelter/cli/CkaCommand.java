@@ -6,16 +6,18 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.smelter.Context;
 import dev.smelter.Device;
-import dev.smelter.Matrix;
 import dev.smelter.Smelter;
 import dev.smelter.analysis.Activations;
 import dev.smelter.analysis.Cka;
 import dev.smelter.analysis.CrossMoments;
 import dev.smelter.analysis.Plots;
 import dev.smelter.analysis.PrincipalAngles;
+import dev.smelter.analysis.RowSource;
 import dev.smelter.io.AtomicFile;
+import dev.smelter.io.OutputGuard;
 import java.io.IOException;
 import java.io.PrintStream;
+import java.io.UncheckedIOException;
 import java.lang.foreign.Arena;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -76,6 +78,14 @@ final class CkaCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        try {
+            return run();
+        } catch (UncheckedIOException e) {  // a read of an activation file failed inside an analysis
+            throw e.getCause();
+        }
+    }
+
+    private Integer run() throws IOException {
         if (!pairs.equals("same") && !pairs.equals("all")) throw new IllegalArgumentException("--pairs is 'same' or 'all', not '" + pairs + "'");
         if (!List.of("auto", "feature", "gram", "minibatch").contains(form))
             throw new IllegalArgumentException("--form is auto, feature, gram or minibatch, not '" + form + "'");
@@ -90,7 +100,13 @@ final class CkaCommand implements Callable<Integer> {
             if (lb.isEmpty()) throw new IllegalArgumentException(b + ": no hidden.N tensors");
             if (pairs.equals("same") && !la.equals(lb))
                 throw new IllegalArgumentException("the files have different layers (" + la + " and " + lb + "); use --pairs all");
-            List<Matrix> xs = new ArrayList<>(), ys = new ArrayList<>();
+            if (output != null) {
+                Map<String, Path> inputs = new LinkedHashMap<>();
+                inputs.put("A", a);
+                inputs.put("B", b);
+                OutputGuard.checkFiles(output, List.of("cka.csv", "cka.json", "cka.png"), inputs);
+            }
+            List<RowSource> xs = new ArrayList<>(), ys = new ArrayList<>();
             Rows ra = prepare(fa, la, xs, arena), rb = prepare(fb, lb, ys, arena);
             boolean pooled = pool.equals("mean");
             if (pooled && mask != null) checkPooledMasks(ra, rb, err);
@@ -111,8 +127,8 @@ final class CkaCommand implements Callable<Integer> {
             double[][] cka;
             if (pairs.equals("all")) {
                 cka = switch (f) {
-                    case "gram" -> Cka.gramMatrixCka(ctx, xs, ys, est);
-                    case "feature" -> Cka.featureMatrix(ctx, xs, ys, weights);
+                    case "gram" -> Cka.gramMatrixCkaOf(ctx, xs, ys, est);
+                    case "feature" -> Cka.featureMatrixOf(ctx, xs, ys, weights);
                     default -> {
                         double[][] m = new double[xs.size()][ys.size()];
                         for (int i = 0; i < xs.size(); i++)
@@ -130,6 +146,8 @@ final class CkaCommand implements Callable<Integer> {
                     };
             }
             double[] medianAngle = angles > 0 && pairs.equals("same") ? medianAngles(ctx, xs, ys, weights) : null;
+            fa.checkUnchanged();  // a file rewritten in place meanwhile: its rows may mix old and new contents
+            fb.checkUnchanged();
             err.printf(Locale.ROOT, "done in %.2f s%n", (System.nanoTime() - t0) / 1e9);
             report(la, lb, cka, medianAngle, System.out);
             if (output != null) write(la, lb, cka, medianAngle, rows, f);
@@ -142,15 +160,15 @@ final class CkaCommand implements Callable<Integer> {
     private record Rows(Path file, float[] weights, long[] ids, long[] sentences) {}
 
     // Fills the layer matrices (pooled if asked).
-    private Rows prepare(Activations file, List<Integer> layers, List<Matrix> out, Arena arena) throws IOException {
+    private Rows prepare(Activations file, List<Integer> layers, List<RowSource> out, Arena arena) throws IOException {
         float[] weights = null;
         long[] ids = null;
         for (int layer : layers) {
-            Matrix m = file.layer(Activations.HIDDEN, layer);
+            RowSource m = file.rows(Activations.HIDDEN, layer);
             if (weights == null && mask != null) weights = file.mask(mask, m.rows());
             if (pool.equals("mean")) {
                 if (ids == null) ids = file.sentenceIds(m.rows());
-                m = Activations.meanPool(arena, m, ids, weights);
+                m = RowSource.of(Activations.meanPool(arena, m, ids, weights));
             }
             if (!out.isEmpty() && out.getFirst().rows() != m.rows())
                 throw new IllegalArgumentException(file.path() + ": hidden." + layer + " has " + m.rows() + " rows, hidden."
@@ -191,10 +209,10 @@ final class CkaCommand implements Callable<Integer> {
         err.println("warning: " + what + "; each file is pooled with its own mask");
     }
 
-    private double[] medianAngles(Context ctx, List<Matrix> xs, List<Matrix> ys, float[] weights) {
+    private double[] medianAngles(Context ctx, List<RowSource> xs, List<RowSource> ys, float[] weights) {
         double[] out = new double[xs.size()];
         for (int i = 0; i < xs.size(); i++) {
-            Matrix x = xs.get(i), y = ys.get(i);
+            RowSource x = xs.get(i), y = ys.get(i);
             if (x.cols() != y.cols() || angles > x.cols()) {
                 out[i] = Double.NaN;
                 continue;

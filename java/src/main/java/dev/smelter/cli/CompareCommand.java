@@ -12,7 +12,9 @@ import dev.smelter.analysis.Plots;
 import dev.smelter.analysis.WeightSimilarity;
 import dev.smelter.io.AtomicFile;
 import dev.smelter.io.Checkpoint;
+import dev.smelter.io.OutputGuard;
 import java.io.IOException;
+import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -59,10 +61,28 @@ final class CompareCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        try {
+            return run();
+        } catch (UncheckedIOException e) {  // a read of a checkpoint failed inside the comparison
+            throw e.getCause();
+        }
+    }
+
+    /** The files written into the output folder. */
+    static final List<String> OUTPUT_FILES = List.of("compare.csv", "compare.json", "compare-cosine.png",
+            "compare-conflicts.png", "compare-norms.png", "compare-stable-rank.png");
+
+    private Integer run() throws IOException {
         double d = density != null ? density : base != null ? 0.2 : 0;
         WeightSimilarity.Options options = new WeightSimilarity.Options(d, stableRank ? iterations : 0);
         if (stableRank && iterations < 1) throw new IllegalArgumentException("--iterations must be >= 1");
         Device dev = Device.parse(device);
+        if (output != null) {
+            Map<String, Path> inputs = new LinkedHashMap<>();
+            for (int i = 0; i < models.size(); i++) inputs.put("model " + (i + 1), models.get(i));
+            if (base != null) inputs.put("--base", base);
+            OutputGuard.checkFiles(output, OUTPUT_FILES, inputs);
+        }
         List<Checkpoint> open = new ArrayList<>();
         Checkpoint b = null;
         try (Context ctx = Smelter.open(dev)) {
@@ -72,6 +92,8 @@ final class CompareCommand implements Callable<Integer> {
             System.err.printf(Locale.ROOT, "comparing %d checkpoints%s on %s%n", models.size(), base == null ? "" : " (task vectors about " + base + ")", dev);
             long t0 = System.nanoTime();
             List<WeightSimilarity.Group> groups = WeightSimilarity.compare(ctx, open, b, options, w -> System.err.println("warning: " + w));
+            for (Checkpoint c : open) c.checkUnchanged();  // a checkpoint rewritten in place meanwhile: mixed results
+            if (b != null) b.checkUnchanged();
             System.err.printf(Locale.ROOT, "done in %.2f s%n", (System.nanoTime() - t0) / 1e9);
             for (WeightSimilarity.Group g : groups)
                 for (int i = 0; i < g.params().size(); i++) {

@@ -12,10 +12,12 @@ import dev.smelter.analysis.NeuronCounts;
 import dev.smelter.analysis.NeuronSelectivity;
 import dev.smelter.analysis.Plots;
 import dev.smelter.io.AtomicFile;
+import dev.smelter.io.OutputGuard;
 import java.io.BufferedWriter;
 import java.io.IOException;
 import java.io.OutputStreamWriter;
 import java.io.PrintStream;
+import java.io.UncheckedIOException;
 import java.io.Writer;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -91,6 +93,18 @@ final class NeuronsCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws IOException {
+        try {
+            return run();
+        } catch (UncheckedIOException e) {  // a read of an activation file failed while counting
+            throw e.getCause();
+        }
+    }
+
+    /** The files written into the output folder. */
+    static final List<String> OUTPUT_FILES = List.of("neurons.json", "neurons.csv", "neuron_stats.csv", "alignment.csv",
+            "neurons.png", "overlap.png", "alignment.png");
+
+    private Integer run() throws IOException {
         NeuronSelectivity.Params params = params();
         if (mask != null && mask.isEmpty()) throw new IllegalArgumentException("--mask needs a name");
         if (chunkRows < 0) throw new IllegalArgumentException("--chunk-rows must be >= 0, got " + chunkRows);
@@ -106,6 +120,12 @@ final class NeuronsCommand implements Callable<Integer> {
             throw new IllegalArgumentException("output " + output + " exists and is not a directory");
         for (Spec s : specs) requireFile(s);
         for (Spec s : others) requireFile(s);
+        if (output != null) {
+            Map<String, Path> files = new LinkedHashMap<>();
+            for (Spec s : specs) files.put(s.language(), s.file());
+            for (Spec s : others) files.put("--compare " + s.language(), s.file());
+            OutputGuard.checkFiles(output, OUTPUT_FILES, files);
+        }
         Device dev = Device.parse(device);
 
         List<Activations> open = new ArrayList<>();
@@ -134,6 +154,7 @@ final class NeuronsCommand implements Callable<Integer> {
                 }
                 for (int c = 0; c < others.size(); c++) cmpCounts[c] = count(ctx, "--compare ", others.get(c), cmp.get(c), dev, err);
             }
+            for (Activations a : open) a.checkUnchanged();  // a file rewritten in place meanwhile: mixed counts
             NeuronSelectivity.Result result = NeuronSelectivity.select(counts, tokens, params);
             double[][] alignment = new double[others.size()][];
             for (int c = 0; c < others.size(); c++) {

@@ -31,6 +31,32 @@ public final class OutputGuard {
         }
     }
 
+    /**
+     * For a command that writes the files {@code names} into the folder {@code output} (an analysis's {@code -o}):
+     * refuses, with an IllegalArgumentException (a usage error) naming both, an output folder that is one of the
+     * {@code inputs} (what each is, e.g. "A", to its path), contains an input folder (a checkpoint), or in which one of
+     * the files written would be an input file. Writing next to an input file is fine.
+     */
+    public static void checkFiles(Path output, java.util.List<String> names, Map<String, Path> inputs) throws IOException {
+        Path out = real(output);
+        for (Map.Entry<String, Path> e : inputs.entrySet()) {
+            if (e.getValue() == null) continue;
+            Path in = real(e.getValue());
+            String what = "the input " + e.getValue() + " (" + e.getKey()
+                    + (in.equals(e.getValue().toAbsolutePath().normalize()) ? "" : ", " + in) + ")";
+            if (out.equals(in))
+                throw new IllegalArgumentException("the output folder " + output + " is " + what
+                        + ": choose an output folder outside every input (nothing was written)");
+            if (in.startsWith(out) && Files.isDirectory(in))
+                throw new IllegalArgumentException("the output folder " + output + " contains " + what
+                        + ": choose an output folder that holds no input checkpoint (nothing was written)");
+            for (String name : names)
+                if (real(output.resolve(name)).equals(in))
+                    throw new IllegalArgumentException("the output folder " + output + " would get " + name + " written over "
+                            + what + ": choose another output folder (nothing was written)");
+        }
+    }
+
     /** The real path of {@code p}, or for a path that does not exist yet that of its nearest existing ancestor plus the rest. */
     static Path real(Path p) throws IOException {
         Path abs = p.toAbsolutePath().normalize();
