@@ -3,6 +3,8 @@ package dev.smelter.methods;
 import dev.smelter.Context;
 import dev.smelter.DType;
 import dev.smelter.Tensor;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
 import java.util.List;
 import java.util.stream.LongStream;
 
@@ -35,6 +37,87 @@ final class HostArithmetic {
         float f = out.dtype() == DType.F32 ? (float) v : roundToOdd(v);
         out.setFloat(i, f);
         return Float.isFinite(out.dtype() == DType.F32 ? f : out.getFloat(i)) ? 0 : 1;
+    }
+
+    /**
+     * Arrays of {@link #BLOCK} elements for one block's loads and stores, kept per thread: a fresh set per block would
+     * allocate gigabytes over a large tensor.
+     */
+    static final class Scratch {
+        private static final ThreadLocal<Scratch> OF_THREAD = ThreadLocal.withInitial(Scratch::new);
+
+        final short[] shorts = new short[(int) BLOCK];
+        final double[] values = new double[(int) BLOCK];
+        private float[][] floats = new float[0][];
+
+        static Scratch get() {
+            return OF_THREAD.get();
+        }
+
+        /** At least {@code count} float arrays of a block each. */
+        float[][] floats(int count) {
+            if (floats.length < count) {
+                float[][] more = java.util.Arrays.copyOf(floats, count);
+                for (int i = floats.length; i < count; i++) more[i] = new float[(int) BLOCK];
+                floats = more;
+            }
+            return floats;
+        }
+    }
+
+    /**
+     * Elements [from, from + n) of a host tensor as floats into {@code dst} (exact for every dtype): one bulk copy out
+     * of the segment and a conversion loop the JIT vectorises, where {@link Tensor#getFloat} per element is several
+     * times slower.
+     */
+    static void load(Tensor t, long from, int n, float[] dst, short[] scratch) {
+        switch (t.dtype()) {
+            case F32 -> MemorySegment.copy(t.data(), ValueLayout.JAVA_FLOAT_UNALIGNED, from * 4, dst, 0, n);
+            case BF16 -> {
+                MemorySegment.copy(t.data(), ValueLayout.JAVA_SHORT_UNALIGNED, from * 2, scratch, 0, n);
+                for (int i = 0; i < n; i++) dst[i] = Float.intBitsToFloat((scratch[i] & 0xFFFF) << 16);
+            }
+            case F16 -> {
+                MemorySegment.copy(t.data(), ValueLayout.JAVA_SHORT_UNALIGNED, from * 2, scratch, 0, n);
+                for (int i = 0; i < n; i++) dst[i] = Float.float16ToFloat(scratch[i]);
+            }
+        }
+    }
+
+    /**
+     * {@link #store} of {@code v[0..n)} into elements [from, from + n) of {@code out}, the same rounding bit for bit,
+     * converted in a loop and written with one bulk copy; returns how many stored values are NaN or infinite.
+     */
+    static long storeAll(Tensor out, long from, int n, double[] v, float[] f, short[] scratch) {
+        long bad = 0;
+        switch (out.dtype()) {
+            case F32 -> {
+                for (int i = 0; i < n; i++) {
+                    f[i] = (float) v[i];
+                    if (!Float.isFinite(f[i])) bad++;
+                }
+                MemorySegment.copy(f, 0, out.data(), ValueLayout.JAVA_FLOAT_UNALIGNED, from * 4, n);
+            }
+            case BF16 -> {
+                for (int i = 0; i < n; i++) {
+                    float x = roundToOdd(v[i]);
+                    int bits = Float.floatToRawIntBits(x);
+                    short h = Float.isNaN(x) ? (short) ((bits >>> 16) | 0x40) : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
+                    scratch[i] = h;
+                    if ((h & 0x7F80) == 0x7F80) bad++;
+                }
+                MemorySegment.copy(scratch, 0, out.data(), ValueLayout.JAVA_SHORT_UNALIGNED, from * 2, n);
+            }
+            case F16 -> {
+                for (int i = 0; i < n; i++) {
+                    short h = Float.floatToFloat16(roundToOdd(v[i]));
+                    scratch[i] = h;
+                    if ((h & 0x7C00) == 0x7C00) bad++;
+                }
+                MemorySegment.copy(scratch, 0, out.data(), ValueLayout.JAVA_SHORT_UNALIGNED, from * 2, n);
+            }
+        }
+        return bad;
     }
 
     /** {@code v} rounded to f32 by rounding to odd: the f32 neighbour with an odd significand when v lies between two. */

@@ -28,13 +28,19 @@ public final class NearSwap {
         if (models.size() != 1) throw new IllegalArgumentException("nearswap merges base_model and exactly one other model");
         Tensor b = models.get(0);
         return HostArithmetic.counts(HostArithmetic.parallel(List.of(base, b, out), out.count(), HostArithmetic.BLOCK, (from, to) -> {
-            long bad = 0;
-            for (long e = from; e < to; e++) {
-                double x = base.getFloat(e), y = b.getFloat(e);
+            int n = (int) (to - from);
+            HostArithmetic.Scratch s = HostArithmetic.Scratch.get();
+            float[] xs = s.floats(2)[0], ys = s.floats(2)[1];
+            short[] scratch = s.shorts;
+            double[] v = s.values;
+            HostArithmetic.load(base, from, n, xs, scratch);
+            HostArithmetic.load(b, from, n, ys, scratch);
+            for (int e = 0; e < n; e++) {
+                double x = xs[e], y = ys[e];
                 double w = Math.min(1.0, Math.max(0.0, t / Math.max(Math.abs(x - y), MIN_DIFFERENCE)));
-                bad += HostArithmetic.store(out, e, w * y + (1 - w) * x);
+                v[e] = w * y + (1 - w) * x;
             }
-            return bad;
+            return HostArithmetic.storeAll(out, from, n, v, xs, scratch);
         }));
     }
 }

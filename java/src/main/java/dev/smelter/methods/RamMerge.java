@@ -49,11 +49,13 @@ public final class RamMerge {
         HostArithmetic.parallel(HostArithmetic.all(base, models), count, HostArithmetic.BLOCK, (from, to) -> {
             long[][] c = new long[2][n];
             boolean[] nz = new boolean[n];
-            for (long e = from; e < to; e++) {
-                double b = base.getFloat(e);
+            int len = (int) (to - from);
+            float[][] x = load(base, models, from, len);
+            for (int e = 0; e < len; e++) {
+                double b = x[n][e];
                 int k = 0;
                 for (int i = 0; i < n; i++) {
-                    nz[i] = Math.abs(models.get(i).getFloat(e) - b) > epsilon;
+                    nz[i] = Math.abs(x[i][e] - b) > epsilon;
                     if (nz[i]) k++;
                 }
                 if (k == 0) continue;
@@ -69,18 +71,30 @@ public final class RamMerge {
         return total;
     }
 
+    /** Elements [from, from + len) of the models ({@code [0..n)}) and the base ({@code [n]}), in this thread's scratch. */
+    private static float[][] load(Tensor base, List<Tensor> models, long from, int len) {
+        HostArithmetic.Scratch s = HostArithmetic.Scratch.get();
+        float[][] x = s.floats(models.size() + 1);
+        for (int i = 0; i < models.size(); i++) HostArithmetic.load(models.get(i), from, len, x[i], s.shorts);
+        HostArithmetic.load(base, from, len, x[models.size()], s.shorts);
+        return x;
+    }
+
     /** The merge; {@code lambda} null: 1 for every model ({@code ram}). */
     static Context.MergeCounts merge(Tensor base, List<Tensor> models, double epsilon, double[] lambda, Tensor out) {
         HostArithmetic.requireHost(base, models, out);
         int n = models.size();
         return HostArithmetic.counts(HostArithmetic.parallel(HostArithmetic.all(base, models, out), out.count(), HostArithmetic.BLOCK, (from, to) -> {
             double[] d = new double[n];
-            long bad = 0;
-            for (long e = from; e < to; e++) {
-                double b = base.getFloat(e);
+            int len = (int) (to - from);
+            float[][] x = load(base, models, from, len);
+            HostArithmetic.Scratch s = HostArithmetic.Scratch.get();
+            double[] v = s.values;
+            for (int e = 0; e < len; e++) {
+                double b = x[n][e];
                 int k = 0;
                 for (int i = 0; i < n; i++) {
-                    d[i] = models.get(i).getFloat(e) - b;
+                    d[i] = x[i][e] - b;
                     if (Math.abs(d[i]) > epsilon) k++;
                 }
                 double unique = k == 1 ? 1 : 0, overlap = k > 1 ? 1 : 0, divisor = Math.max(k, 1), sum = 0;
@@ -88,9 +102,9 @@ public final class RamMerge {
                     double kept = d[i] * (Math.abs(d[i]) > epsilon ? 1 : 0);  // NaN * 0 stays NaN, as in mergekit
                     sum += kept * unique * (lambda == null ? 1 : lambda[i]) + kept * overlap / divisor;
                 }
-                bad += HostArithmetic.store(out, e, b + sum);
+                v[e] = b + sum;
             }
-            return bad;
+            return HostArithmetic.storeAll(out, from, len, v, x[0], s.shorts);
         }));
     }
 }
