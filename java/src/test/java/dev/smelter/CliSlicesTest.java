@@ -546,6 +546,28 @@ class CliSlicesTest {
     }
 
     @Test
+    void slicesOverModelsOfAnotherVocabularySizeSayWhatToWrite() throws Exception {
+        // With slices every model needs the base's vocabulary (the base's tokenizer is copied); a model with added
+        // tokens is refused before anything is written, naming the rows and the models: form that aligns them.
+        assertEquals(0, CliRun.cli("demo-checkpoints", dir.resolve("v40").toString(), "--hidden", "48", "--layers",
+                "" + LAYERS, "--vocab", "40").code());
+        CliRun.Run r = merge("vocab-slices", """
+                slices:
+                  - sources:
+                      - {model: base, layer_range: [0, 4]}
+                      - {model: v40/expert-de, layer_range: [0, 4]}
+                merge_method: slerp
+                base_model: base
+                parameters: {t: 0.5}
+                """);
+        assertEquals(1, r.code(), r.err());
+        for (String p : List.of("model.embed_tokens.weight has 40 rows", "has 37", "with slices every model needs the "
+                + "same vocabulary", "models: config", "tokenizer_source"))
+            assertTrue(r.err().contains(p), p + " in: " + r.err());
+        assertFalse(Files.exists(dir.resolve("vocab-slices-out")));
+    }
+
+    @Test
     void badSlicesAreRefusedNamingTheSliceAndSource() throws Exception {
         refused("""
                 slices:

@@ -361,7 +361,9 @@ public record MergeConfig(
                 && !(tokenizer.source() == TokenizerSettings.Source.BASE && tokenizer.tokens().isEmpty()
                         && tokenizer.padToMultipleOf() <= 1))
             throw new ConfigException("tokenizer_source/tokenizer with slices: building a vocabulary across sliced "
-                    + "models is not supported yet (the base's tokenizer is copied; every model must share it)");
+                    + "models is not supported yet (the base's tokenizer is copied; every model must share it): remove "
+                    + "the key to copy the base's tokenizer, or, where each slice spans every layer, write the merge as a "
+                    + "models: config (the same merge), where it builds the vocabulary");
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
                 List.copyOf(warnings), null, compute, slices, baseLora, tokenizer);
         if (s == null || !s.has("grid")) return config;

@@ -263,6 +263,12 @@ final class LayerPlan {
             return names;
         }
 
+        /** An embedding or output head whose shapes differ in their rows only: models of other vocabularies. */
+        private static boolean vocabularySizesDiffer(String name, long[] a, long[] b) {
+            return TensorNames.isVocabMatrix(name) && a.length == b.length && a.length >= 1
+                    && Arrays.equals(Arrays.copyOfRange(a, 1, a.length), Arrays.copyOfRange(b, 1, b.length));
+        }
+
         /**
          * Plans output tensor {@code outName} of slice {@code sliceIndex} (its first {@code sourceCount} sources) from
          * input {@code in.get(j)} of each source j, at place {@code position} of {@code length} in the slice (-1:
@@ -303,6 +309,13 @@ final class LayerPlan {
             boolean mixed = false;
             for (Input x : all) {
                 TensorInfo xi = x.info();
+                if (!Arrays.equals(xi.shape(), info.shape()) && vocabularySizesDiffer(x.name(), xi.shape(), info.shape()))
+                    throw new CheckpointFormatException(x.checkpoint().directory() + ": " + x.name() + " has "
+                            + xi.shape()[0] + " rows, " + ref.checkpoint().directory() + "'s has " + info.shape()[0]
+                            + " (output " + outName + " merges them): with slices every model needs the same vocabulary "
+                            + "(the base's tokenizer is copied; building one across sliced models is not supported yet). "
+                            + "Where each slice spans every layer, write the merge as a models: config (the same merge), "
+                            + "whose tokenizer_source: base (or union) aligns the rows by token as mergekit does");
                 if (!Arrays.equals(xi.shape(), info.shape()))
                     throw new CheckpointFormatException(x.checkpoint().directory() + ": tensor " + x.name() + " has shape "
                             + Arrays.toString(xi.shape()) + ", " + ref.checkpoint().directory() + "'s " + ref.name()
