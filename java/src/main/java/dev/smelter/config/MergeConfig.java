@@ -457,7 +457,10 @@ public record MergeConfig(
     }
 
     static DType dtype(String text) throws ConfigException {
-        return switch (text.toLowerCase(Locale.ROOT)) {
+        String name = text.toLowerCase(Locale.ROOT);
+        // mergekit's dtype_from_name drops a leading "torch." (torch prints its dtypes so)
+        if (name.startsWith("torch.")) name = name.substring("torch.".length());
+        return switch (name) {
             case "float32", "fp32", "f32" -> DType.F32;
             case "float16", "fp16", "f16", "half" -> DType.F16;
             case "bfloat16", "bf16" -> DType.BF16;
