@@ -34,7 +34,12 @@ final class FakeHubCache {
 
     /** A model family: architecture, layers, attention shape, dtype, the base vocabulary and the base's seed. */
     record Family(String architecture, String modelType, int layers, int heads, int kvHeads, DType dtype,
-            List<String> vocab, List<String> specials, long seed) {}
+            List<String> vocab, List<String> specials, long seed, boolean tied, boolean qkvBias, int paddedRows) {
+        Family(String architecture, String modelType, int layers, int heads, int kvHeads, DType dtype, List<String> vocab,
+                List<String> specials, long seed) {
+            this(architecture, modelType, layers, heads, kvHeads, dtype, vocab, specials, seed, false, false, 0);
+        }
+    }
 
     static final List<String> LETTERS = List.of("a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n",
             "o", "p", "q", "r", "s", "t", "u", "v", "w", "x", "y", "z");
@@ -57,6 +62,17 @@ final class FakeHubCache {
             vocab(List.of(), List.of("th", "he", "in", "er", "an")),
             List.of("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"), 33);
 
+    /** Llama 3.2 1B: 16 layers, the output head tied to the embeddings (no lm_head tensor). */
+    static final Family LLAMA32 = new Family("LlamaForCausalLM", "llama", 4, 4, 2, DType.BF16,
+            LLAMA3.vocab(), LLAMA3.specials(), 44, true, false, 0);
+    /**
+     * Qwen2.5 7B: 28 layers, biases on q, k and v, and embeddings padded beyond the tokenizer (vocab_size 152064 for
+     * 151665 tokens): here 34 tokens in 40 rows.
+     */
+    static final Family QWEN2 = new Family("Qwen2ForCausalLM", "qwen2", 7, 4, 2, DType.BF16,
+            vocab(List.of(), List.of("th", "he", "in", "er", "an")), List.of("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+            55, false, true, 40);
+
     static final String CHATML = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
             + "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
             + "{{ '<|im_start|>assistant\\n' }}{% endif %}";
@@ -74,6 +90,11 @@ final class FakeHubCache {
             s.put(p + "self_attn.q_proj.weight", new long[] {HIDDEN, HIDDEN});
             s.put(p + "self_attn.k_proj.weight", new long[] {kv, HIDDEN});
             s.put(p + "self_attn.v_proj.weight", new long[] {kv, HIDDEN});
+            if (f.qkvBias()) {
+                s.put(p + "self_attn.q_proj.bias", new long[] {HIDDEN});
+                s.put(p + "self_attn.k_proj.bias", new long[] {kv});
+                s.put(p + "self_attn.v_proj.bias", new long[] {kv});
+            }
             s.put(p + "self_attn.o_proj.weight", new long[] {HIDDEN, HIDDEN});
             s.put(p + "mlp.gate_proj.weight", new long[] {INTERMEDIATE, HIDDEN});
             s.put(p + "mlp.up_proj.weight", new long[] {INTERMEDIATE, HIDDEN});
@@ -82,7 +103,7 @@ final class FakeHubCache {
             s.put(p + "post_attention_layernorm.weight", new long[] {HIDDEN});
         }
         s.put("model.norm.weight", new long[] {HIDDEN});
-        s.put("lm_head.weight", new long[] {vocabRows, HIDDEN});
+        if (!f.tied()) s.put("lm_head.weight", new long[] {vocabRows, HIDDEN});
         return s;
     }
 
@@ -95,9 +116,9 @@ final class FakeHubCache {
         SplittableRandom base = new SplittableRandom(f.seed()), d = new SplittableRandom(delta);
         for (Map.Entry<String, long[]> e : shapes(f, vocabRows).entrySet()) {
             long[] shape = e.getValue();
-            boolean norm = shape.length == 1, rows = e.getKey().contains("embed_tokens") || e.getKey().equals("lm_head.weight");
+            boolean norm = shape.length == 1 && e.getKey().contains("norm"), rows = e.getKey().contains("embed_tokens") || e.getKey().equals("lm_head.weight");
             // the base's rows of the family's own vocabulary come first, whatever this model adds after them
-            int baseRows = f.vocab().size() + f.specials().size();
+            int baseRows = Math.max(f.paddedRows(), f.vocab().size() + f.specials().size());
             long n = 1;
             for (long x : shape) n *= x;
             float[] v = new float[(int) n];
@@ -118,7 +139,7 @@ final class FakeHubCache {
         Files.createDirectories(dir);
         List<String> specials = new ArrayList<>(f.specials());
         specials.addAll(added);
-        int rows = f.vocab().size() + specials.size();
+        int rows = Math.max(f.paddedRows(), f.vocab().size() + specials.size());
         Map<String, SafetensorsFixture.T> w = weights(f, rows, delta);
         if (torchBin) writeBin(dir.resolve("pytorch_model.bin"), w);
         else {
@@ -133,12 +154,15 @@ final class FakeHubCache {
                 .put("num_key_value_heads", f.kvHeads()).put("vocab_size", rows).put("max_position_embeddings", 4096)
                 .put("rms_norm_eps", 1e-5).put("rope_theta", 10000.0).put("tie_word_embeddings", false)
                 .put("hidden_act", "silu").put("torch_dtype", f.dtype() == DType.F16 ? "float16" : "bfloat16");
+        cfg.put("tie_word_embeddings", f.tied());
         if (f == MISTRAL) cfg.put("sliding_window", 4096);
         Files.write(dir.resolve("config.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(cfg));
         Files.write(dir.resolve("tokenizer.json"), JSON.writeValueAsBytes(tokenizer(f, specials)));
         ObjectNode tc = JSON.createObjectNode();
-        tc.put("tokenizer_class", f == LLAMA3 ? "PreTrainedTokenizerFast" : "LlamaTokenizer");
-        tc.put("bos_token", f == LLAMA3 ? "<|begin_of_text|>" : "<s>").put("eos_token", f == LLAMA3 ? "<|end_of_text|>" : "</s>");
+        boolean llama3 = f.specials().contains("<|begin_of_text|>"), qwen = f == QWEN2;
+        tc.put("tokenizer_class", llama3 ? "PreTrainedTokenizerFast" : qwen ? "Qwen2Tokenizer" : "LlamaTokenizer");
+        if (!qwen) tc.put("bos_token", llama3 ? "<|begin_of_text|>" : "<s>");
+        tc.put("eos_token", llama3 ? "<|end_of_text|>" : qwen ? "<|im_end|>" : "</s>");
         if (chatTemplate != null) tc.put("chat_template", chatTemplate);
         Files.write(dir.resolve("tokenizer_config.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(tc));
     }
@@ -235,10 +259,6 @@ final class FakeHubCache {
         }
     }
 
-    /** The models of the cache: Hub ID to (family, rows of its vocabulary). */
-    static final Map<String, Family> FAMILY = new LinkedHashMap<>();
-    static final Map<String, Integer> VOCAB = new LinkedHashMap<>();
-
     /** Builds the cache under {@code home/.cache/huggingface/hub}; {@code scratch} holds the model folders first. */
     static Path build(Path home, Path scratch) throws IOException {
         Path hub = home.resolve(".cache/huggingface/hub");
@@ -259,13 +279,18 @@ final class FakeHubCache {
                 new M("meta-llama/Meta-Llama-3-8B", LLAMA3, 0, List.of(), null, false),
                 new M("meta-llama/Meta-Llama-3-8B-Instruct", LLAMA3, 301, List.of(), null, false),
                 new M("NousResearch/Hermes-2-Pro-Llama-3-8B", LLAMA3, 302, List.of(), null, false),
-                new M("cognitivecomputations/dolphin-2.9-llama3-8b", LLAMA3, 303, List.of(), null, false));
+                new M("cognitivecomputations/dolphin-2.9-llama3-8b", LLAMA3, 303, List.of(), null, false),
+                new M("meta-llama/Llama-3.2-1B", LLAMA32, 0, List.of(), null, false),
+                new M("meta-llama/Llama-3.2-1B-Instruct", LLAMA32, 501, List.of(), null, false),
+                new M("unsloth/Llama-3.2-1B-Instruct", LLAMA32, 502, List.of(), null, false),
+                new M("Qwen/Qwen2.5-7B", QWEN2, 0, List.of(), null, false),
+                new M("Qwen/Qwen2.5-7B-Instruct", QWEN2, 601, List.of(), CHATML, false),
+                new M("Qwen/Qwen2.5-Math-7B", QWEN2, 602, List.of(), CHATML, false),
+                new M("Qwen/Qwen2.5-Coder-7B-Instruct", QWEN2, 603, List.of(), CHATML, false));
         for (M m : models) {
             Path dir = scratch.resolve(m.repo().replace('/', '_'));
             model(dir, m.f(), m.delta(), m.added(), m.template(), m.bin());
             cache(hub, m.repo(), "main", COMMIT, dir);
-            FAMILY.put(m.repo(), m.f());
-            VOCAB.put(m.repo(), m.f().vocab().size() + m.f().specials().size() + m.added().size());
         }
         Path adapter = scratch.resolve("lora");
         lora(adapter, MISTRAL, "mistralai/Mistral-7B-v0.1", 401);

@@ -31,7 +31,8 @@ import org.junit.jupiter.params.provider.MethodSource;
  * Hub IDs in a local Hugging Face cache. Each config in {@code src/test/resources/real-configs} says in comments what
  * it must give:
  * <ul>
- *   <li>{@code # expect: layers=N vocab=V dtype=BF16}: exit 0, the Llama tensor names of N layers (and nothing else),
+ *   <li>{@code # expect: layers=N vocab=V dtype=BF16} (and {@code tied=true}: no lm_head, {@code bias=true}: q/k/v
+ *       biases): exit 0, the Llama tensor names of N layers (and nothing else),
  *       embeddings and head of V rows, config.json with num_hidden_layers N and vocab_size V, every tensor in dtype,
  *       every value finite, every token id of the tokenizer.json written beside it a row; and {@code --dry-run}
  *       succeeds writing nothing;</li>
@@ -112,7 +113,8 @@ class RealConfigsTest {
         int layers = Integer.parseInt(setting(expect.get(0), "layers"));
         long vocab = Long.parseLong(setting(expect.get(0), "vocab"));
         String dtype = setting(expect.get(0), "dtype");
-        checkOutput(name, out, layers, vocab, dtype);
+        checkOutput(name, out, layers, vocab, dtype, "true".equals(setting(expect.get(0), "tied")),
+                "true".equals(setting(expect.get(0), "bias")));
         for (String f : comments(yaml, "expect-file")) {
             int space = f.indexOf(' ');
             String file = f.substring(0, space), text = f.substring(space + 1);
@@ -122,16 +124,22 @@ class RealConfigsTest {
         }
     }
 
-    static Set<String> llamaTensors(int layers) {
-        Set<String> names = new HashSet<>(List.of("model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"));
-        for (int l = 0; l < layers; l++)
+    /** The tensors of a Llama-style model: without lm_head where it is tied, with q/k/v biases as Qwen2 has them. */
+    static Set<String> llamaTensors(int layers, boolean tied, boolean bias) {
+        Set<String> names = new HashSet<>(List.of("model.embed_tokens.weight", "model.norm.weight"));
+        if (!tied) names.add("lm_head.weight");
+        for (int l = 0; l < layers; l++) {
             for (String t : List.of("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj", "input_layernorm", "post_attention_layernorm"))
                 names.add("model.layers." + l + "." + t + ".weight");
+            if (bias)
+                for (String t : List.of("q_proj", "k_proj", "v_proj")) names.add("model.layers." + l + ".self_attn." + t + ".bias");
+        }
         return names;
     }
 
-    static void checkOutput(String name, Path out, int layers, long vocab, String dtype) throws Exception {
+    static void checkOutput(String name, Path out, int layers, long vocab, String dtype, boolean tied, boolean bias)
+            throws Exception {
         JsonNode cfg = FakeHubCache.JSON.readTree(out.resolve("config.json").toFile());
         assertEquals(layers, cfg.get("num_hidden_layers").asInt(), name + ": config.json num_hidden_layers");
         assertEquals(vocab, cfg.get("vocab_size").asLong(), name + ": config.json vocab_size");
@@ -142,9 +150,9 @@ class RealConfigsTest {
         for (JsonNode a : tok.get("added_tokens")) ids = Math.max(ids, a.get("id").asLong() + 1);
         assertTrue(ids <= vocab, name + ": tokenizer.json has ids up to " + (ids - 1) + ", the model " + vocab + " rows");
         try (Checkpoint c = Checkpoint.open(out)) {
-            assertEquals(llamaTensors(layers), new HashSet<>(c.tensorNames()), name + ": tensor names");
-            assertEquals(3 + 9 * layers, c.tensorNames().size(), name + ": tensor count");
-            for (String t : List.of("model.embed_tokens.weight", "lm_head.weight"))
+            assertEquals(llamaTensors(layers, tied, bias), new HashSet<>(c.tensorNames()), name + ": tensor names");
+            assertEquals((tied ? 2 : 3) + (bias ? 12 : 9) * layers, c.tensorNames().size(), name + ": tensor count");
+            for (String t : tied ? List.of("model.embed_tokens.weight") : List.of("model.embed_tokens.weight", "lm_head.weight"))
                 assertArrayEquals(new long[] {vocab, FakeHubCache.HIDDEN}, c.info(t).shape(), name + ": " + t);
             for (String t : c.tensorNames()) {
                 TensorInfo info = c.info(t);
