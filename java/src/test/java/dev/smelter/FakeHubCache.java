@@ -31,6 +31,8 @@ final class FakeHubCache {
     static final ObjectMapper JSON = new ObjectMapper();
     static final int HIDDEN = 16, INTERMEDIATE = 40;
     static final String COMMIT = "5f2ab1c1b7b4d6e2a0c3b9e8d7f6a5b4c3d2e1f0";
+    /** A pull request's revision of Mistral-7B-Instruct-v0.2 (refs/pr/1), a second snapshot. */
+    static final String PR_COMMIT = "0e1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d";
 
     /** A model family: architecture, layers, attention shape, dtype, the base vocabulary and the base's seed. */
     record Family(String architecture, String modelType, int layers, int heads, int kvHeads, DType dtype,
@@ -291,6 +293,7 @@ final class FakeHubCache {
             Path dir = scratch.resolve(m.repo().replace('/', '_'));
             model(dir, m.f(), m.delta(), m.added(), m.template(), m.bin());
             cache(hub, m.repo(), "main", COMMIT, dir);
+            if (m.repo().equals("mistralai/Mistral-7B-Instruct-v0.2")) cache(hub, m.repo(), "refs/pr/1", PR_COMMIT, dir);
         }
         Path adapter = scratch.resolve("lora");
         lora(adapter, MISTRAL, "mistralai/Mistral-7B-v0.1", 401);
