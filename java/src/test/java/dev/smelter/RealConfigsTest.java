@@ -37,6 +37,8 @@ import org.junit.jupiter.params.provider.MethodSource;
  *       every value finite, every token id of the tokenizer.json written beside it a row; and {@code --dry-run}
  *       succeeds writing nothing;</li>
  *   <li>{@code # expect-file: NAME TEXT}: output file NAME contains TEXT;</li>
+ *   <li>{@code # expect-sweep: GRID}: {@code smelter sweep --grid GRID} over the config gives one such output per
+ *       point;</li>
  *   <li>{@code # expect: exit=2} with {@code # expect-message: TEXT} lines: the refusal, each TEXT in its message,
  *       and no output.</li>
  * </ul>
@@ -115,6 +117,21 @@ class RealConfigsTest {
         String dtype = setting(expect.get(0), "dtype");
         checkOutput(name, out, layers, vocab, dtype, "true".equals(setting(expect.get(0), "tied")),
                 "true".equals(setting(expect.get(0), "bias")));
+        for (String grid : comments(yaml, "expect-sweep")) {
+            // smelter sweep over the same config: one output per grid point, each as sound as the merge
+            Path sweep = dir.resolve("sweep").resolve(name.replace(".yml", ""));
+            CliRun.Run sr = CliRun.cli("sweep", "--device", "cpu", "-q", config.toString(), "--grid", grid, "-o",
+                    sweep.toString(), "--no-stats");
+            assertEquals(0, sr.code(), name + ": sweep --grid " + grid + " failed:\n" + sr.err());
+            List<Path> points;
+            try (Stream<Path> p = Files.list(sweep)) {
+                points = p.filter(Files::isDirectory).toList();
+            }
+            assertEquals(grid.split(",").length, points.size(), name + ": sweep outputs " + points);
+            for (Path point : points)
+                checkOutput(name + " " + point.getFileName(), point, layers, vocab, dtype,
+                        "true".equals(setting(expect.get(0), "tied")), "true".equals(setting(expect.get(0), "bias")));
+        }
         for (String f : comments(yaml, "expect-file")) {
             int space = f.indexOf(' ');
             String file = f.substring(0, space), text = f.substring(space + 1);
