@@ -566,12 +566,21 @@ public record MergeConfig(
         String paths = String.join(" and ", searched.stream().map(Path::toString).toList());
         if (hub) {
             // As mergekit: a path that does not exist is a Hub ID, here read from the local Hugging Face cache.
+            Path snapshot;
             try {
-                return hubCache.snapshot(p);
+                snapshot = hubCache.snapshot(p);
             } catch (HubCache.NotCached e) {
                 throw new ConfigException(where + " '" + p + "' is not a local checkpoint (searched " + paths + "), and "
                         + e.getMessage());
             }
+            // A download of some files only (config.json, the tokenizer) leaves a snapshot without weights.
+            if (!hasWeights(snapshot) && !dev.smelter.io.LoraAdapter.isAdapter(snapshot))
+                throw new ConfigException(where + " '" + p + "' is in the Hugging Face cache without weights: " + snapshot
+                        + " has none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+                        + "pytorch_model.bin.index.json (only some of its files were downloaded). Smelter never "
+                        + "downloads; fetch the weights with `huggingface-cli download " + (at < 0 ? p : p.substring(0, at)
+                        + " --revision " + p.substring(at + 1)) + "` on a machine with network access");
+            return snapshot;
         }
         throw new ConfigException(where + " '" + p + "' does not exist (searched " + paths + ")");
     }
