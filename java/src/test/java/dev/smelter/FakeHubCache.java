@@ -295,6 +295,11 @@ final class FakeHubCache {
             cache(hub, m.repo(), "main", COMMIT, dir);
             if (m.repo().equals("mistralai/Mistral-7B-Instruct-v0.2")) cache(hub, m.repo(), "refs/pr/1", PR_COMMIT, dir);
         }
+        // A download cut short: config.json and the tokenizer, no weights.
+        Path partial = scratch.resolve("partial");
+        model(partial, MISTRAL, 701, List.of(), null, false);
+        Files.delete(partial.resolve("model.safetensors"));
+        cache(hub, "mistralai/Mistral-7B-v0.3", "main", COMMIT, partial);
         Path adapter = scratch.resolve("lora");
         lora(adapter, MISTRAL, "mistralai/Mistral-7B-v0.1", 401);
         cache(hub, "Undi95/Mistral-7B-roleplay_alpaca-lora", "main", COMMIT, adapter);
