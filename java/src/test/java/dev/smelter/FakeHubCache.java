@@ -23,7 +23,9 @@ import java.util.stream.Stream;
  * for the models that real mergekit configs name: Llama-style and Mistral-style checkpoints of hidden size 16 with
  * config.json, tokenizer.json and tokenizer_config.json. The real models' layer counts are divided by four (Mistral
  * and Llama 3: 32 -> 8 layers; Llama 2 13B: 40 -> 10), so configs keep their shape with scaled layer ranges.
- * Fine-tunes are their family's base plus small task vectors, as real fine-tunes are.
+ * Fine-tunes are their family's base plus small task vectors, as real fine-tunes are. As in the real repositories,
+ * the Llama 2 13B models are sharded (WizardLM as .bin shards), and orca_mini ships only a slow tokenizer
+ * (tokenizer.model).
  */
 final class FakeHubCache {
     private FakeHubCache() {}
@@ -138,16 +140,47 @@ final class FakeHubCache {
     /** Files of a model's folder (before it goes into the cache). */
     static void model(Path dir, Family f, long delta, List<String> added, String chatTemplate, boolean torchBin)
             throws IOException {
+        model(dir, f, delta, added, chatTemplate, torchBin, false);
+    }
+
+    static void model(Path dir, Family f, long delta, List<String> added, String chatTemplate, boolean torchBin,
+            boolean slowTokenizerOnly) throws IOException {
         Files.createDirectories(dir);
         List<String> specials = new ArrayList<>(f.specials());
         specials.addAll(added);
         int rows = Math.max(f.paddedRows(), f.vocab().size() + specials.size());
         Map<String, SafetensorsFixture.T> w = weights(f, rows, delta);
-        if (torchBin) writeBin(dir.resolve("pytorch_model.bin"), w);
-        else {
-            SafetensorsFixture st = new SafetensorsFixture();
-            w.forEach(st::put);
-            st.write(dir.resolve("model.safetensors"));
+        // Llama 2 13B repositories are sharded (an index and two files here), as save_pretrained writes them.
+        boolean sharded = f == LLAMA2;
+        List<Map<String, SafetensorsFixture.T>> shards = new ArrayList<>();
+        if (sharded) {
+            shards.add(new LinkedHashMap<>());
+            shards.add(new LinkedHashMap<>());
+            int i = 0;
+            for (Map.Entry<String, SafetensorsFixture.T> e : w.entrySet()) shards.get(i++ < w.size() / 2 ? 0 : 1).put(e.getKey(), e.getValue());
+        } else shards.add(w);
+        ObjectNode weightMap = JSON.createObjectNode();
+        long total = 0;
+        for (int k = 0; k < shards.size(); k++) {
+            String file = !sharded ? (torchBin ? "pytorch_model.bin" : "model.safetensors")
+                    : String.format(torchBin ? "pytorch_model-%05d-of-%05d.bin" : "model-%05d-of-%05d.safetensors", k + 1, shards.size());
+            if (torchBin) writeBin(dir.resolve(file), shards.get(k));
+            else {
+                SafetensorsFixture st = new SafetensorsFixture();
+                shards.get(k).forEach(st::put);
+                st.write(dir.resolve(file));
+            }
+            for (Map.Entry<String, SafetensorsFixture.T> e : shards.get(k).entrySet()) {
+                weightMap.put(e.getKey(), file);
+                total += (long) e.getValue().values().length * e.getValue().dtype().byteSize();
+            }
+        }
+        if (sharded) {
+            ObjectNode index = JSON.createObjectNode();
+            index.putObject("metadata").put("total_size", total);
+            index.set("weight_map", weightMap);
+            Files.write(dir.resolve(torchBin ? "pytorch_model.bin.index.json" : "model.safetensors.index.json"),
+                    JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(index));
         }
         ObjectNode cfg = JSON.createObjectNode();
         cfg.putArray("architectures").add(f.architecture());
@@ -159,7 +192,9 @@ final class FakeHubCache {
         cfg.put("tie_word_embeddings", f.tied());
         if (f == MISTRAL) cfg.put("sliding_window", 4096);
         Files.write(dir.resolve("config.json"), JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(cfg));
-        Files.write(dir.resolve("tokenizer.json"), JSON.writeValueAsBytes(tokenizer(f, specials)));
+        // Some Llama 2 fine-tunes ship only the slow SentencePiece tokenizer (tokenizer.model), no tokenizer.json.
+        if (slowTokenizerOnly) Files.write(dir.resolve("tokenizer.model"), new byte[] {0x0a, 0x0b, 0x0a, 0x05, '<', 'u', 'n', 'k', '>'});
+        else Files.write(dir.resolve("tokenizer.json"), JSON.writeValueAsBytes(tokenizer(f, specials)));
         ObjectNode tc = JSON.createObjectNode();
         boolean llama3 = f.specials().contains("<|begin_of_text|>"), qwen = f == QWEN2;
         tc.put("tokenizer_class", llama3 ? "PreTrainedTokenizerFast" : qwen ? "Qwen2Tokenizer" : "LlamaTokenizer");
@@ -291,7 +326,7 @@ final class FakeHubCache {
                 new M("Qwen/Qwen2.5-Coder-7B-Instruct", QWEN2, 603, List.of(), CHATML, false));
         for (M m : models) {
             Path dir = scratch.resolve(m.repo().replace('/', '_'));
-            model(dir, m.f(), m.delta(), m.added(), m.template(), m.bin());
+            model(dir, m.f(), m.delta(), m.added(), m.template(), m.bin(), m.repo().equals("psmathur/orca_mini_v3_13b"));
             cache(hub, m.repo(), "main", COMMIT, dir);
             if (m.repo().equals("mistralai/Mistral-7B-Instruct-v0.2")) cache(hub, m.repo(), "refs/pr/1", PR_COMMIT, dir);
         }
