@@ -127,7 +127,31 @@ final class LayerPlan {
         for (String name : lastRef.tensorNames())
             if (TensorNames.layerIndex(name) < 0 && TensorNames.isAfterLayers(name))
                 b.add(name, lastIndex, postCount, sameName(post, name), opened, -1, 1);
-        return b.build();
+        CheckpointMerger.Plan plan = b.build();
+        oneVocabularySize(plan, firstRef, lastRef);
+        return plan;
+    }
+
+    /**
+     * The embeddings come from the first slice and the output head from the last; models of different vocabularies
+     * there would give a model whose embeddings and head disagree in size (mergekit writes it; transformers cannot
+     * load it), so it is refused before anything is written.
+     */
+    private static void oneVocabularySize(CheckpointMerger.Plan plan, Checkpoint firstRef, Checkpoint lastRef)
+            throws CheckpointFormatException {
+        CheckpointMerger.TensorPlan before = null, after = null;
+        for (CheckpointMerger.TensorPlan t : plan.tensors()) {
+            if (TensorNames.layerIndex(t.name()) >= 0 || !TensorNames.isVocabMatrix(t.name()) || t.info().shape().length != 2)
+                continue;
+            if (TensorNames.isAfterLayers(t.name())) after = after == null ? t : after;
+            else before = before == null ? t : before;
+        }
+        if (before != null && after != null && before.info().shape()[0] != after.info().shape()[0])
+            throw new CheckpointFormatException("the embeddings come from the first slice (" + firstRef.directory() + ": "
+                    + before.name() + " has " + before.info().shape()[0] + " rows) and the output head from the last ("
+                    + lastRef.directory() + ": " + after.name() + " has " + after.info().shape()[0] + " rows): the merged "
+                    + "model would not load (one vocabulary, one size); take the first and the last slice from models "
+                    + "of the same vocabulary");
     }
 
     /** Slice {@code index} of {@code config} with its first {@code sources} sources. */
