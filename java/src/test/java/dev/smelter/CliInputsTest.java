@@ -219,6 +219,35 @@ class CliInputsTest {
     }
 
     @Test
+    void aHubSnapshotWithoutWeightsIsRefusedWithTheDownloadCommand() throws Exception {
+        for (String v : List.of("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"))
+            org.junit.jupiter.api.Assumptions.assumeTrue(System.getenv(v) == null, v + " is set: the cache is not under the home");
+        // A download of some files only (huggingface-cli download org/partial config.json): no weights in the snapshot.
+        Path home = Files.createDirectories(dir.resolve("home-partial"));
+        Path partial = Files.createDirectories(dir.resolve("partial-files"));
+        Files.copy(dir.resolve("expert-de/config.json"), partial.resolve("config.json"));
+        cache(home.resolve(".cache/huggingface/hub"), "org/partial", "main", "89abcdef0123456789abcdef0123456789abcdef", partial);
+        String old = System.getProperty("user.home");
+        System.setProperty("user.home", home.toString());
+        try {
+            CliRun.Run r = merge(config("partial.yml", """
+                    merge_method: linear
+                    models:
+                      - model: org/partial
+                        parameters: {weight: 0.5}
+                      - model: expert-de
+                        parameters: {weight: 0.5}
+                    """).toString(), dir.resolve("partial-out").toString());
+            assertEquals(2, r.code(), r.err());
+            assertTrue(r.err().contains("models[0].model 'org/partial'") && r.err().contains("without weights")
+                    && r.err().contains("huggingface-cli download org/partial`"), r.err());
+            assertFalse(Files.exists(dir.resolve("partial-out")));
+        } finally {
+            System.setProperty("user.home", old);
+        }
+    }
+
+    @Test
     void pytorchBinCheckpointsMergeAsTheirSafetensors() throws Exception {
         // expert-fr as torch.save writes a state dict: every tensor its own FloatStorage.
         Path bin = Files.createDirectories(dir.resolve("expert-fr-bin"));

@@ -546,6 +546,61 @@ class CliSlicesTest {
     }
 
     @Test
+    void slicesOverModelsOfAnotherVocabularySizeSayWhatToWrite() throws Exception {
+        // With slices every model needs the base's vocabulary (the base's tokenizer is copied); a model with added
+        // tokens is refused before anything is written, naming the rows and the models: form that aligns them.
+        assertEquals(0, CliRun.cli("demo-checkpoints", dir.resolve("v40").toString(), "--hidden", "48", "--layers",
+                "" + LAYERS, "--vocab", "40").code());
+        CliRun.Run r = merge("vocab-slices", """
+                slices:
+                  - sources:
+                      - {model: base, layer_range: [0, 4]}
+                      - {model: v40/expert-de, layer_range: [0, 4]}
+                merge_method: slerp
+                base_model: base
+                parameters: {t: 0.5}
+                """);
+        assertEquals(1, r.code(), r.err());
+        for (String p : List.of("model.embed_tokens.weight has 40 rows", "has 37", "with slices every model needs the "
+                + "same vocabulary", "models: config", "tokenizer_source"))
+            assertTrue(r.err().contains(p), p + " in: " + r.err());
+        assertFalse(Files.exists(dir.resolve("vocab-slices-out")));
+    }
+
+    @Test
+    void aFrankenmergeWhoseHeadAndEmbeddingsDifferInVocabularyIsRefused() throws Exception {
+        // The embeddings come from the first slice, the head from the last: of 37 and 40 rows the model would not load.
+        if (!Files.exists(dir.resolve("v40b")))
+            assertEquals(0, CliRun.cli("demo-checkpoints", dir.resolve("v40b").toString(), "--hidden", "48", "--layers",
+                    "" + LAYERS, "--vocab", "40").code());
+        CliRun.Run r = merge("vocab-franken", """
+                slices:
+                  - sources:
+                      - {model: base, layer_range: [0, 3]}
+                  - sources:
+                      - {model: v40b/expert-de, layer_range: [1, 4]}
+                merge_method: passthrough
+                """);
+        assertEquals(1, r.code(), r.err());
+        for (String p : List.of("model.embed_tokens.weight has 37 rows", "lm_head.weight has 40 rows", "would not load",
+                "first and the last slice"))
+            assertTrue(r.err().contains(p), p + " in: " + r.err());
+        assertFalse(Files.exists(dir.resolve("vocab-franken-out")));
+        // Both ends from one vocabulary: the middle may come from the other.
+        r = merge("vocab-franken-ok", """
+                slices:
+                  - sources:
+                      - {model: base, layer_range: [0, 2]}
+                  - sources:
+                      - {model: v40b/expert-de, layer_range: [1, 3]}
+                  - sources:
+                      - {model: expert-fr, layer_range: [2, 4]}
+                merge_method: passthrough
+                """);
+        assertEquals(0, r.code(), r.err());
+    }
+
+    @Test
     void badSlicesAreRefusedNamingTheSliceAndSource() throws Exception {
         refused("""
                 slices:

@@ -361,7 +361,9 @@ public record MergeConfig(
                 && !(tokenizer.source() == TokenizerSettings.Source.BASE && tokenizer.tokens().isEmpty()
                         && tokenizer.padToMultipleOf() <= 1))
             throw new ConfigException("tokenizer_source/tokenizer with slices: building a vocabulary across sliced "
-                    + "models is not supported yet (the base's tokenizer is copied; every model must share it)");
+                    + "models is not supported yet (the base's tokenizer is copied; every model must share it): remove "
+                    + "the key to copy the base's tokenizer, or, where each slice spans every layer, write the merge as a "
+                    + "models: config (the same merge), where it builds the vocabulary");
         MergeConfig config = new MergeConfig(method, base, List.copyOf(models), global, out, scope, seed,
                 List.copyOf(warnings), null, compute, slices, baseLora, tokenizer);
         if (s == null || !s.has("grid")) return config;
@@ -455,7 +457,10 @@ public record MergeConfig(
     }
 
     static DType dtype(String text) throws ConfigException {
-        return switch (text.toLowerCase(Locale.ROOT)) {
+        String name = text.toLowerCase(Locale.ROOT);
+        // mergekit's dtype_from_name drops a leading "torch." (torch prints its dtypes so)
+        if (name.startsWith("torch.")) name = name.substring("torch.".length());
+        return switch (name) {
             case "float32", "fp32", "f32" -> DType.F32;
             case "float16", "fp16", "f16", "half" -> DType.F16;
             case "bfloat16", "bf16" -> DType.BF16;
@@ -561,12 +566,21 @@ public record MergeConfig(
         String paths = String.join(" and ", searched.stream().map(Path::toString).toList());
         if (hub) {
             // As mergekit: a path that does not exist is a Hub ID, here read from the local Hugging Face cache.
+            Path snapshot;
             try {
-                return hubCache.snapshot(p);
+                snapshot = hubCache.snapshot(p);
             } catch (HubCache.NotCached e) {
                 throw new ConfigException(where + " '" + p + "' is not a local checkpoint (searched " + paths + "), and "
                         + e.getMessage());
             }
+            // A download of some files only (config.json, the tokenizer) leaves a snapshot without weights.
+            if (!hasWeights(snapshot) && !dev.smelter.io.LoraAdapter.isAdapter(snapshot))
+                throw new ConfigException(where + " '" + p + "' is in the Hugging Face cache without weights: " + snapshot
+                        + " has none of model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+                        + "pytorch_model.bin.index.json (only some of its files were downloaded). Smelter never "
+                        + "downloads; fetch the weights with `huggingface-cli download " + (at < 0 ? p : p.substring(0, at)
+                        + " --revision " + p.substring(at + 1)) + "` on a machine with network access");
+            return snapshot;
         }
         throw new ConfigException(where + " '" + p + "' does not exist (searched " + paths + ")");
     }

@@ -166,18 +166,44 @@ public final class MultiConfig {
         order.add(d);
     }
 
-    /** The model references of a document: base_model, models[].model and .fisher, slices[].sources[].model. */
-    private static List<JsonNode> references(ObjectNode root) {
-        List<JsonNode> refs = new ArrayList<>();
+    /** Where a document names a model: a text value under {@code key} of {@code holder}. */
+    private record Slot(ObjectNode holder, String key) {}
+
+    /**
+     * The model references of a document: base_model, models[].model and .fisher, slices[].sources[].model, and the
+     * tokenizer's model sources (tokenizer_source, tokenizer.source, tokenizer.tokens.*.source and its model), all of
+     * which mergekit-multi replaces.
+     */
+    private static List<Slot> slots(ObjectNode root) {
         List<ObjectNode> holders = new ArrayList<>();
         holders.add(root);
         for (JsonNode m : root.path("models")) if (m.isObject()) holders.add((ObjectNode) m);
         for (JsonNode s : root.path("slices"))
             for (JsonNode src : s.path("sources")) if (src.isObject()) holders.add((ObjectNode) src);
+        List<Slot> slots = new ArrayList<>();
         for (ObjectNode h : holders)
             for (String key : new String[] {"base_model", "model", "fisher"})
-                if (h.path(key).isTextual()) refs.add(h.get(key));
-        return refs;
+                if (h.path(key).isTextual()) slots.add(new Slot(h, key));
+        if (isModelSource(root.path("tokenizer_source"))) slots.add(new Slot(root, "tokenizer_source"));
+        if (root.path("tokenizer").isObject()) {
+            ObjectNode tokenizer = (ObjectNode) root.get("tokenizer");
+            if (isModelSource(tokenizer.path("source"))) slots.add(new Slot(tokenizer, "source"));
+            for (JsonNode t : tokenizer.path("tokens")) {
+                if (!t.isObject()) continue;
+                if (t.path("source").isTextual()) slots.add(new Slot((ObjectNode) t, "source"));
+                else if (t.path("source").path("model").isTextual()) slots.add(new Slot((ObjectNode) t.get("source"), "model"));
+            }
+        }
+        return slots;
+    }
+
+    /** A tokenizer source that names a model (not {@code base} or {@code union}). */
+    private static boolean isModelSource(JsonNode n) {
+        return n.isTextual() && !n.asText().equals("base") && !n.asText().equals("union");
+    }
+
+    private static List<JsonNode> references(ObjectNode root) {
+        return slots(root).stream().map(s -> s.holder().get(s.key())).toList();
     }
 
     /** The model part of a reference ({@code NAME}, {@code NAME@revision}, {@code NAME+lora}). */
@@ -190,20 +216,13 @@ public final class MultiConfig {
     /** {@code d}'s mapping with each reference to an intermediate merge replaced by {@code where.apply(name)}. */
     private static ObjectNode substituted(Document d, Set<String> names, java.util.function.Function<String, Path> where) {
         ObjectNode copy = d.root().deepCopy();
-        List<ObjectNode> holders = new ArrayList<>();
-        holders.add(copy);
-        for (JsonNode m : copy.path("models")) if (m.isObject()) holders.add((ObjectNode) m);
-        for (JsonNode s : copy.path("slices"))
-            for (JsonNode src : s.path("sources")) if (src.isObject()) holders.add((ObjectNode) src);
-        for (ObjectNode h : holders)
-            for (String key : new String[] {"base_model", "model", "fisher"}) {
-                if (!h.path(key).isTextual()) continue;
-                String ref = h.get(key).asText();
-                String name = referencedName(ref);
-                if (!names.contains(name)) continue;
-                int plus = ref.indexOf('+');
-                h.set(key, new TextNode(where.apply(name).toString() + (plus < 0 ? "" : ref.substring(plus))));
-            }
+        for (Slot s : slots(copy)) {
+            String ref = s.holder().get(s.key()).asText();
+            String name = referencedName(ref);
+            if (!names.contains(name)) continue;
+            int plus = ref.indexOf('+');
+            s.holder().set(s.key(), new TextNode(where.apply(name).toString() + (plus < 0 ? "" : ref.substring(plus))));
+        }
         return copy;
     }
 

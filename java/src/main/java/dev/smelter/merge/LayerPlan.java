@@ -127,7 +127,31 @@ final class LayerPlan {
         for (String name : lastRef.tensorNames())
             if (TensorNames.layerIndex(name) < 0 && TensorNames.isAfterLayers(name))
                 b.add(name, lastIndex, postCount, sameName(post, name), opened, -1, 1);
-        return b.build();
+        CheckpointMerger.Plan plan = b.build();
+        oneVocabularySize(plan, firstRef, lastRef);
+        return plan;
+    }
+
+    /**
+     * The embeddings come from the first slice and the output head from the last; models of different vocabularies
+     * there would give a model whose embeddings and head disagree in size (mergekit writes it; transformers cannot
+     * load it), so it is refused before anything is written.
+     */
+    private static void oneVocabularySize(CheckpointMerger.Plan plan, Checkpoint firstRef, Checkpoint lastRef)
+            throws CheckpointFormatException {
+        CheckpointMerger.TensorPlan before = null, after = null;
+        for (CheckpointMerger.TensorPlan t : plan.tensors()) {
+            if (TensorNames.layerIndex(t.name()) >= 0 || !TensorNames.isVocabMatrix(t.name()) || t.info().shape().length != 2)
+                continue;
+            if (TensorNames.isAfterLayers(t.name())) after = after == null ? t : after;
+            else before = before == null ? t : before;
+        }
+        if (before != null && after != null && before.info().shape()[0] != after.info().shape()[0])
+            throw new CheckpointFormatException("the embeddings come from the first slice (" + firstRef.directory() + ": "
+                    + before.name() + " has " + before.info().shape()[0] + " rows) and the output head from the last ("
+                    + lastRef.directory() + ": " + after.name() + " has " + after.info().shape()[0] + " rows): the merged "
+                    + "model would not load (one vocabulary, one size); take the first and the last slice from models "
+                    + "of the same vocabulary");
     }
 
     /** Slice {@code index} of {@code config} with its first {@code sources} sources. */
@@ -263,6 +287,12 @@ final class LayerPlan {
             return names;
         }
 
+        /** An embedding or output head whose shapes differ in their rows only: models of other vocabularies. */
+        private static boolean vocabularySizesDiffer(String name, long[] a, long[] b) {
+            return TensorNames.isVocabMatrix(name) && a.length == b.length && a.length >= 1
+                    && Arrays.equals(Arrays.copyOfRange(a, 1, a.length), Arrays.copyOfRange(b, 1, b.length));
+        }
+
         /**
          * Plans output tensor {@code outName} of slice {@code sliceIndex} (its first {@code sourceCount} sources) from
          * input {@code in.get(j)} of each source j, at place {@code position} of {@code length} in the slice (-1:
@@ -303,6 +333,13 @@ final class LayerPlan {
             boolean mixed = false;
             for (Input x : all) {
                 TensorInfo xi = x.info();
+                if (!Arrays.equals(xi.shape(), info.shape()) && vocabularySizesDiffer(x.name(), xi.shape(), info.shape()))
+                    throw new CheckpointFormatException(x.checkpoint().directory() + ": " + x.name() + " has "
+                            + xi.shape()[0] + " rows, " + ref.checkpoint().directory() + "'s has " + info.shape()[0]
+                            + " (output " + outName + " merges them): with slices every model needs the same vocabulary "
+                            + "(the base's tokenizer is copied; building one across sliced models is not supported yet). "
+                            + "Where each slice spans every layer, write the merge as a models: config (the same merge), "
+                            + "whose tokenizer_source: base (or union) aligns the rows by token as mergekit does");
                 if (!Arrays.equals(xi.shape(), info.shape()))
                     throw new CheckpointFormatException(x.checkpoint().directory() + ": tensor " + x.name() + " has shape "
                             + Arrays.toString(xi.shape()) + ", " + ref.checkpoint().directory() + "'s " + ref.name()

@@ -52,6 +52,17 @@ class MergeConfigTest {
         assertEquals(MergeSpec.tensorKey("model.layers.3.mlp.up_proj.weight"), s.tensorKey());
     }
 
+    @Test
+    void dtypeNamesAsMergekitReadsThem() throws Exception {
+        // mergekit's dtype_from_name drops a leading "torch." (the way torch prints its dtypes).
+        String head = "merge_method: linear\nmodels:\n  - model: a\n    parameters: {weight: 1}\n";
+        MergeConfig c = parse(head + "dtype: torch.float32\nout_dtype: torch.bfloat16\n");
+        assertEquals(DType.F32, c.computeDType());
+        assertEquals(DType.BF16, c.outDType());
+        assertEquals(DType.F16, parse(head + "dtype: torch.float16\n").outDType());
+        assertMessage(head + "dtype: torch.int8\n", "unsupported dtype 'torch.int8'");
+    }
+
     /** mergekit's evaluate_setting for a gradient at position t (config.py), written out in double. */
     static double mergekitGradient(double[] v, double t) {
         double scaled = t * (v.length - 1);

@@ -50,4 +50,31 @@ class MultiConfigTest {
         e = assertThrows(ConfigException.class, () -> load(doc("../x", "p"), doc(null, "y")));
         assertTrue(e.getMessage().contains("must be a simple name"), e.getMessage());
     }
+
+    @Test
+    void tokenizerSourcesNamingAnIntermediateReadItsFolder() throws Exception {
+        // mergekit-multi replaces every model reference, the tokenizer's sources included.
+        for (String m : List.of("x", "y", "inter/chat")) {
+            Files.createDirectories(dir.resolve(m));
+            Files.writeString(dir.resolve(m).resolve("model.safetensors"), "");
+        }
+        String last = doc(null, "chat", "y") + """
+                tokenizer:
+                  source: chat
+                  tokens:
+                    "<|im_start|>": {source: chat}
+                    "<|im_end|>": {source: {kind: model_token, model: chat@main, token: "</s>"}}
+                """;
+        MultiConfig m = load(doc("chat", "x"), last);
+        assertEquals(List.of("chat", "(final)"), names(m));
+        MergeConfig c = m.config(m.order().get(1), dir.resolve("inter"), dir, new dev.smelter.io.HubCache(dir.resolve("hub")));
+        Path chat = dir.resolve("inter/chat");
+        assertEquals(chat, c.tokenizer().sourceModel());
+        assertEquals(chat, c.tokenizer().tokens().get("<|im_start|>").model());
+        assertEquals(chat, c.tokenizer().tokens().get("<|im_end|>").model());
+        // tokenizer_source, the older key, as well.
+        m = load(doc("chat", "x"), doc(null, "chat", "y") + "tokenizer_source: chat\n");
+        c = m.config(m.order().get(1), dir.resolve("inter"), dir, new dev.smelter.io.HubCache(dir.resolve("hub")));
+        assertEquals(chat, c.tokenizer().sourceModel());
+    }
 }
