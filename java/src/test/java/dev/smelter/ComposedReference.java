@@ -157,17 +157,6 @@ final class ComposedReference {
      * linear combination (coefficients of order 1, rounded to f32) and the f32 task vectors behind the statistics.
      */
     static String compare(double[] expect, List<float[]> inputs, Tensor out) {
-        double eps = Math.scalb(1.0, -24);
-        for (int j = 0; j < expect.length; j++) {
-            double mag = 0;
-            for (float[] x : inputs) mag += Math.abs(x[j]);
-            double bound = 128 * eps * mag + Float64Reference.outputRounding(out.dtype(), expect[j]) * 1.0001
-                    + Double.MIN_VALUE;
-            double got = out.getFloat(j);
-            if (!(Math.abs(got - expect[j]) <= bound))
-                return "element " + j + ": got " + got + ", expected " + expect[j] + " (error "
-                        + Math.abs(got - expect[j]) + " > bound " + bound + ")";
-        }
-        return null;
+        return Float64Reference.firstOutside(expect, null, inputs, out, 128 * Math.scalb(1.0, -24));
     }
 }

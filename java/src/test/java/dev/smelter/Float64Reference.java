@@ -1,6 +1,7 @@
 package dev.smelter;
 
 import java.util.Arrays;
+import java.util.List;
 
 /**
  * An independent float64 implementation of every merge, written from the definitions in
@@ -238,6 +239,26 @@ final class Float64Reference {
     }
 
     /** Half an ulp of the output dtype at v: the most rounding the final conversion can add. */
+    /**
+     * The first element of {@code out} farther from {@code expect} than its output rounding plus {@code perMagnitude}
+     * times the sum of the inputs' magnitudes there (the evaluation's own error), skipping {@code ambiguous} ones
+     * (may be null); null where every element is within. For the comparisons of whole merged tensors.
+     */
+    static String firstOutside(double[] expect, boolean[] ambiguous, List<float[]> inputs, Tensor out,
+            double perMagnitude) {
+        for (int j = 0; j < expect.length; j++) {
+            if (ambiguous != null && ambiguous[j]) continue;
+            double mag = 0;
+            for (float[] x : inputs) mag += Math.abs(x[j]);
+            double bound = perMagnitude * mag + outputRounding(out.dtype(), expect[j]) * 1.0001 + Double.MIN_VALUE;
+            double got = out.getFloat(j);
+            if (!(Math.abs(got - expect[j]) <= bound))
+                return "element " + j + ": got " + got + ", expected " + expect[j] + " (error "
+                        + Math.abs(got - expect[j]) + " > bound " + bound + ")";
+        }
+        return null;
+    }
+
     static double outputRounding(DType out, double v) {
         double a = Math.abs(v);
         return switch (out) {

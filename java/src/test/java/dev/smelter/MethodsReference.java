@@ -202,17 +202,6 @@ final class MethodsReference {
      * (plus f64 noise) of the reference. Returns the first violation, or null.
      */
     static String compareTight(double[] expect, boolean[] ambiguous, List<float[]> inputs, Tensor out) {
-        for (int j = 0; j < expect.length; j++) {
-            if (ambiguous != null && ambiguous[j]) continue;
-            double mag = 0;
-            for (float[] x : inputs) mag += Math.abs(x[j]);
-            double bound = Float64Reference.outputRounding(out.dtype(), expect[j]) * 1.0001 + 1e-12 * mag
-                    + Double.MIN_VALUE;
-            double got = out.getFloat(j);
-            if (!(Math.abs(got - expect[j]) <= bound))
-                return "element " + j + ": got " + got + ", expected " + expect[j] + " (error "
-                        + Math.abs(got - expect[j]) + " > bound " + bound + ")";
-        }
-        return null;
+        return Float64Reference.firstOutside(expect, ambiguous, inputs, out, 1e-12);
     }
 }
