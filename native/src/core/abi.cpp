@@ -150,6 +150,18 @@ smelter_tensor slice(const smelter_tensor &t, int64_t begin, int64_t len) {
     return {static_cast<char *>(t.data) + begin * static_cast<int64_t>(dtype_size(t.dtype)), len, t.dtype, t.memory};
 }
 
+// The bytes one call may stage at once: the context's memory limit, else the backend's staging budget.
+int64_t staging_limit(const smelter_context *ctx) {
+    return ctx->memory_limit > 0 ? ctx->memory_limit : ctx->backend->staging_budget();
+}
+
+// Elements per piece of a call over `count` elements of `per_element` staged bytes each: all of them where they fit
+// `limit`, else as many whole units of `align` elements as fit (at least one unit).
+int64_t piece_length(int64_t count, int64_t per_element, int64_t limit, int64_t align) {
+    if (count == 0 || limit / per_element >= count) return count;
+    return std::min(count, std::max(align, limit / per_element / align * align));
+}
+
 // A merge's inputs in pieces of whole rows that fit the context's memory limit (one piece when
 // everything fits, staged once). Each pass over the tensor (thresholds, L1 sums, the merge) calls
 // each(), which stages the pieces in order; since every pass only adds integer counts or writes
@@ -157,7 +169,7 @@ smelter_tensor slice(const smelter_tensor &t, int64_t begin, int64_t len) {
 class MergePieces {
 public:
     MergePieces(Backend &b, const smelter_merge_params &p, const MergePlan &plan, const smelter_tensor *out,
-                int64_t memory_limit)
+                int64_t limit)
         : b_(b), p_(p), n_(p.n_models), linear_(p.method == SMELTER_METHOD_LINEAR),
           ranked_(p.sparsify == SMELTER_SPARSIFY_RANKED), key_dtype_(plan.key_dtype), row_length_(plan.row_length),
           count_(p.models[0].count) {
@@ -166,12 +178,7 @@ public:
         if (p.select) per_element += static_cast<int64_t>(dtype_size(p.select->dtype));
         if (p.element_weights) per_element += static_cast<int64_t>(dtype_size(p.element_weights[0].dtype)) * n_;
         if (ranked_) per_element += 4 * n_ + 16;  // ranks, and the row sort's keys and positions
-        const int64_t limit = memory_limit > 0 ? memory_limit : b.staging_budget();
-        piece_ = count_;
-        if (count_ > 0 && limit / per_element < count_) {
-            const int64_t align = ranked_ ? row_length_ : 4096;  // RANKED rows are ranked whole
-            piece_ = std::min(count_, std::max(align, limit / per_element / align * align));
-        }
+        piece_ = piece_length(count_, per_element, limit, ranked_ ? row_length_ : 4096);  // RANKED rows are ranked whole
     }
 
     int64_t count() const { return count_; }
@@ -452,7 +459,7 @@ void merge_impl(smelter_context *ctx, const smelter_merge_params *p, const smelt
     }
 
     Backend &b = *ctx->backend;
-    MergePieces pieces(b, *p, plan, out, ctx->memory_limit);
+    MergePieces pieces(b, *p, plan, out, staging_limit(ctx));
     const bool magnitude = plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE || plan.sparsify == SMELTER_SPARSIFY_MAGNITUDE_OUTLIERS;
     if (magnitude && p->thresholds == nullptr) per_tensor_thresholds(b, pieces, *p, plan);
     if (p->rescale == SMELTER_RESCALE_L1) l1_scales(b, pieces, plan);
@@ -593,7 +600,7 @@ void product_block(Backend &b, const ProductJob &j, const OperandBlock &a, const
 // larger side halved until a block fits), each block with the whole reduction.
 void run_product(smelter_context *ctx, const ProductJob &j) {
     Backend &b = *ctx->backend;
-    const double limit = static_cast<double>(ctx->memory_limit > 0 ? ctx->memory_limit : b.staging_budget());
+    const double limit = static_cast<double>(staging_limit(ctx));
     int64_t pb = j.P, qb = j.Q;
     if (product_block_bytes(j, pb, qb) <= limit) {
         b.product(j);
@@ -625,7 +632,7 @@ void run_product(smelter_context *ctx, const ProductJob &j) {
 // staging is what the limit bounds), each with every row.
 void run_column_stats(smelter_context *ctx, const ColumnStatsJob &j) {
     Backend &b = *ctx->backend;
-    const double limit = static_cast<double>(ctx->memory_limit > 0 ? ctx->memory_limit : b.staging_budget());
+    const double limit = static_cast<double>(staging_limit(ctx));
     const double per_column = static_cast<double>(j.rows) * dtype_size(j.x->dtype) + kStatsColumnOverhead + sizeof(float);
     const double fixed = static_cast<double>(j.rows) * sizeof(float);
     if (j.x->memory != SMELTER_MEMORY_HOST || fixed + per_column * j.cols <= limit) {
@@ -755,9 +762,7 @@ void pair_stats_impl(smelter_context *ctx, const smelter_pair_stats_params *p) {
     const int64_t count = first.count;
     int64_t per_element = static_cast<int64_t>(dtype_size(first.dtype)) * (n + (p->base ? 1 : 0));
     if (p->select) per_element += static_cast<int64_t>(dtype_size(p->select->dtype));
-    const int64_t limit = ctx->memory_limit > 0 ? ctx->memory_limit : b.staging_budget();
-    int64_t piece = count;
-    if (limit / per_element < count) piece = std::min(count, std::max(kPairChunk, limit / per_element / kPairChunk * kPairChunk));
+    const int64_t piece = piece_length(count, per_element, staging_limit(ctx), kPairChunk);
     for (int64_t begin = 0; begin < count; begin += piece) {
         const int64_t len = std::min(piece, count - begin);
         smelter_tensor vectors[SMELTER_MAX_MODELS], base, select;
@@ -961,9 +966,7 @@ SMELTER_API smelter_status smelter_topk_add(smelter_topk *topk, const smelter_te
         Backend &b = *topk->ctx->backend;
         const int64_t count = model->count;
         const int64_t per_element = static_cast<int64_t>(dtype_size(model->dtype)) * (base ? 2 : 1);
-        const int64_t limit = topk->ctx->memory_limit > 0 ? topk->ctx->memory_limit : b.staging_budget();
-        int64_t piece = count;
-        if (limit / per_element < count) piece = std::min(count, std::max<int64_t>(4096, limit / per_element / 4096 * 4096));
+        const int64_t piece = piece_length(count, per_element, staging_limit(topk->ctx), 4096);
         for (int64_t begin = 0; begin < count; begin += piece) {
             const int64_t len = std::min(piece, count - begin);
             const smelter_tensor m = slice(*model, begin, len);
