@@ -16,6 +16,7 @@ import dev.smelter.config.TensorNames;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
 import dev.smelter.io.CheckpointWriter;
+import dev.smelter.io.ModelConfig;
 import dev.smelter.io.OutputGuard;
 import dev.smelter.io.PartitionStaging;
 import dev.smelter.io.PartitionWriter;
@@ -227,7 +228,7 @@ public final class CheckpointMerger implements AutoCloseable {
      * base). A model whose config.json says {@code tie_word_embeddings: false} is not tied, and keeps the missing
      * tensor an error.
      */
-    private void tieOutputEmbeddings() throws IOException {
+    private void tieOutputEmbeddings() {
         Checkpoint ref = reference();
         List<Checkpoint> inputs = new ArrayList<>(models);
         if (base != null) inputs.add(base);
@@ -243,17 +244,9 @@ public final class CheckpointMerger implements AutoCloseable {
     }
 
     /** Whether a model's config.json leaves {@code tie_word_embeddings} true (transformers' default). */
-    private static boolean tied(Checkpoint c) throws IOException {
-        Path config = c.directory().resolve("config.json");
-        if (!Files.isRegularFile(config)) return true;
-        try {
-            com.fasterxml.jackson.databind.JsonNode root = new com.fasterxml.jackson.databind.ObjectMapper().readTree(config.toFile());
-            com.fasterxml.jackson.databind.JsonNode tie = root.get("tie_word_embeddings");
-            if (tie == null && root.get("text_config") != null) tie = root.get("text_config").get("tie_word_embeddings");
-            return tie == null || tie.asBoolean(true);
-        } catch (IOException e) {
-            return true;  // an unreadable config.json: ArchitectureCheck reports it
-        }
+    private static boolean tied(Checkpoint c) {
+        com.fasterxml.jackson.databind.JsonNode tie = ModelConfig.value(c.directory(), "tie_word_embeddings", v -> true);
+        return tie == null || tie.asBoolean(true);
     }
 
     /** The output vocabulary of a config with tokenizer_source or a tokenizer section, and the checkpoint of each of its inputs. */

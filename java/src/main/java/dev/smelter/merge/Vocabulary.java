@@ -5,6 +5,7 @@ import dev.smelter.DType;
 import dev.smelter.config.TokenizerSettings;
 import dev.smelter.io.Checkpoint;
 import dev.smelter.io.CheckpointFormatException;
+import dev.smelter.io.ModelConfig;
 import dev.smelter.io.TokenizerFile;
 import dev.smelter.io.TokenizerFile.AddedToken;
 import java.io.IOException;
@@ -297,16 +298,8 @@ public final class Vocabulary {
 
     /** {@code vocab_size} of a model's config.json (or of its {@code text_config}), or null. */
     static Long configVocabSize(Path dir) {
-        Path p = dir.resolve("config.json");
-        if (!Files.isRegularFile(p)) return null;
-        try {
-            JsonNode c = TokenizerFile.JSON.readTree(Files.readString(p));
-            JsonNode v = c.path("vocab_size");
-            if (!v.isIntegralNumber()) v = c.path("text_config").path("vocab_size");
-            return v.isIntegralNumber() && v.asLong() > 0 ? v.asLong() : null;
-        } catch (IOException | RuntimeException e) {
-            return null;
-        }
+        JsonNode v = ModelConfig.value(dir, "vocab_size", JsonNode::isIntegralNumber);
+        return v != null && v.asLong() > 0 ? v.asLong() : null;
     }
 
     /**
