@@ -37,17 +37,10 @@ public final class SideFiles {
 
     /**
      * Copies the side files found in {@code source} into {@code writer}: config.json with its dtype set to
-     * {@code dtype} (unchanged when null), the tokenizer files only with {@code copyTokenizer}. Returns warnings.
-     */
-    public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer)
-            throws IOException {
-        return write(writer, source, dtype, copyTokenizer, null, null);
-    }
-
-    /**
-     * {@link #write(CheckpointWriter, Path, DType, boolean)}, where a config with tokenizer keys gives the tokenizer
-     * files ({@code tokenizer} not null): those replace the source's, and config.json gets their {@code vocab_size};
-     * and with {@code configEdit} (if not null) applied to config.json (a sliced merge's layer count).
+     * {@code dtype} (unchanged when null), the tokenizer files only with {@code copyTokenizer}. Where a config with
+     * tokenizer keys gives the tokenizer files ({@code tokenizer} not null), those replace the source's and
+     * config.json gets their {@code vocab_size}; {@code configEdit} (if not null) is applied to config.json last (a
+     * sliced merge's layer count). Returns warnings.
      */
     public static List<String> write(CheckpointWriter writer, Path source, DType dtype, boolean copyTokenizer,
             TokenizerOutput tokenizer, Consumer<ObjectNode> configEdit) throws IOException {
@@ -98,15 +91,9 @@ public final class SideFiles {
 
     /**
      * config.json with {@code torch_dtype} set to {@code dtype}, and {@code dtype} too where it has that key (newer
-     * transformers write it); keys keep their order, numbers their digits.
-     */
-    static byte[] withDType(String configJson, DType dtype) throws IOException {
-        return withDType(configJson, dtype, -1, null);
-    }
-
-    /**
-     * {@link #withDType(String, DType)} (dtype null: unchanged), with {@code vocabSize >= 0} its {@code vocab_size}
-     * (that of its {@code text_config} where only that has one) set to it, then {@code edit} if not null.
+     * transformers write it; {@code dtype} null: unchanged); with {@code vocabSize >= 0} its {@code vocab_size} (that
+     * of its {@code text_config} where only that has one) set to it; then {@code edit} if not null. Keys keep their
+     * order, numbers their digits.
      */
     static byte[] withDType(String configJson, DType dtype, long vocabSize, Consumer<ObjectNode> edit) throws IOException {
         JsonNode root = JSON.readTree(configJson);
