@@ -587,6 +587,8 @@ public final class SweepRunner implements AutoCloseable {
             merger.checkInputsUnchanged();  // a file rewritten in place meanwhile would give a silent mix
             List<ConfigResult> results = new ArrayList<>();
             Path sideSource = merger.reference().directory();
+            // One set of tokenizer files for every configuration: built (tokenizer.json read and rewritten) once.
+            TokenizerOutput tokenizerFiles = options.writeCheckpoints() ? merger.tokenizerOutput(true) : null;
             for (int c = 0; c < n; c++) {
                 Path out = null;
                 if (options.writeCheckpoints()) {
@@ -594,7 +596,7 @@ public final class SweepRunner implements AutoCloseable {
                     CheckpointWriter w = writers.get(c);
                     List<String> notes = warnings.get(c);
                     notes.addAll(SideFiles.write(w, sideSource, SideFiles.outputDType(plan.merge()), true,
-                            merger.tokenizerOutput(true), config.sliced() ? LayerPlan.configEdit(config, notes::add) : null));
+                            tokenizerFiles, config.sliced() ? LayerPlan.configEdit(config, notes::add) : null));
                     w.commit();
                     own[c] += System.nanoTime() - s;
                     out = temp.resolve(configurations.get(c).name());
