@@ -298,16 +298,18 @@ public final class WeightSimilarity {
             colsOut = arena.allocate(w.cols() * 2 * b * Double.BYTES, Double.BYTES);
         }
 
+        /** {@code x} as two f32 parts whose sum is x to f64 precision: the high part at element {@code hiAt}, the low at {@code loAt}. */
+        private static void putSplit(Tensor parts, long hiAt, long loAt, double x) {
+            float hi = (float) x;
+            parts.data().setAtIndex(ValueLayout.JAVA_FLOAT, hiAt, hi);
+            parts.data().setAtIndex(ValueLayout.JAVA_FLOAT, loAt, (float) (x - hi));
+        }
+
         /** W M, M cols x b. */
         DMatrixRMaj times(DMatrixRMaj m) {
             long cols = w.cols();
             for (int i = 0; i < cols; i++)
-                for (int j = 0; j < b; j++) {
-                    double x = m.get(i, j);
-                    float hi = (float) x;
-                    colsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, j * cols + i, hi);
-                    colsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, (b + j) * cols + i, (float) (x - hi));
-                }
+                for (int j = 0; j < b; j++) putSplit(colsParts, j * cols + i, (b + j) * cols + i, m.get(i, j));
             ctx.rowProductF64(w, null, new Matrix(colsParts, 2L * b, cols), null, rowsOut, false);
             return folded(rowsOut, (int) w.rows());
         }
@@ -316,12 +318,7 @@ public final class WeightSimilarity {
         DMatrixRMaj transposeTimes(DMatrixRMaj m) {
             long rows = w.rows();
             for (int i = 0; i < rows; i++)
-                for (int j = 0; j < b; j++) {
-                    double x = m.get(i, j);
-                    float hi = (float) x;
-                    rowsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, (long) i * 2 * b + j, hi);
-                    rowsParts.data().setAtIndex(ValueLayout.JAVA_FLOAT, (long) i * 2 * b + b + j, (float) (x - hi));
-                }
+                for (int j = 0; j < b; j++) putSplit(rowsParts, (long) i * 2 * b + j, (long) i * 2 * b + b + j, m.get(i, j));
             ctx.columnProductF64(w, null, new Matrix(rowsParts, rows, 2L * b), null, null, colsOut, false);
             return folded(colsOut, (int) w.cols());
         }
