@@ -23,6 +23,15 @@ public enum DType {
         return byteSize;
     }
 
+    /**
+     * The bfloat16 bits of {@code v} rounded to nearest even, as torch's cast and both backends round; a NaN stays a
+     * (quiet) NaN of the same sign.
+     */
+    public static short bfloat16Bits(float v) {
+        int bits = Float.floatToRawIntBits(v);
+        return Float.isNaN(v) ? (short) ((bits >>> 16) | 0x40) : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
+    }
+
     public static DType fromCode(int code) {
         for (DType d : values()) if (d.code == code) return d;
         throw new IllegalArgumentException("unknown dtype code " + code);

@@ -70,12 +70,7 @@ public record Tensor(MemorySegment data, long count, DType dtype, Memory memory)
         switch (dtype) {
             case F32 -> data.setAtIndex(ValueLayout.JAVA_FLOAT_UNALIGNED, i, v);
             case F16 -> data.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, Float.floatToFloat16(v));
-            case BF16 -> {
-                int bits = Float.floatToRawIntBits(v);
-                short h = Float.isNaN(v) ? (short) ((bits >>> 16) | 0x40)
-                        : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
-                data.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, h);
-            }
+            case BF16 -> data.setAtIndex(ValueLayout.JAVA_SHORT_UNALIGNED, i, DType.bfloat16Bits(v));
         }
     }
 

@@ -1,5 +1,6 @@
 package dev.smelter.cli;
 
+import dev.smelter.DType;
 import dev.smelter.io.CheckpointWriter;
 import dev.smelter.io.SafetensorsDType;
 import java.io.IOException;
@@ -131,7 +132,7 @@ final class DemoCheckpoints implements Callable<Integer> {
                     switch (type) {
                         case F32 -> data.setAtIndex(ValueLayout.JAVA_FLOAT, i, (float) v);
                         case F16 -> data.setAtIndex(ValueLayout.JAVA_SHORT, i, Float.floatToFloat16((float) v));
-                        default -> data.setAtIndex(ValueLayout.JAVA_SHORT, i, bf16((float) v));
+                        default -> data.setAtIndex(ValueLayout.JAVA_SHORT, i, DType.bfloat16Bits((float) v));
                     }
                 }
                 w.write(s.name(), data);
@@ -168,11 +169,6 @@ final class DemoCheckpoints implements Callable<Integer> {
 
     private static String torchDType(SafetensorsDType type) {
         return type == SafetensorsDType.BF16 ? "bfloat16" : type == SafetensorsDType.F16 ? "float16" : "float32";
-    }
-
-    private static short bf16(float f) {
-        int b = Float.floatToRawIntBits(f);
-        return (short) ((b + 0x7FFF + ((b >>> 16) & 1)) >>> 16);
     }
 
     private static double gaussian(SplittableRandom r) {

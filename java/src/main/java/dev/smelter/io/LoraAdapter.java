@@ -328,11 +328,8 @@ public final class LoraAdapter implements AutoCloseable {
         if (dtype == DType.F16) {
             for (int i = 0; i < n; i++) h[i] = Float.floatToFloat16((float) (Float.float16ToFloat(h[i]) + scale * dd[i]));
         } else {
-            for (int i = 0; i < n; i++) {
-                float f = (float) (Float.intBitsToFloat((h[i] & 0xFFFF) << 16) + scale * dd[i]);
-                int bits = Float.floatToRawIntBits(f);
-                h[i] = Float.isNaN(f) ? (short) ((bits >>> 16) | 0x40) : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
-            }
+            for (int i = 0; i < n; i++)
+                h[i] = DType.bfloat16Bits((float) (Float.intBitsToFloat((h[i] & 0xFFFF) << 16) + scale * dd[i]));
         }
         MemorySegment.copy(h, 0, dst, ValueLayout.JAVA_SHORT_UNALIGNED, at * 2, n);
     }

@@ -527,9 +527,7 @@ public final class Vocabulary {
     }
 
     private static short encode16(float f, DType d) {
-        if (d == DType.F16) return Float.floatToFloat16(f);
-        int bits = Float.floatToRawIntBits(f);
-        return Float.isNaN(f) ? (short) ((bits >>> 16) | 0x40) : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
+        return d == DType.F16 ? Float.floatToFloat16(f) : DType.bfloat16Bits(f);
     }
 
     private static double decode16(short h, DType d) {

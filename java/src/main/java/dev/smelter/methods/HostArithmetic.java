@@ -100,9 +100,7 @@ final class HostArithmetic {
             }
             case BF16 -> {
                 for (int i = 0; i < n; i++) {
-                    float x = roundToOdd(v[i]);
-                    int bits = Float.floatToRawIntBits(x);
-                    short h = Float.isNaN(x) ? (short) ((bits >>> 16) | 0x40) : (short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16);
+                    short h = DType.bfloat16Bits(roundToOdd(v[i]));
                     scratch[i] = h;
                     if ((h & 0x7F80) == 0x7F80) bad++;
                 }
