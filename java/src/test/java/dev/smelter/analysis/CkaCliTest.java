@@ -9,15 +9,10 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -31,37 +26,15 @@ class CkaCliTest {
 
     /** An activation file: hidden.0..n-1 (F32), mask.src (U8, every other token), sentence_ids (3 tokens each). */
     static Path activationFile(Path file, List<double[][]> layers) throws IOException {
-        Map<String, byte[]> tensors = new LinkedHashMap<>();
-        Map<String, String> heads = new LinkedHashMap<>();
-        for (int l = 0; l < layers.size(); l++) {
-            double[][] m = layers.get(l);
-            ByteBuffer b = ByteBuffer.allocate(m.length * m[0].length * 4).order(ByteOrder.LITTLE_ENDIAN);
-            for (double[] row : m) for (double v : row) b.putFloat((float) v);
-            tensors.put("hidden." + l, b.array());
-            heads.put("hidden." + l, "\"dtype\":\"F32\",\"shape\":[" + m.length + "," + m[0].length + "]");
+        ActivationFileWriter w = new ActivationFileWriter();
+        for (int l = 0; l < layers.size(); l++) w.matrix("hidden." + l, layers.get(l), false);
+        boolean[] src = new boolean[TOKENS];
+        long[] ids = new long[TOKENS];
+        for (int i = 0; i < TOKENS; i++) {
+            src[i] = i % 2 == 1;
+            ids[i] = i / 3;
         }
-        byte[] mask = new byte[TOKENS];
-        for (int i = 0; i < TOKENS; i++) mask[i] = (byte) (i % 2);
-        tensors.put("mask.src", mask);
-        heads.put("mask.src", "\"dtype\":\"U8\",\"shape\":[" + TOKENS + "]");
-        ByteBuffer ids = ByteBuffer.allocate(TOKENS * 8).order(ByteOrder.LITTLE_ENDIAN);
-        for (int i = 0; i < TOKENS; i++) ids.putLong(i / 3);
-        tensors.put("sentence_ids", ids.array());
-        heads.put("sentence_ids", "\"dtype\":\"I64\",\"shape\":[" + TOKENS + "]");
-        StringBuilder h = new StringBuilder("{\"__metadata__\":{\"smelter.format\":\"activations/1\"}");
-        long at = 0;
-        for (var e : tensors.entrySet()) {
-            h.append(",\"").append(e.getKey()).append("\":{").append(heads.get(e.getKey())).append(",\"data_offsets\":[")
-                    .append(at).append(',').append(at + e.getValue().length).append("]}");
-            at += e.getValue().length;
-        }
-        h.append('}');
-        byte[] header = h.toString().getBytes(StandardCharsets.UTF_8);
-        ByteBuffer out = ByteBuffer.allocate((int) (8 + header.length + at)).order(ByteOrder.LITTLE_ENDIAN);
-        out.putLong(header.length).put(header);
-        for (byte[] t : tensors.values()) out.put(t);
-        Files.write(file, out.array());
-        return file;
+        return w.mask("src", src).sentenceIds(ids).write(file);
     }
 
 
